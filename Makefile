@@ -1,0 +1,61 @@
+# FCRN on Caffe. `make` builds everything, `make test` builds and tests,
+# `make demo` trains and evaluates a small FCRN on synthetic data.
+# CUDA=1 builds Caffe and the layers with CUDA (CUDA_ARCH="80 90" to choose GPUs).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+JOBS ?= $(shell nproc)
+CUDA ?= 0
+CUDA_ARCH ?= 75 80 86 90
+
+CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)")
+CAFFE_PREFIX := $(shell scripts/build_caffe.sh --print-prefix $(CAFFE_FLAGS))
+BUILD := build
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+ENV := source scripts/env.sh &&
+
+.PHONY: all deps caffe layers venv test test-cpp test-python bench clean
+
+all: layers venv
+
+deps:
+	@scripts/install_deps.sh
+
+# Reuses the cached prefix when it is complete; rebuilds only when its inputs change.
+caffe: deps
+	@scripts/build_caffe.sh $(CAFFE_FLAGS) -j $(JOBS) >/dev/null
+
+layers: caffe
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DCaffe_DIR=$(CAFFE_PREFIX)/share/Caffe -DFCRN_CUDA_ARCH="$(CUDA_ARCH)" >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+venv: $(VENV)/.complete
+
+# The .pth makes pycaffe of the cached prefix importable; rewritten on every
+# run so that it follows the prefix when Caffe's inputs change.
+$(VENV)/.complete: requirements.txt constraints.txt setup.py FORCE | caffe
+	@[ -x $(PYTHON) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@echo "$(CAFFE_PREFIX)/lib/python3/dist-packages" > \
+	  $$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/caffe.pth
+	@if [ ! -f $@ ] || [ -n "$$(find requirements.txt constraints.txt setup.py -newer $@)" ]; then \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt && \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . && \
+	  touch $@; fi
+
+FORCE:
+
+test: all test-cpp test-python
+
+test-cpp: layers
+	@cd $(BUILD) && ctest --output-on-failure
+
+test-python: all
+	@$(ENV) python -m pytest -q tests
+
+bench: all
+	@$(ENV) python scripts/bench_layers.py --out benchmarks/layers.md
+
+clean:
+	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,103 @@
+#ifndef FCRN_BOOTSTRAPPED_SOFTMAX_LOSS_LAYER_HPP_
+#define FCRN_BOOTSTRAPPED_SOFTMAX_LOSS_LAYER_HPP_
+
+#include <utility>
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+
+#include "caffe/layers/loss_layer.hpp"
+
+namespace caffe {
+
+/**
+ * @brief Softmax cross-entropy over the hardest pixels only: online
+ *        bootstrapping, equation (1) of Wu, Shen and van den Hengel,
+ *        "High-performance Semantic Segmentation Using Very Deep Fully
+ *        Convolutional Networks" (2016).
+ *
+ * For each image n and each pixel i whose label is not
+ * loss_param.ignore_label, let @f$ p_i @f$ be the softmax probability of its
+ * true class. Per image the layer keeps
+ *   - every pixel with @f$ p_i < t @f$ (bootstrap_param.threshold), and
+ *   - at least the K (bootstrap_param.min_kept) pixels with the smallest
+ *     @f$ p_i @f$, ties broken by the lower pixel index;
+ *   - all valid pixels if there are no more than K of them.
+ * The loss is @f$ -\frac{1}{n_{kept}} \sum_{kept} \log p_i @f$ with
+ * @f$ n_{kept} @f$ counted over the whole batch (loss_param.normalization
+ * VALID, the default; the other modes behave as in SoftmaxWithLoss with
+ * "valid" read as "kept"). threshold = 0 keeps exactly the K hardest pixels,
+ * the setting of the paper's Table 4.
+ *
+ * The selection is a linear-time partial selection (std::nth_element) on the
+ * host; in GPU mode only the per-pixel true-class probabilities (1/C of the
+ * scores) travel to the host and the mask travels back.
+ *
+ * @param bottom input Blob vector (length 2)
+ *   -# @f$ (N \times C \times H \times W) @f$ the scores
+ *   -# @f$ (N \times 1 \times H \times W) @f$ the labels, integers in
+ *      [0, C) or ignore_label
+ * @param top output Blob vector (length 1 or 2)
+ *   -# @f$ (1) @f$ the loss
+ *   -# (optional) shaped like the labels: 1 where a pixel was kept, else 0
+ */
+template <typename Dtype>
+class BootstrappedSoftmaxWithLossLayer : public LossLayer<Dtype> {
+ public:
+  explicit BootstrappedSoftmaxWithLossLayer(const LayerParameter& param)
+      : LossLayer<Dtype>(param) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const {
+    return "BootstrappedSoftmaxWithLoss";
+  }
+  virtual inline int ExactNumTopBlobs() const { return -1; }
+  virtual inline int MinTopBlobs() const { return 1; }
+  virtual inline int MaxTopBlobs() const { return 2; }
+
+ protected:
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+
+  /// Checks labels and probabilities, fills kept_ and returns the summed
+  /// -log p over kept pixels; shared by the CPU and GPU paths so that both
+  /// select exactly the same pixels.
+  Dtype SelectHardPixels(const Dtype* label, const Dtype* true_prob);
+  /// Writes the loss (and the optional mask) once the selection is made.
+  void SetTop(Dtype loss_sum, const vector<Blob<Dtype>*>& top);
+  Dtype GetNormalizer(int kept_count) const;
+
+  shared_ptr<Layer<Dtype> > softmax_layer_;
+  Blob<Dtype> prob_;
+  vector<Blob<Dtype>*> softmax_bottom_vec_;
+  vector<Blob<Dtype>*> softmax_top_vec_;
+  /// Per pixel: softmax probability of the labelled class.
+  Blob<Dtype> true_prob_;
+  /// Per pixel: 1 if the pixel contributes to the loss, else 0.
+  Blob<Dtype> kept_;
+  int kept_count_;
+  /// Reused between iterations so that selection allocates nothing.
+  vector<std::pair<Dtype, int> > candidates_;
+
+  bool has_ignore_label_;
+  int ignore_label_;
+  int min_kept_;
+  Dtype threshold_;
+  LossParameter_NormalizationMode normalization_;
+  int softmax_axis_, outer_num_, inner_num_;
+};
+
+}  // namespace caffe
+
+#endif  // FCRN_BOOTSTRAPPED_SOFTMAX_LOSS_LAYER_HPP_

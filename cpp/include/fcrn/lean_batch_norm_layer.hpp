@@ -1,0 +1,91 @@
+#ifndef FCRN_LEAN_BATCH_NORM_LAYER_HPP_
+#define FCRN_LEAN_BATCH_NORM_LAYER_HPP_
+
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+
+namespace caffe {
+
+/**
+ * @brief Batch normalization and its affine scale in one in-place layer that
+ *        keeps no buffer the size of its input where it can avoid one: the
+ *        "more conservative" batch norm of Wu, Shen and van den Hengel (2016).
+ *
+ * Computes @f$ y = \gamma (x - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta @f$
+ * per channel. Its blobs are those of a stock BatchNorm followed by a Scale
+ * with bias, in that order, so that converting pretrained weights is a copy:
+ *   -# mean and -# variance (C), accumulated and unnormalised as BatchNorm
+ *      stores them, -# the moving-average factor (1) that divides them,
+ *   -# gamma (C) and -# beta (C) as Scale stores them, initialised by
+ *      scale_param.filler (default 1) and scale_param.bias_filler (default 0).
+ * The first three are statistics: their lr_mult is forced to 0, as BatchNorm
+ * does. Options come from batch_norm_param (use_global_stats, defaulting to
+ * true in the TEST phase; moving_average_fraction; eps).
+ *
+ * Memory, beyond per-channel vectors:
+ *   - use_global_stats (frozen, as the paper trains): a per-channel linear
+ *     map, no input-sized buffer. When gamma is learnt and the layer runs in
+ *     place, the normalised input is recovered from the output as
+ *     (y - beta) / gamma, which stays exact under in-place layers that keep y
+ *     wherever its gradient is non-zero (ReLU). Only if some gamma is exactly
+ *     zero is a copy of the input kept for that iteration.
+ *   - batch statistics: no buffer out of place; one copy of the input in
+ *     place (BatchNorm + Scale keep three input-sized buffers).
+ */
+template <typename Dtype>
+class LeanBatchNormLayer : public Layer<Dtype> {
+ public:
+  explicit LeanBatchNormLayer(const LayerParameter& param)
+      : Layer<Dtype>(param) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const { return "LeanBatchNorm"; }
+  virtual inline int ExactNumBottomBlobs() const { return 1; }
+  virtual inline int ExactNumTopBlobs() const { return 1; }
+
+ protected:
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+
+  // Per-channel bookkeeping on the host, shared by the CPU and GPU paths.
+  /// Sets mean_ and slope_ (gamma / std) from the stored statistics, or from
+  /// the batch sums in sum1_ / sum2_, updating the moving averages.
+  void ComputeAffine(bool from_batch);
+  /// Whether forward must keep a copy of the input for backward.
+  bool NeedsInputCopy(bool in_place);
+  /// Points xhat_offset_ / xhat_scale_ at the way backward recovers
+  /// xhat = (src - offset) * scale from the blob it reads.
+  void SetUpXhat(bool from_output);
+  /// Adds the per-channel sums in sum1_ (of dy) and sum2_ (of dy * xhat) to
+  /// the gradients of beta and gamma where these are learnt.
+  void AccumulateParamDiffs();
+
+  bool use_global_stats_;
+  Dtype moving_average_fraction_;
+  Dtype eps_;
+  int channels_;
+  int num_;
+  int spatial_dim_;
+  bool keep_input_;  ///< forward saved the input into input_copy_
+  Blob<Dtype> input_copy_;
+  // Per-channel vectors (C).
+  Blob<Dtype> mean_, inv_std_, slope_;
+  Blob<Dtype> sum1_, sum2_;
+  Blob<Dtype> xhat_offset_, xhat_scale_;
+};
+
+}  // namespace caffe
+
+#endif  // FCRN_LEAN_BATCH_NORM_LAYER_HPP_

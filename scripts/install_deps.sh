@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the project builds and runs with, if any is missing.
+# Idempotent: prints nothing and changes nothing when all are present.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain and source handling
+  build-essential cmake pkg-config dpkg-dev debian-archive-keyring patch
+  # Caffe's build dependencies (DESIGN.md section 1)
+  libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
+  libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libopenblas-dev
+  libopencv-dev libprotobuf-dev protobuf-compiler
+  python3-dev python3-venv python3-numpy python3-skimage python3-scipy
+  python3-protobuf python3-yaml
+  # C++ layer tests
+  libgtest-dev
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = installed ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install_deps: missing Debian packages: ${missing[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  SUDO=(sudo -n)
+else
+  echo "install_deps: not root and no password-less sudo; run as root:" >&2
+  echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! "${SUDO[@]}" apt-get update -q || \
+   ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+  echo "install_deps: apt-get failed (is the Debian mirror reachable?); packages still missing: ${missing[*]}" >&2
+  exit 1
+fi
