@@ -194,27 +194,28 @@ void BootstrappedSoftmaxWithLossLayer<Dtype>::Backward_cpu(
   if (!propagate_down[0]) {
     return;
   }
+  // Most pixels are not kept: clear everything, then write the kept ones.
   Dtype* bottom_diff = bottom[0]->mutable_cpu_diff();
-  caffe_copy(prob_.count(), prob_.cpu_data(), bottom_diff);
+  caffe_set(prob_.count(), Dtype(0), bottom_diff);
+  const Dtype* prob_data = prob_.cpu_data();
   const Dtype* label = bottom[1]->cpu_data();
   const Dtype* kept = kept_.cpu_data();
   const int num_classes = prob_.shape(softmax_axis_);
   const int dim = prob_.count() / outer_num_;
+  const Dtype loss_weight = top[0]->cpu_diff()[0] / GetNormalizer(kept_count_);
   for (int i = 0; i < outer_num_; ++i) {
     for (int j = 0; j < inner_num_; ++j) {
-      const int index = i * inner_num_ + j;
-      if (kept[index]) {
-        bottom_diff[i * dim + static_cast<int>(label[index]) * inner_num_ + j]
-            -= 1;
-      } else {
-        for (int c = 0; c < num_classes; ++c) {
-          bottom_diff[i * dim + c * inner_num_ + j] = 0;
-        }
+      if (!kept[i * inner_num_ + j]) {
+        continue;
+      }
+      const int label_value = static_cast<int>(label[i * inner_num_ + j]);
+      for (int c = 0; c < num_classes; ++c) {
+        const int index = i * dim + c * inner_num_ + j;
+        bottom_diff[index] =
+            loss_weight * (prob_data[index] - (c == label_value));
       }
     }
   }
-  const Dtype loss_weight = top[0]->cpu_diff()[0] / GetNormalizer(kept_count_);
-  caffe_scal(prob_.count(), loss_weight, bottom_diff);
 }
 
 #ifdef CPU_ONLY

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Benchmarks of the C++ layers against the stock Caffe layers they replace.
+
+1. BootstrappedSoftmaxWithLoss (min_kept 512, threshold 0) against
+   SoftmaxWithLoss: forward + backward time on VOC-like and Cityscapes-like
+   score maps.
+2. LeanBatchNorm against BatchNorm + Scale, in place, on one blob: the memory
+   each allocates beyond its input (data and diff), measured as the growth of
+   the peak resident set of a fresh process over a net without the layer, and
+   the forward + backward time, frozen (use_global_stats) and with batch
+   statistics.
+
+Usage: python scripts/bench_layers.py --out benchmarks/layers.md
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fcrn  # noqa: F401  (loads the layers)
+import caffe
+from caffe import layers as L
+
+log = logging.getLogger("bench_layers")
+
+LOSS_SHAPES = [("VOC-like", (n, 21, 65, 65)) for n in (1, 2, 5, 10)] + \
+              [("Cityscapes-like", (1, 19, 128, 256))]
+BN_SHAPE = (1, 256, 161, 161)
+BN_VARIANTS = ["none", "lean-frozen", "stock-frozen", "lean-batch", "stock-batch"]
+
+
+def build_net(netspec, phase=caffe.TRAIN):
+    proto = netspec.to_proto()
+    proto.force_backward = True
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    try:
+        return caffe.Net(f.name, phase)
+    finally:
+        os.unlink(f.name)
+
+
+def time_forward_backward(nets, repeats):
+    """Fastest seconds of one forward + backward of each net, after a warm-up.
+
+    The nets take turns, and the minimum is kept, so that load from other
+    processes on the machine affects both sides of a comparison alike."""
+    best = [float("inf")] * len(nets)
+    for repeat in range(repeats + 1):
+        for i, net in enumerate(nets):
+            start = time.perf_counter()
+            net.forward()
+            net.backward()
+            if repeat:
+                best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def loss_net(kind, shape):
+    n = caffe.NetSpec()
+    n.score, n.label = L.Input(shape=[dict(dim=list(shape)),
+                                      dict(dim=[shape[0], 1] + list(shape[2:]))], ntop=2)
+    if kind == "bootstrapped":
+        n.loss = L.BootstrappedSoftmaxWithLoss(
+            n.score, n.label, loss_param=dict(ignore_label=255),
+            bootstrap_param=dict(min_kept=512, threshold=0.0))
+    else:
+        n.loss = L.SoftmaxWithLoss(n.score, n.label, loss_param=dict(ignore_label=255))
+    net = build_net(n)
+    rng = np.random.RandomState(0)
+    net.blobs["score"].data[...] = rng.randn(*shape)
+    labels = rng.randint(0, shape[1], net.blobs["label"].data.shape)
+    labels[rng.rand(*labels.shape) < 0.1] = 255
+    net.blobs["label"].data[...] = labels
+    return net
+
+
+def bench_loss(repeats):
+    rows = []
+    for name, shape in LOSS_SHAPES:
+        stock, boot = time_forward_backward(
+            [loss_net("softmax", shape), loss_net("bootstrapped", shape)], repeats)
+        rows.append(dict(input=name, shape="x".join(map(str, shape)),
+                         softmax_ms=stock * 1e3, bootstrapped_ms=boot * 1e3,
+                         ratio=boot / stock))
+        log.info("%s %s: SoftmaxWithLoss %.2f ms, Bootstrapped %.2f ms (%.2fx)",
+                 name, shape, stock * 1e3, boot * 1e3, boot / stock)
+    return rows
+
+
+def bn_net(variant):
+    n = caffe.NetSpec()
+    n.x = L.Input(shape=dict(dim=list(BN_SHAPE)))
+    kind, _, mode = variant.partition("-")
+    bn_param = dict(use_global_stats=(mode == "frozen"))
+    if kind == "lean":
+        n.y = L.LeanBatchNorm(n.x, batch_norm_param=bn_param, in_place=True)
+    elif kind == "stock":
+        n.bn = L.BatchNorm(n.x, batch_norm_param=bn_param, in_place=True)
+        n.y = L.Scale(n.bn, scale_param=dict(bias_term=True), in_place=True)
+    n.loss = L.Reduction(n.x, loss_weight=1)  # sets every output gradient to 1
+    net = build_net(n)
+    # Channel by channel: an input-sized temporary would raise the peak RSS
+    # that the memory figures are read from.
+    rng = np.random.RandomState(0)
+    for c in range(BN_SHAPE[1]):
+        net.blobs["x"].data[:, c] = rng.randn(BN_SHAPE[0], *BN_SHAPE[2:])
+    for name in net.params:  # frozen statistics: factor 1, variance 1
+        net.params[name][0].data[...] = 0
+        if len(net.params[name]) >= 3:
+            net.params[name][1].data[...] = 1
+            net.params[name][2].data[...] = 1
+    return net
+
+
+def bn_child(variant, repeats):
+    """Runs in a fresh process: peak RSS after one iteration, then timing."""
+    net = bn_net(variant)
+    net.forward()
+    net.backward()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds = time_forward_backward([net], repeats)[0] if variant != "none" else 0.0
+    print(json.dumps(dict(variant=variant, peak_mb=peak_kb / 1024.0, ms=seconds * 1e3)))
+
+
+def bench_bn(repeats):
+    results = {}
+    for variant in BN_VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--bn-child", variant,
+                              "--repeats", str(repeats)],
+                             check=True, capture_output=True, text=True,
+                             env=dict(os.environ, GLOG_minloglevel="2")).stdout
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+        log.info("%s: %s", variant, results[variant])
+    base = results.pop("none")["peak_mb"]
+    return [dict(variant=v, extra_mb=r["peak_mb"] - base, ms=r["ms"])
+            for v, r in results.items()]
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return "%s, %d cores, Caffe CPU build (OpenBLAS)" % (cpu, os.cpu_count())
+
+
+def write_report(path, loss_rows, bn_rows, repeats):
+    input_mb = np.prod(BN_SHAPE) * 4 / 2.0 ** 20
+    lines = [
+        "# Layer benchmarks", "",
+        "Machine: %s. Produced by `scripts/bench_layers.py`; times are the fastest "
+        "of %d forward + backward passes." % (machine(), repeats), "",
+        "## BootstrappedSoftmaxWithLoss vs SoftmaxWithLoss (CPU)", "",
+        "min_kept 512, threshold 0, 10% of labels ignored. Target: at most 1.2x.", "",
+        "| input | shape | SoftmaxWithLoss ms | Bootstrapped ms | ratio | target met |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in loss_rows:
+        lines.append("| %s | %s | %.2f | %.2f | %.2fx | %s |" % (
+            r["input"], r["shape"], r["softmax_ms"], r["bootstrapped_ms"], r["ratio"],
+            "yes" if r["ratio"] <= 1.2 else "**no**"))
+    lines += [
+        "", "## LeanBatchNorm vs BatchNorm + Scale, in place (CPU)", "",
+        "Blob %s (%.1f MiB of data). Extra memory: peak resident set of a fresh "
+        "process after one forward + backward, minus that of the same net "
+        "without the layer. Target: frozen LeanBatchNorm allocates no "
+        "input-sized buffer and is no slower." % ("x".join(map(str, BN_SHAPE)), input_mb), "",
+        "| layer | statistics | extra MiB | input-sized buffers | forward+backward ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in bn_rows:
+        kind, _, mode = r["variant"].partition("-")
+        lines.append("| %s | %s | %.1f | %.1f | %.1f |" % (
+            "LeanBatchNorm" if kind == "lean" else "BatchNorm + Scale",
+            "frozen (global)" if mode == "frozen" else "batch", r["extra_mb"],
+            r["extra_mb"] / input_mb, r["ms"]))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="benchmarks/layers.md", help="Markdown report")
+    parser.add_argument("--repeats", type=int, default=20, help="timed iterations")
+    parser.add_argument("--bn-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    caffe.set_mode_cpu()
+    if args.bn_child:
+        bn_child(args.bn_child, args.repeats)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    loss_rows = bench_loss(args.repeats)
+    bn_rows = bench_bn(args.repeats)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    write_report(args.out, loss_rows, bn_rows, args.repeats)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
