@@ -10,6 +10,9 @@ CUDA_ARCH ?= 75 80 86 90
 
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)")
 CAFFE_PREFIX := $(shell scripts/build_caffe.sh --print-prefix $(CAFFE_FLAGS))
+# nvcc compile-checks the .cu files even for the CPU build; found on PATH or
+# in the toolkit's default place.
+NVCC ?= $(firstword $(shell command -v nvcc) $(wildcard /usr/local/cuda/bin/nvcc))
 BUILD := build
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -28,19 +31,22 @@ caffe: deps
 
 layers: caffe
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release \
-	  -DCaffe_DIR=$(CAFFE_PREFIX)/share/Caffe -DFCRN_CUDA_ARCH="$(CUDA_ARCH)" >/dev/null
+	  -DCaffe_DIR=$(CAFFE_PREFIX)/share/Caffe -DFCRN_CUDA_ARCH="$(CUDA_ARCH)" \
+	  $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) -Wno-dev >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 venv: $(VENV)/.complete
 
-# The .pth makes pycaffe of the cached prefix importable; rewritten on every
+# The .pth makes pycaffe of the cached prefix and the Python layers (layers/)
+# importable; rewritten on every
 # run so that it follows the prefix when Caffe's inputs change.
-$(VENV)/.complete: requirements.txt constraints.txt setup.py FORCE | caffe
+$(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setup.py FORCE | caffe
 	@[ -x $(PYTHON) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
-	@echo "$(CAFFE_PREFIX)/lib/python3/dist-packages" > \
+	@printf '%s\n' "$(CAFFE_PREFIX)/lib/python3/dist-packages" "$(CURDIR)/layers" > \
 	  $$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/caffe.pth
-	@if [ ! -f $@ ] || [ -n "$$(find requirements.txt constraints.txt setup.py -newer $@)" ]; then \
+	@if [ ! -f $@ ] || [ -n "$$(find requirements*.txt constraints.txt setup.py -newer $@)" ]; then \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt && \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt && \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . && \
 	  touch $@; fi
 

@@ -11,7 +11,7 @@ PACKAGES=(
   libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libopenblas-dev
   libopencv-dev libprotobuf-dev protobuf-compiler
   python3-dev python3-venv python3-numpy python3-skimage python3-scipy
-  python3-protobuf python3-yaml
+  python3-protobuf python3-yaml python3-pil
   # C++ layer tests
   libgtest-dev
 )

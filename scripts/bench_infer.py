@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Inference benchmarks: whole pipeline against the bare forward, folded against
+unfolded BN, pycaffe against OpenCV DNN, FLOPs and achieved GFLOP/s.
+
+  python scripts/bench_infer.py --net prototxt/voc/r50_s8_k5_d12/deploy.prototxt \\
+      --size 321 321 --images 8 --out benchmarks/infer.md
+
+Without --weights the net gets random He-initialised weights and random BN
+statistics (speed does not depend on the values; folding is checked on them).
+The machine's peak is an estimate from /proc/cpuinfo: cores x clock x FLOPs per
+cycle (32 for AVX2 with FMA, 64 with AVX-512, fp32), stated as such.
+"""
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+log = logging.getLogger("bench_infer")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--net", required=True, help="deploy prototxt")
+    p.add_argument("--weights", help="caffemodel (default: random weights)")
+    p.add_argument("--size", type=int, nargs=2, default=[321, 321], metavar=("H", "W"))
+    p.add_argument("--images", type=int, default=8, help="images per measurement")
+    p.add_argument("--repeat", type=int, default=2, help="best of this many runs")
+    p.add_argument("--gpu", type=int, help="GPU id (CUDA build)")
+    p.add_argument("--out", default="benchmarks/infer.md", help="Markdown report (+ .json)")
+    p.add_argument("--note", help="a line about the conditions, added to the report")
+    return p.parse_args(argv)
+
+
+def randomise(net, rng):
+    for name, params in net.params.items():
+        if len(params) in (3, 5) and params[0].data.ndim == 1:  # BatchNorm / LeanBatchNorm
+            c = params[0].data.size
+            params[0].data[...] = rng.randn(c) * 0.1
+            params[1].data[...] = rng.rand(c) + 0.5
+            params[2].data[...] = 1
+            if len(params) == 5:
+                params[3].data[...] = rng.rand(c) + 0.5
+                params[4].data[...] = rng.randn(c) * 0.1
+        else:
+            for p in params:
+                fan_in = max(1, int(np.prod(p.data.shape[1:])))
+                p.data[...] = rng.randn(*p.data.shape) * np.sqrt(2.0 / fan_in) \
+                    if p.data.ndim > 1 else rng.randn(*p.data.shape) * 0.01
+
+
+def conv_flops(net, net_param):
+    """Multiply-adds x 2 of every Convolution for the net's current input shape."""
+    total = 0
+    for layer in net_param.layer:
+        if layer.type == "Convolution":
+            w = net.params[layer.name][0].data.shape  # (out, in/group, kh, kw)
+            out = net.blobs[layer.top[0]].data.shape
+            total += 2 * int(np.prod(out)) * int(np.prod(w[1:]))
+    return total
+
+
+def peak_gflops():
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return None, "unknown"
+    flags = re.search(r"^flags\s*:(.*)$", info, re.M)
+    flags = flags.group(1).split() if flags else []
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
+    per_cycle = 64 if "avx512f" in flags else 32 if ("avx2" in flags and "fma" in flags) else 8
+    cores = len(os.sched_getaffinity(0))
+    if not mhz:
+        return None, "unknown"
+    ghz = max(mhz) / 1000
+    return cores * ghz * per_cycle, "%d cores x %.2f GHz x %d FLOP/cycle (fp32, estimate)" % (
+        cores, ghz, per_cycle)
+
+
+def timed(fn, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import cv2
+    import fcrn  # noqa: F401
+    import caffe
+    from fcrn import fold, infer
+
+    if args.gpu is not None:
+        caffe.set_mode_gpu()
+        caffe.set_device(args.gpu)
+    else:
+        caffe.set_mode_cpu()
+    h, w = args.size
+    work = tempfile.mkdtemp(prefix="bench_infer.")
+    net_param = fold.read_net_param(args.net)
+    weights = args.weights
+    if not weights:
+        net = caffe.Net(args.net, caffe.TEST)
+        randomise(net, np.random.RandomState(0))
+        weights = os.path.join(work, "random.caffemodel")
+        net.save(weights)
+        del net
+    net = fold.load_net(args.net, weights)
+    seg = infer.Segmenter(net, net_param, batch_size=1)
+    rng = np.random.RandomState(1)
+    img_dir = os.path.join(work, "images")
+    os.makedirs(img_dir)
+    images = []
+    for i in range(args.images):
+        img = (rng.rand(h, w, 3) * 255).astype(np.uint8)
+        img = cv2.GaussianBlur(img, (0, 0), 3)  # compresses like a photo, not like noise
+        cv2.imwrite(os.path.join(img_dir, "%03d.jpg" % i), img)
+        images.append(img)
+    results = {"net": args.net, "input": [h, w], "images": args.images,
+               "mode": "GPU %d" % args.gpu if args.gpu is not None else "CPU"}
+
+    # bare forward: same padded inputs the pipeline gives the net
+    inputs = [seg._prepare(im, seg.views[0])[0] for im in images]
+
+    def bare():
+        for x in inputs:
+            for p in range(seg.passes):
+                fold.forward(net, dict({"data": x[None]}, **({"pass": np.full((1,), p, np.float32)}
+                                                           if seg.has_pass else {})))
+    bare()  # warm-up: allocations, BLAS threads
+    t_bare = timed(bare, args.repeat)
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "infer.py")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("infer_script", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out_dir = os.path.join(work, "out")
+    pipe_args = [img_dir, "--net", args.net, "--weights", weights, "--out", out_dir, "-q"]
+    if args.gpu is not None:
+        pipe_args += ["--gpu", str(args.gpu)]
+    # The script times itself from its first read to its last write, after
+    # loading the net: catch that figure from its log record.
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            if "images/s" in record.msg:
+                seen.append(record.args[1])
+    catch = Catch()
+    logging.getLogger("infer").addHandler(catch)
+    logging.getLogger("infer").propagate = False
+    for _ in range(args.repeat):
+        if mod.main(pipe_args) != 0:
+            raise SystemExit("the pipeline failed")
+    logging.getLogger("infer").removeHandler(catch)
+    logging.getLogger("infer").propagate = True
+    t_pipe = min(seen)
+    results.update(bare_s_per_image=t_bare / args.images,
+                   pipeline_s_per_image=t_pipe / args.images,
+                   pipeline_overhead_pct=100 * (t_pipe / t_bare - 1))
+
+    # folded vs unfolded, pycaffe vs OpenCV DNN (single-pass nets only: OpenCV has
+    # no Python layers)
+    fp, fw = os.path.join(work, "folded.prototxt"), os.path.join(work, "folded.caffemodel")
+    shape = (1, 3, h, w)
+    _, err = fold.export(args.net, weights, fp, fw, verify_shape=shape)
+    results["fold_relative_error"] = err
+    folded = caffe.Net(fp, caffe.TEST, weights=fw)
+    feeds = fold.random_inputs(net, shape)
+    fold.forward(folded, feeds)
+    t_unf = timed(lambda: fold.forward(net, feeds), args.repeat)
+    t_fold = timed(lambda: fold.forward(folded, feeds), args.repeat)
+    results.update(forward_unfolded_s=t_unf, forward_folded_s=t_fold)
+    if not seg.has_pass:
+        cvnet = cv2.dnn.readNetFromCaffe(fp, fw)
+        cvnet.setInput(feeds["data"])
+        out_name = seg.output
+        cv_out = cvnet.forward(out_name)
+        results["opencv_relative_error"] = fold.relative_error(
+            fold.forward(folded, feeds)[out_name] if out_name in folded.outputs
+            else folded.blobs[out_name].data, cv_out)
+
+        def cv_fwd():
+            cvnet.setInput(feeds["data"])
+            cvnet.forward(out_name)
+        results["forward_opencv_folded_s"] = timed(cv_fwd, args.repeat)
+    flops = conv_flops(net, net_param)
+    peak, peak_note = peak_gflops() if args.gpu is None else (None, "n/a")
+    results.update(gflop_per_forward=flops / 1e9,
+                   gflops_achieved_folded=flops / 1e9 / t_fold,
+                   peak_gflops=peak, peak_note=peak_note)
+
+    md = ["# Inference benchmarks", "",
+          "`%s`, input %dx%d, %s, %d image(s), best of %d." % (
+              args.net, h, w, results["mode"], args.images, args.repeat), "",
+          "| Measure | Value |", "|---|---:|",
+          "| bare forward (s/image) | %.3f |" % results["bare_s_per_image"],
+          "| whole pipeline: read, pre-process, forward, upsample, write (s/image) | %.3f |"
+          % results["pipeline_s_per_image"],
+          "| pipeline overhead (target < 10%%) | %.1f%% |" % results["pipeline_overhead_pct"],
+          "| forward, BN unfolded, pycaffe (s) | %.3f |" % t_unf,
+          "| forward, BN folded, pycaffe (s) | %.3f |" % t_fold,
+          "| folded / unfolded max relative difference | %.1e |" % err]
+    if "forward_opencv_folded_s" in results:
+        md += ["| forward, BN folded, OpenCV DNN (s) | %.3f |" % results["forward_opencv_folded_s"],
+               "| OpenCV / pycaffe max relative difference | %.1e |" % results["opencv_relative_error"]]
+    md += ["| convolution FLOPs per forward | %.1f G |" % results["gflop_per_forward"],
+           "| achieved, folded pycaffe | %.1f GFLOP/s |" % results["gflops_achieved_folded"]]
+    if peak:
+        md.append("| peak (%s) | %.0f GFLOP/s (%.0f%% reached) |" % (
+            peak_note, peak, 100 * results["gflops_achieved_folded"] / peak))
+    if args.note:
+        md += ["", args.note]
+    text = "\n".join(md) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        from fcrn.evaluate import write_atomic
+        write_atomic(args.out, text)
+        write_atomic(os.path.splitext(args.out)[0] + ".json", json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

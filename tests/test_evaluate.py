@@ -1,0 +1,216 @@
+"""Metrics of fcrn.evaluate against confusion matrices computed by hand, the
+whole-set convention, the refusal paths of scripts/evaluate.py, and (where the
+package is installed) agreement with cityscapesScripts."""
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fcrn import evaluate as ev
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", os.path.join(ROOT, "scripts", "evaluate.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_png(path, arr, palette=True):
+    from PIL import Image
+    im = Image.fromarray(np.asarray(arr, np.uint8), mode="L")
+    if palette:
+        im = im.convert("P")
+        im.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    im.save(path)
+
+
+# gt / pred pairs: (0,0) (0,1) (1,1) (1,2) (2,2), one ignored pixel.
+GT = np.array([[0, 0, 1], [1, 2, 255]])
+PRED = np.array([[0, 1, 1], [2, 2, 0]])
+
+
+def test_hand_computed_matrix_and_scores():
+    cm = ev.ConfusionMatrix(3).update(GT, PRED)
+    np.testing.assert_array_equal(cm.hist, [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]])
+    s = cm.scores()
+    assert s["num_pixels"] == 5
+    assert s["pixel_acc"] == pytest.approx(3 / 5)
+    np.testing.assert_allclose(s["class_acc"], [1 / 2, 1 / 2, 1])
+    assert s["mean_acc"] == pytest.approx(2 / 3)
+    # IoU = tp / (gt + pred - tp): 1/(2+1-1), 1/(2+2-1), 1/(1+2-1)
+    np.testing.assert_allclose(s["class_iou"], [1 / 2, 1 / 3, 1 / 2])
+    assert s["mean_iou"] == pytest.approx(4 / 9)
+    # frequency-weighted: 2/5*1/2 + 2/5*1/3 + 1/5*1/2
+    assert s["fw_iou"] == pytest.approx(0.2 + 2 / 15 + 0.1)
+
+
+def test_class_absent_from_gt_and_prediction_is_nan_and_excluded():
+    s = ev.ConfusionMatrix(4).update(GT, PRED).scores()
+    assert math.isnan(s["class_iou"][3]) and math.isnan(s["class_acc"][3])
+    assert s["mean_iou"] == pytest.approx(4 / 9)
+    assert s["mean_acc"] == pytest.approx(2 / 3)
+
+
+def test_class_absent_from_gt_but_predicted_counts_as_zero():
+    pred = PRED.copy()
+    pred[0, 0] = 3  # a background pixel predicted as class 3
+    s = ev.ConfusionMatrix(4).update(GT, pred).scores()
+    assert s["class_iou"][3] == 0.0
+    assert math.isnan(s["class_acc"][3])  # no ground truth: accuracy undefined
+    # class 0 lost its only true positive
+    np.testing.assert_allclose(s["class_iou"][:3], [0, 1 / 3, 1 / 2])
+    assert s["mean_iou"] == pytest.approx((1 / 3 + 1 / 2) / 4)
+
+
+def test_ignore_label_and_out_of_range_prediction():
+    gt = np.array([0, 0, 255, 255])
+    pred = np.array([0, 255, 1, 0])  # 255 on a valid pixel: a miss, no false positive
+    cm = ev.ConfusionMatrix(2).update(gt, pred)
+    np.testing.assert_array_equal(cm.hist, [[1, 0, 1], [0, 0, 0]])
+    s = cm.scores()
+    assert s["pixel_acc"] == pytest.approx(0.5)
+    assert s["class_iou"][0] == pytest.approx(0.5)
+    assert math.isnan(s["class_iou"][1])
+
+
+def test_whole_set_accumulation_is_not_mean_of_per_image_scores():
+    a_gt, a_pred = np.zeros(9, int), np.zeros(9, int)  # all right, class 0 only
+    b_gt, b_pred = np.array([0, 1]), np.array([1, 1])
+    per_image = [ev.ConfusionMatrix(2).update(a_gt, a_pred).scores()["mean_iou"],
+                 ev.ConfusionMatrix(2).update(b_gt, b_pred).scores()["mean_iou"]]
+    assert per_image == [pytest.approx(1.0), pytest.approx(0.25)]
+    whole = ev.ConfusionMatrix(2).update(a_gt, a_pred).update(b_gt, b_pred).scores()
+    # class 0: 9 / (10 + 9 - 9); class 1: 1 / (1 + 2 - 1)
+    np.testing.assert_allclose(whole["class_iou"], [0.9, 0.5])
+    assert whole["mean_iou"] == pytest.approx(0.7)
+    assert whole["mean_iou"] != pytest.approx(np.mean(per_image))
+
+
+def test_gt_label_out_of_range_raises():
+    with pytest.raises(ValueError, match="outside"):
+        ev.ConfusionMatrix(2).update(np.array([0, 5]), np.array([0, 1]))
+
+
+def test_cityscapes_luts_roundtrip():
+    to_train, to_label = ev.cityscapes_label_to_train_lut(), ev.cityscapes_train_to_label_lut()
+    np.testing.assert_array_equal(to_train[to_label[np.arange(19)]], np.arange(19))
+    assert (to_train[[0, 1, 6, 9, 10, 14, 15, 16, 18, 29, 30]] == 255).all()
+
+
+def test_script_scores_files_and_writes_reports(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    _write_png(str(gt_dir / "a.png"), np.array([[0, 0], [1, 255]]))
+    _write_png(str(gt_dir / "b.png"), np.array([[1, 1, 2]]))
+    _write_png(str(pred_dir / "sub" / "a.png"), np.array([[0, 1], [1, 1]]))
+    _write_png(str(pred_dir / "b.png"), np.array([[1, 2, 2]]), palette=False)
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    rc = _script().main(["--dataset", "generic", "--num-classes", "3", "--gt", str(gt_dir),
+                         "--pred", str(pred_dir), "--out-md", str(md), "--out-json",
+                         str(js), "-q"])
+    assert rc == 0
+    r = json.loads(js.read_text())
+    # pairs: (0,0) (0,1) (1,1) | (1,1) (1,2) (2,2)
+    assert r["confusion_matrix"] == [[1, 1, 0, 0], [0, 2, 1, 0], [0, 0, 1, 0]]
+    assert r["pixel_acc"] == pytest.approx(4 / 6)
+    assert r["class_iou"]["class1"] == pytest.approx(2 / (3 + 3 - 2))
+    assert r["num_images"] == 2
+    text = md.read_text()
+    assert "| class0 | class1 | class2 | Mean |" in text and "66.67" in text
+
+
+def test_script_refuses_missing_and_wrong_size_with_a_list(tmp_path, caplog):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for k in ("a", "b", "c"):
+        _write_png(str(gt_dir / (k + ".png")), np.zeros((4, 5)))
+    _write_png(str(pred_dir / "a.png"), np.zeros((4, 5)))
+    _write_png(str(pred_dir / "c.png"), np.zeros((5, 4)))
+    out = tmp_path / "r.json"
+    args = ["--gt", str(gt_dir), "--pred", str(pred_dir), "--out-json", str(out), "-q"]
+    assert _script().main(args) == 2
+    assert "b: no prediction" in caplog.text and not out.exists()
+    _write_png(str(pred_dir / "b.png"), np.zeros((3, 5)))
+    caplog.clear()
+    assert _script().main(args) == 2
+    assert "b: prediction is 3x5, ground truth 4x5" in caplog.text
+    assert "c: prediction is 5x4" in caplog.text and not out.exists()
+
+
+def test_script_list_names_ids_without_ground_truth(tmp_path, caplog):
+    gt_dir = tmp_path / "gt"
+    _write_png(str(gt_dir / "a.png"), np.zeros((2, 2)))
+    lst = tmp_path / "val.txt"
+    lst.write_text("a\nzzz\n")
+    assert _script().main(["--gt", str(gt_dir), "--pred", str(gt_dir), "--list",
+                           str(lst), "-q"]) == 2
+    assert "zzz: no ground truth" in caplog.text
+
+
+# --- cityscapesScripts ------------------------------------------------------
+
+def _official():
+    # pip install --no-deps cityscapesscripts pyquaternion: the pixel-level
+    # evaluation needs only those, numpy and PIL.
+    return pytest.importorskip(
+        "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+
+
+def test_cityscapes_constants_match_official_labels():
+    _official()
+    from cityscapesscripts.helpers.labels import labels
+    train = sorted((l.trainId, l.id, l.name) for l in labels if 0 <= l.trainId < 255)
+    assert tuple(t[1] for t in train) == ev.CITYSCAPES_TRAIN_TO_LABEL_ID
+    assert tuple(t[2] for t in train) == ev.CITYSCAPES_CLASSES
+
+
+def test_cityscapes_iou_equals_cityscapesscripts(tmp_path):
+    cs = _official()
+    rng = np.random.RandomState(0)
+    to_label = ev.cityscapes_train_to_label_lut()
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    official_args = cs.args
+    saved = (official_args.evalInstLevelScore, official_args.quiet)
+    official_args.evalInstLevelScore, official_args.quiet = False, True
+    try:
+        conf = cs.generateMatrix(official_args)
+        for i in range(3):
+            # labelIds 0..33 (void ids included); train id 16 ("train", labelId 31)
+            # never appears in ground truth or prediction, to exercise the NaN rule.
+            gt = rng.randint(0, 34, size=(24, 40)).astype(np.uint8)
+            gt[gt == 31] = 7
+            pred_train = rng.randint(0, 19, size=gt.shape).astype(np.uint8)
+            pred_train[pred_train == 16] = 0
+            # where the ground truth is a class, mostly predict it right
+            t = ev.cityscapes_label_to_train_lut()[gt]
+            right = (t != 255) & (rng.rand(*gt.shape) < 0.6)
+            pred_train[right] = t[right]
+            pred_label = to_label[pred_train]
+            pred_label[0, :3] = 0  # a void labelId predicted: a miss for official too
+            name = "city_%06d_000019" % i
+            g = str(gt_dir / (name + "_gtFine_labelIds.png"))
+            p = str(pred_dir / (name + "_leftImg8bit.png"))
+            _write_png(g, gt, palette=False)
+            _write_png(p, pred_label, palette=False)
+            cs.evaluatePair(p, g, conf, None, {}, official_args)
+        official = [cs.getIouScoreForLabel(lid, conf, official_args)
+                    for lid in ev.CITYSCAPES_TRAIN_TO_LABEL_ID]
+    finally:
+        official_args.evalInstLevelScore, official_args.quiet = saved
+
+    pairs, problems = ev.pair_files(str(gt_dir), str(pred_dir), "_gtFine_labelIds.png",
+                                    "_leftImg8bit.png")
+    assert not problems and len(pairs) == 3
+    lut = ev.cityscapes_label_to_train_lut()
+    ours = ev.evaluate_pairs(pairs, 19, gt_lut=lut, pred_lut=lut).scores()
+    assert math.isnan(official[16]) and math.isnan(ours["class_iou"][16])
+    np.testing.assert_allclose(ours["class_iou"], official, rtol=1e-12)
+    assert ours["mean_iou"] == pytest.approx(cs.getScoreAverage(
+        dict(zip(ev.CITYSCAPES_CLASSES, official)), official_args), rel=1e-12)

@@ -1,0 +1,253 @@
+"""Inference (fcrn.infer, scripts/infer.py) on tiny nets built here.
+
+The nets are "pickers": every convolution has a single centre tap, so score
+cell j of class c is exactly input channel c at pixel stride * j + offset. With
+a ground truth whose class boundaries lie half-way between two cell centres, a
+correctly aligned bilinear upsampling reproduces the ground truth exactly;
+a grid off by one pixel, a wrong flip or pass interleaving, or misplaced tiles
+does not.
+"""
+import importlib.util
+import logging
+import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import fcrn  # noqa: E402,F401
+import caffe  # noqa: E402
+from caffe import layers as L  # noqa: E402
+from fcrn import fold, infer  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+C = 3  # classes
+
+
+def picker_net(shift=False, stem_pool=False):
+    """conv 7x7/2 pad 3 -> conv 3x3/2 pad 0 -> [shift] -> conv 1x1/2: picks
+    input pixel 8j + 2, the ResNet stem's grid (conv1, pool1, res3a)."""
+    n = caffe.NetSpec()
+    if shift:
+        n.data, n.pass_ = L.Input(ntop=2, shape=[{"dim": [1, C, 32, 32]}, {"dim": [1]}])
+    else:
+        n.data = L.Input(shape={"dim": [1, C, 32, 32]})
+    n.conv1 = L.Convolution(n.data, num_output=C, kernel_size=7, stride=2, pad=3,
+                            bias_term=False)
+    if stem_pool:
+        n.pool1 = L.Pooling(n.conv1, kernel_size=3, stride=2, pool=0)
+    else:
+        n.pool1 = L.Convolution(n.conv1, num_output=C, kernel_size=3, stride=2,
+                                bias_term=False)
+    x = n.pool1
+    if shift:
+        n.shift = L.Python(x, n.pass_, python_param={"module": "fcrn_shift",
+                                                     "layer": "ShiftLayer"})
+        x = n.shift
+    n.score = L.Convolution(x, num_output=C, kernel_size=1, stride=2, bias_term=False)
+    text = str(n.to_proto()).replace('"pass_"', '"pass"')
+    return text
+
+
+def make_picker(tmp_path, shift=False):
+    proto = str(tmp_path / ("picker%d.prototxt" % shift))
+    with open(proto, "w") as f:
+        f.write(picker_net(shift))
+    net = caffe.Net(proto, caffe.TEST)
+    for name in ("conv1", "pool1", "score"):
+        w = net.params[name][0].data
+        w[...] = 0
+        k = w.shape[2] // 2
+        for c in range(C):
+            w[c, c, k, k] = 1
+    weights = str(tmp_path / ("picker%d.caffemodel" % shift))
+    net.save(weights)
+    return proto, weights
+
+
+def segmenter(proto, weights, **kw):
+    net = fold.load_net(proto, weights)
+    return infer.Segmenter(net, fold.read_net_param(proto), mean=(0, 0, 0), **kw)
+
+
+def truth_map(h, w, stride, offset=2, seed=0, axis=1):
+    """Random classes on stripes along ``axis`` (1: vertical stripes) whose
+    boundaries lie half-way between cell centres offset + stride * j: the pixel
+    exactly half-way is a tie between the two stripes' classes, which argmax
+    gives to the lower class index; every other pixel is its stripe's class.
+    (Stripes, not blocks: with four different cells around a pixel, bilinear
+    one-hot scores can outvote the nearest cell.) Cells centred beyond the image
+    see only padding, zeros for the picker: the last stripe runs to the edge."""
+    rng = np.random.RandomState(seed)
+    n = w if axis == 1 else h
+    mid = np.arange(offset + stride // 2, n - stride // 2, stride)
+    stripe = np.searchsorted(mid + 1, np.arange(n), side="right")
+    classes = rng.randint(0, C, size=stripe.max() + 2)
+    line = classes[stripe]
+    tie = mid[mid < n]
+    line[tie] = np.minimum(classes[stripe[tie]], classes[stripe[tie] + 1])
+    line = line.astype(np.uint8)
+    return np.tile(line, (h, 1)) if axis == 1 else np.tile(line[:, None], (1, w))
+
+
+def image_of(truth):
+    """BGR image whose channel c is 100 where the class is c."""
+    return (np.eye(C, dtype=np.uint8)[truth] * 100).astype(np.uint8)
+
+
+def test_voc_and_cityscapes_palettes():
+    pal = infer.voc_palette()
+    assert tuple(pal[1]) == (128, 0, 0) and tuple(pal[15]) == (192, 128, 128)
+    assert tuple(pal[255]) == (224, 224, 192) and len({tuple(p) for p in pal}) == 256
+    assert tuple(infer.cityscapes_palette()[0]) == (128, 64, 128)
+    try:
+        from cityscapesscripts.helpers.labels import labels
+    except ImportError:
+        return
+    colours = [l.color for l in sorted(labels, key=lambda l: l.trainId) if 0 <= l.trainId < 19]
+    assert [tuple(c) for c in colours] == list(infer.CITYSCAPES_COLORS)
+
+
+def test_trace_geometry_matches_caffe(tmp_path):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    for pool in (False, True):
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(picker_net(stem_pool=pool), p)
+        assert infer.trace_geometry(p, "score") == (8, 2.0)
+    # and Caffe agrees: on a ramp image the picker returns the traced pixel
+    proto, weights = make_picker(tmp_path)
+    net = fold.load_net(proto, weights)
+    ramp = np.tile(np.arange(61, dtype=np.float32), (C, 45, 1))[None]
+    out = fold.forward(net, {"data": ramp})["score"][0, 0]
+    np.testing.assert_array_equal(out[0], 8 * np.arange(out.shape[1]) + 2)
+
+
+@pytest.mark.parametrize("size", [(45, 61), (40, 48), (9, 13)])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_whole_image_alignment_is_exact(tmp_path, size, axis):
+    proto, weights = make_picker(tmp_path)
+    truth = truth_map(*size, stride=8, axis=axis)
+    label = segmenter(proto, weights).predict([image_of(truth)])[0]
+    assert label.shape == size and label.dtype == np.uint8
+    np.testing.assert_array_equal(label, truth)
+
+
+def test_a_grid_off_by_one_pixel_is_detected(tmp_path):
+    """The exact-equality test above can fail: offset 3 instead of 2 breaks it."""
+    proto, weights = make_picker(tmp_path)
+    truth = truth_map(45, 61, stride=8)
+    label = segmenter(proto, weights, offset=3).predict([image_of(truth)])[0]
+    assert (label != truth).any()
+
+
+def test_tiles_and_batches_equal_whole_image(tmp_path):
+    proto, weights = make_picker(tmp_path)
+    truths = [truth_map(77, 90, 8, seed=s, axis=s % 2) for s in range(3)]
+    images = [image_of(t) for t in truths]
+    tiled = segmenter(proto, weights, tile=(24, 30), overlap=0.5, batch_size=4)
+    labels = tiled.predict(images)
+    for label, truth in zip(labels, truths):
+        np.testing.assert_array_equal(label, truth)
+    assert tiled.tile == (24, 32)  # rounded up to the stride
+    # padded to 80 x 96; steps: 12 -> 8 rows, 16 cols (multiples of the stride);
+    # 8 x 5 tiles for each of 3 images, in batches of 4: 30 forwards
+    assert tiled._tiles(80, 96)[-1] == (56, 64, 24, 32)
+    assert tiled.forwards == 30
+
+
+def test_flip_view_maps_back(tmp_path):
+    proto, weights = make_picker(tmp_path)
+    # width 61: the mirrored grid (60 - (8j + 2)) coincides with the grid, so the
+    # flipped view alone must give the ground truth exactly.
+    truth = truth_map(45, 61, stride=8)
+    seg = segmenter(proto, weights)
+    seg.views = [infer.View(1.0, flip=True)]
+    np.testing.assert_array_equal(seg.predict([image_of(truth)])[0], truth)
+
+
+def test_multi_scale_and_flip_average(tmp_path):
+    proto, weights = make_picker(tmp_path)
+    truth = truth_map(90, 122, stride=8)
+    label = segmenter(proto, weights, scales=(1.0, 2.0), flip=True).predict(
+        [image_of(truth)])[0]
+    assert label.shape == truth.shape
+    # Views disagree only close to block boundaries.
+    assert (label == truth).mean() > 0.9
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_four_pass_shifted_test_doubles_resolution(tmp_path, axis):
+    proto, weights = make_picker(tmp_path, shift=True)
+    truth = truth_map(45, 61, stride=4, axis=axis)  # boundaries of the 1/4 grid
+    seg4 = segmenter(proto, weights)
+    assert seg4.passes == 4
+    label = seg4.predict([image_of(truth)])[0]
+    np.testing.assert_array_equal(label, truth)
+    assert seg4.forwards == 4
+    one = segmenter(proto, weights, passes=1).predict([image_of(truth)])[0]
+    assert (one != truth).any()  # the 1/8 grid cannot place these boundaries
+    tiled = segmenter(proto, weights, tile=(24, 32)).predict([image_of(truth)])[0]
+    np.testing.assert_array_equal(tiled, truth)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "infer_script", os.path.join(ROOT, "scripts", "infer.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_script_reads_odd_images_skips_bad_ones_and_keeps_outputs(tmp_path, caplog):
+    import cv2
+    from PIL import Image
+    caplog.set_level(logging.INFO)
+    proto, weights = make_picker(tmp_path)
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    truth = truth_map(45, 61, stride=8)
+    img = image_of(truth)
+    cv2.imwrite(str(src / "a.png"), img)
+    cv2.imwrite(str(src / "sub" / "b.jpg"), np.zeros((20, 30, 3), np.uint8))
+    cv2.imwrite(str(src / "gray16.png"), (np.arange(33 * 17).reshape(33, 17) * 100).astype(np.uint16))
+    cv2.imwrite(str(src / "rgba.png"), np.dstack([img, np.full(truth.shape, 7, np.uint8)]))
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out, ov = tmp_path / "out", tmp_path / "overlay"
+    args = [str(src), str(tmp_path / "missing.jpg"), "--net", proto, "--weights", weights,
+            "--out", str(out), "--overlay", str(ov), "--mean", "0", "0", "0", "-q",
+            "--batch", "2"]
+    assert _script().main(args) == 1
+    assert "broken.png: not a readable image" in caplog.text
+    assert "missing.jpg: no such file" in caplog.text
+    assert "2 of 6 input(s) failed" in caplog.text
+    with Image.open(str(out / "a.png")) as im:
+        assert im.mode == "P" and im.getpalette()[3:6] == [128, 0, 0]
+        np.testing.assert_array_equal(np.array(im), truth)
+    with Image.open(str(out / "rgba.png")) as im:
+        np.testing.assert_array_equal(np.array(im), truth)  # alpha dropped
+    assert np.array(Image.open(str(out / "gray16.png"))).shape == (33, 17)
+    assert np.array(Image.open(str(out / "sub" / "b.png"))).shape == (20, 30)
+    assert cv2.imread(str(ov / "a.jpg")).shape == (45, 61, 3)
+    leftovers = [f for d, _, fs in os.walk(str(tmp_path)) for f in fs if f.startswith(".")]
+    assert leftovers == []
+
+
+def test_script_cityscapes_labelids_and_weight_mismatch(tmp_path, caplog):
+    import cv2
+    from PIL import Image
+    proto, weights = make_picker(tmp_path)
+    truth = truth_map(45, 61, stride=8)
+    path = str(tmp_path / "x_leftImg8bit.png")
+    cv2.imwrite(path, image_of(truth))
+    common = ["--weights", weights, "--out", str(tmp_path / "o"), "--mean", "0", "0", "0", "-q"]
+    assert _script().main([path, "--net", proto, "--dataset", "cityscapes", "--labelids",
+                           str(tmp_path / "ids")] + common) == 0
+    ids = np.array(Image.open(str(tmp_path / "ids" / "x_leftImg8bit.png")))
+    np.testing.assert_array_equal(ids, np.array([7, 8, 11])[truth])  # road, sidewalk, building
+    other = str(tmp_path / "other.prototxt")
+    with open(other, "w") as f:
+        f.write(picker_net(stem_pool=False).replace("kernel_size: 7", "kernel_size: 5"))
+    assert _script().main([path, "--net", other] + common) == 2
+    assert "conv1: blob 0 stored as 3x3x7x7, the net expects 3x3x5x5" in caplog.text
