@@ -1,0 +1,1 @@
+"""Network definitions: the ResNet backbone, FCRN variants, paper zoo, weight conversion."""

@@ -1,0 +1,154 @@
+"""Command line of scripts/make_net.py: options <-> (Variant, SolverSettings).
+
+Kept in the library so that the paper zoo (zoo.py) is written as the very
+command lines a user would type, parsed by the same parser.
+"""
+import argparse
+import dataclasses
+import shlex
+
+from . import netgen, resnet
+
+
+def _resolution(text):
+    try:
+        return netgen.parse_resolution(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('%r is not a %s' % (text, kind.__name__))
+        if value <= 0:
+            raise argparse.ArgumentTypeError('must be positive, not %s' % text)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# option -> (Variant or SolverSettings field, argparse keywords). The defaults
+# come from the dataclasses, so that to_argv() can leave them out.
+VARIANT_OPTIONS = [
+    ('--dataset', 'dataset', dict(choices=sorted(netgen.DATASETS),
+                                  help='voc: 21 classes; cityscapes: 19 (ignore label 255)')),
+    ('--depth', 'depth', dict(type=int, choices=sorted(resnet.BLOCKS))),
+    ('--resolution', 'resolution', dict(type=_resolution, metavar='1/S',
+                                        help='output stride: 1/16, 1/8 or 1/4')),
+    ('--kernel', 'kernel', dict(type=int, help='classifier kernel size (odd)')),
+    ('--dilation', 'dilation', dict(type=int, help='classifier dilation')),
+    ('--bootstrap', 'bootstrap', dict(type=int, metavar='K',
+                                      help='BootstrappedSoftmaxWithLoss keeping at least the K '
+                                           'hardest pixels per image (default: SoftmaxWithLoss)')),
+    ('--threshold', 'threshold', dict(type=float, metavar='T',
+                                      help='with --bootstrap, also keep every pixel whose '
+                                           'true-class probability is below T')),
+    ('--dropout', 'dropout', dict(action='store_true',
+                                  help='dropout on the outputs of the top-most blocks')),
+    ('--dropout-blocks', 'dropout_blocks', dict(type=int, metavar='N',
+                                                help='how many top-most blocks get dropout')),
+    ('--dropout-ratio', 'dropout_ratio', dict(type=float)),
+    ('--simulate-resolution', 'simulate', dict(type=_resolution, metavar='1/S',
+                                               help='train and test in four shifted passes '
+                                                    'that compute the 1/S output (S = half '
+                                                    'the resolution\'s)')),
+    ('--test-resolution', 'test_resolution', dict(type=_resolution, metavar='1/S',
+                                                  help='deploy at a finer resolution: same '
+                                                       'weights, dilations doubled')),
+    ('--crop', 'crop', dict(type=_positive(int), help='training crop (default: per dataset)')),
+    ('--batch-size', 'batch_size', dict(type=_positive(int))),
+    ('--batch-norm', 'batch_norm', dict(choices=resnet.BATCH_NORMS,
+                                        help='lean: LeanBatchNorm; caffe: BatchNorm + Scale')),
+    ('--train-source', 'train_source', dict(help='list or LMDB of the data layer (default: '
+                                                 'data/voc_aug/train_aug.txt, '
+                                                 'data/cityscapes_fcrn/train.txt)')),
+    ('--val-source', 'val_source', dict(help='default: data/voc_aug/val.txt, '
+                                             'data/cityscapes_fcrn/val.txt')),
+    ('--seed', 'seed', dict(type=int)),
+]
+SOLVER_OPTIONS = [
+    ('--iter-size', 'iter_size', dict(type=_positive(int),
+                                      help='images per update; times 4 with '
+                                           '--simulate-resolution')),
+    ('--base-lr', 'base_lr', dict(type=_positive(float))),
+    ('--lr-policy', 'lr_policy', dict(choices=netgen.LR_POLICIES)),
+    ('--power', 'power', dict(type=float)),
+    ('--gamma', 'gamma', dict(type=float)),
+    ('--stepsize', 'stepsize', dict(type=_positive(int))),
+    ('--momentum', 'momentum', dict(type=float)),
+    ('--weight-decay', 'weight_decay', dict(type=float)),
+    ('--max-iter', 'max_iter', dict(type=_positive(int))),
+    ('--display', 'display', dict(type=_positive(int))),
+    ('--snapshot', 'snapshot', dict(type=_positive(int))),
+    ('--snapshot-prefix', 'snapshot_prefix', dict(help='default: snapshots/DATASET_VARIANT')),
+    ('--test-interval', 'test_interval', dict(type=_positive(int))),
+    ('--test-iter', 'test_iter', dict(type=_positive(int),
+                                      help='default: every validation image, every pass')),
+    ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper)),
+]
+
+
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(
+        prog=prog, description='Write train/test/deploy/solver.prototxt of one FCRN variant '
+        '(Wu, Shen, van den Hengel 2016) and print its field of view.')
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--force', action='store_true', help='overwrite a non-empty --out')
+    for title, options, cls in (('network', VARIANT_OPTIONS, netgen.Variant),
+                                ('solver', SOLVER_OPTIONS, netgen.SolverSettings)):
+        group = parser.add_argument_group(title)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for option, field, kwargs in options:
+            kwargs = dict(kwargs, dest=field, default=defaults[field])
+            if 'help' in kwargs and kwargs.get('action') != 'store_true' \
+                    and defaults[field] is not None:
+                kwargs['help'] += ' (default: %(default)s)'
+            group.add_argument(option, **kwargs)
+    return parser
+
+
+def parse(argv, parser=None):
+    """(args, Variant, SolverSettings); bad combinations are argparse errors."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    variant = netgen.Variant(**{f: getattr(args, f) for _, f, _ in VARIANT_OPTIONS})
+    settings = netgen.SolverSettings(**{f: getattr(args, f) for _, f, _ in SOLVER_OPTIONS})
+    try:
+        variant.validate()
+        netgen.solver(variant, settings, '.')
+    except ValueError as error:
+        parser.error(str(error))
+    return args, variant, settings
+
+
+# Options that name a table row: always written, defaults or not.
+IDENTITY = ('dataset', 'depth', 'resolution', 'kernel', 'dilation')
+
+
+def to_argv(variant, settings=None):
+    """The options that reproduce `variant` (and `settings`): the row's
+    identity, then whatever differs from the defaults."""
+    argv = []
+    pairs = [(VARIANT_OPTIONS, variant, netgen.Variant())]
+    if settings is not None:
+        pairs.append((SOLVER_OPTIONS, settings, netgen.SolverSettings()))
+    for options, value, default in pairs:
+        for option, field, kwargs in options:
+            mine = getattr(value, field)
+            if mine == getattr(default, field) and field not in IDENTITY:
+                continue
+            if kwargs.get('action') == 'store_true':
+                argv.append(option)
+            elif kwargs.get('type') is _resolution:
+                argv += [option, '1/%d' % mine]
+            else:
+                argv += [option, str(mine)]
+    return argv
+
+
+def command(argv, out):
+    return ' '.join(['scripts/make_net.py'] + [shlex.quote(a) for a in argv]
+                    + ['--out', shlex.quote(out)])

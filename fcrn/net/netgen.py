@@ -1,0 +1,424 @@
+"""FCRN variants (Wu, Shen, van den Hengel 2016, Sec. 3) as Caffe prototxt.
+
+One `Variant` describes a row of the paper's tables; `net(variant, phase)`
+builds its train, test or deploy net from the same function, `solver()` its
+solver, and `write()` puts all four files in a folder. The layout follows
+FCN's net.py: small builder functions over caffe.NetSpec, names built
+programmatically, variants as parameters rather than copied files.
+
+The FCRN is the original ResNet without pool5/fc1000/prob, with a classifier
+convolution of kernel k and dilation d on res5. Output stride s is 16, 8 or 4:
+late stages lose their stride and dilate instead (resnet.stage_geometry).
+Field of view: FoV = s*(k-1)*d + s.
+
+Multi-pass shifted resolution (Sec. 3.2): with `simulate`, the net has stride
+s but a `res{p}_shift` layer crops one row/column of the map entering the last
+stride-2 stage on passes 1-3, so that four passes compute the four phases of
+the stride-s/2 output (layers/fcrn_shift.py). Labels are sampled at the
+position each score pixel sees, on the matching phase, so the loss compares
+like with like; the solver's iter_size accumulates the four passes.
+"""
+import dataclasses
+import json
+import logging
+import os
+from typing import Optional
+
+import numpy as np
+
+from caffe import NetSpec, layers as L
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+
+from . import resnet
+from .fileio import atomic_write
+
+log = logging.getLogger(__name__)
+
+IGNORE_LABEL = 255
+# BGR mean of ImageNet, as FCN and DeepLab subtract it.
+MEAN_BGR = (104.008, 116.669, 122.675)
+# Per dataset: classes, validation images (one test iteration each), the
+# default training crop (VOC images are at most 500 px; Cityscapes' 584 px FoV
+# needs a crop at least that large) and the lists that scripts/prepare_voc.py
+# and prepare_cityscapes.py write (run with --out data/voc_aug, data/cityscapes_fcrn).
+DATASETS = {
+    'voc': dict(classes=21, val_images=1449, crop=500,
+                train='data/voc_aug/train_aug.txt', val='data/voc_aug/val.txt'),
+    'cityscapes': dict(classes=19, val_images=500, crop=600,
+                       train='data/cityscapes_fcrn/train.txt',
+                       val='data/cityscapes_fcrn/val.txt'),
+}
+RESOLUTIONS = (16, 8, 4)
+PHASES = ('train', 'test', 'deploy')
+# The input pixel that score pixel (0, 0) is centred on: conv1 (7x7, stride 2,
+# pad 3) centres output i on input 2i, pool1 (3x3, stride 2, no pad) output j
+# on conv1 2j+1, hence input 4j+2; later 1x1 stride-2 convs keep the origin.
+SCORE_ORIGIN = 2
+# Dropout (Sec. 4.5) on the outputs of the top-most residual blocks. The paper
+# gives neither the blocks nor the ratio; these are the project's choice: the
+# three res5 blocks, ratio 0.3.
+DROPOUT_BLOCKS = 3
+DROPOUT_RATIO = 0.3
+
+
+def parse_resolution(text):
+    """'1/8' -> 8. Raises ValueError naming the allowed values."""
+    allowed = ', '.join('1/%d' % s for s in RESOLUTIONS)
+    num, sep, den = str(text).partition('/')
+    if sep != '/' or num.strip() != '1' or not den.strip().isdigit() \
+            or int(den) not in RESOLUTIONS:
+        raise ValueError('resolution must be one of %s, not %r' % (allowed, text))
+    return int(den)
+
+
+def field_of_view(stride, kernel, dilation):
+    """FoV = s*(k-1)*d + s, the paper's FoV column (Tables 1 and 2)."""
+    return stride * (kernel - 1) * dilation + stride
+
+
+@dataclasses.dataclass
+class Variant:
+    """One FCRN configuration. Strides are denominators: resolution 8 is 1/8."""
+    dataset: str = 'voc'
+    depth: int = 101
+    resolution: int = 8
+    kernel: int = 5
+    dilation: int = 12
+    bootstrap: Optional[int] = None     # min_kept of BootstrappedSoftmaxWithLoss
+    threshold: float = 0.0
+    dropout: bool = False
+    dropout_blocks: int = DROPOUT_BLOCKS
+    dropout_ratio: float = DROPOUT_RATIO
+    simulate: Optional[int] = None      # resolution simulated by four shifted passes
+    test_resolution: Optional[int] = None
+    crop: Optional[int] = None          # None: the dataset's default
+    batch_size: int = 1
+    batch_norm: str = 'lean'
+    train_source: Optional[str] = None  # None: data/{dataset}/train.txt
+    val_source: Optional[str] = None    # None: data/{dataset}/val.txt
+    seed: int = 0
+
+    @property
+    def classes(self):
+        return DATASETS[self.dataset]['classes']
+
+    @property
+    def train_crop(self):
+        return self.crop or DATASETS[self.dataset]['crop']
+
+    @property
+    def passes(self):
+        return 4 if self.simulate else 1
+
+    @property
+    def fov(self):
+        return field_of_view(self.resolution, self.kernel, self.dilation)
+
+    @property
+    def deploy_resolution(self):
+        return self.simulate or self.test_resolution or self.resolution
+
+    @property
+    def tag(self):
+        """Folder-style name: r101_s8_k5_d12[_bs512][_do][_sim4][_test4]."""
+        parts = ['r%d' % self.depth, 's%d' % self.resolution,
+                 'k%d' % self.kernel, 'd%d' % self.dilation]
+        if self.bootstrap:
+            parts.append('bs%d' % self.bootstrap)
+            if self.threshold:
+                parts.append('t%g' % self.threshold)
+        if self.dropout:
+            parts.append('do')
+        if self.simulate:
+            parts.append('sim%d' % self.simulate)
+        if self.test_resolution and self.test_resolution != self.resolution:
+            parts.append('test%d' % self.test_resolution)
+        return '_'.join(parts)
+
+    def validate(self):
+        """Raise ValueError on a variant the paper's scheme cannot express;
+        return a list of warnings for legal but doubtful ones."""
+        def check(ok, message):
+            if not ok:
+                raise ValueError(message)
+        check(self.dataset in DATASETS, 'dataset must be one of %s, not %r'
+              % (', '.join(sorted(DATASETS)), self.dataset))
+        check(self.depth in resnet.BLOCKS, 'depth must be one of %s, not %r'
+              % (', '.join(map(str, sorted(resnet.BLOCKS))), self.depth))
+        check(self.resolution in RESOLUTIONS, 'resolution must be one of %s, not 1/%s'
+              % (', '.join('1/%d' % s for s in RESOLUTIONS), self.resolution))
+        check(self.kernel > 0 and self.kernel % 2 == 1,
+              'kernel must be a positive odd integer (the classifier is centred), not %r'
+              % self.kernel)
+        check(self.dilation > 0, 'dilation must be a positive integer, not %r' % self.dilation)
+        check(self.bootstrap is None or self.bootstrap > 0,
+              'bootstrap (min_kept) must be a positive integer, not %r' % self.bootstrap)
+        check(0.0 <= self.threshold <= 1.0, 'threshold must lie in [0, 1], not %r'
+              % self.threshold)
+        check(self.bootstrap or not self.threshold,
+              'threshold needs bootstrapping: give bootstrap (min_kept) too')
+        blocks = len(resnet.block_names(self.depth))
+        check(0 < self.dropout_blocks <= blocks,
+              'dropout blocks must lie in 1..%d for ResNet-%d, not %r'
+              % (blocks, self.depth, self.dropout_blocks))
+        check(0.0 < self.dropout_ratio < 1.0, 'dropout ratio must lie in (0, 1), not %r'
+              % self.dropout_ratio)
+        if self.simulate is not None:
+            check(self.simulate * 2 == self.resolution,
+                  'simulate-resolution must be twice as fine as resolution (four passes '
+                  'halve the stride once): with resolution 1/%d it can only be 1/%d, not 1/%d'
+                  % (self.resolution, self.resolution // 2, self.simulate))
+            check(self.test_resolution in (None, self.simulate),
+                  'simulate-resolution already tests at 1/%d; drop test-resolution'
+                  % self.simulate)
+        if self.test_resolution is not None:
+            check(self.test_resolution in RESOLUTIONS and self.test_resolution <= self.resolution,
+                  'test-resolution must be one of %s, no coarser than the training 1/%d, not 1/%s'
+                  % (', '.join('1/%d' % s for s in RESOLUTIONS), self.resolution,
+                     self.test_resolution))
+        check(self.batch_size > 0, 'batch size must be positive, not %r' % self.batch_size)
+        check(self.train_crop > 0, 'crop must be positive, not %r' % self.train_crop)
+        check(self.batch_norm in resnet.BATCH_NORMS, 'batch-norm must be one of %s, not %r'
+              % (', '.join(resnet.BATCH_NORMS), self.batch_norm))
+        warnings = []
+        if self.fov > self.train_crop:
+            warnings.append('FoV %d is larger than the crop %d: part of the classifier '
+                            'would only ever see padding' % (self.fov, self.train_crop))
+        return warnings
+
+    def source(self, phase):
+        split = 'train' if phase == 'train' else 'val'
+        return getattr(self, split + '_source') or DATASETS[self.dataset][split]
+
+
+def _data_layer(n, variant, phase):
+    """The project's Python data layer (layers/fcrn_data.py, SegDataLayer);
+    augmentation follows the phase (random in TRAIN, none in TEST).
+
+    With several passes it serves each batch `passes` times and adds a `pass`
+    top holding the pass index, which drives the shift and label sampling.
+    """
+    params = dict(source=variant.source(phase), crop_size=variant.train_crop,
+                  batch_size=variant.batch_size if phase == 'train' else 1,
+                  passes=variant.passes, mean=list(MEAN_BGR), ignore_label=IGNORE_LABEL,
+                  num_classes=variant.classes, seed=variant.seed)
+    ntop = 3 if variant.passes > 1 else 2
+    tops = L.Python(module='fcrn_data', layer='SegDataLayer', ntop=ntop,
+                    param_str=json.dumps(params, sort_keys=True))
+    n.data, n.label = tops[:2]
+    if ntop == 3:
+        n['pass'] = tops[2]
+
+
+def _shift_hook(n, stage_to_shift):
+    """Hook for resnet.backbone: crop the map entering `stage_to_shift` by the pass's phase."""
+    def before_stage(stage, top):
+        if stage != stage_to_shift:
+            return top
+        name = 'res%d_shift' % stage
+        n[name] = L.Python(top, n['pass'], module='fcrn_shift', layer='ShiftLayer')
+        return n[name]
+    return before_stage
+
+
+def _dropout_hook(n, variant):
+    chosen = set(resnet.block_names(variant.depth)[-variant.dropout_blocks:])
+
+    def after_block(block, top):
+        if block in chosen:
+            n[block + '_drop'] = L.Dropout(top, in_place=True,
+                                           dropout_ratio=variant.dropout_ratio)
+        return top
+    return after_block
+
+
+def net(variant, phase):
+    """NetParameter of `variant`'s train, test (validation) or deploy net.
+
+    train/test: data layer -> FCRN -> score -> labels sampled at the score
+    pixels' centres -> (bootstrapped) softmax loss; test adds accuracy.
+    deploy: Input `data` (and `pass` when simulating) -> score -> prob. A
+    deploy net tested at a finer resolution than trained removes more strides
+    and doubles dilations, the classifier's included: same weights, same FoV.
+    """
+    if phase not in PHASES:
+        raise ValueError('phase must be one of %s, not %r' % (PHASES, phase))
+    n = NetSpec()
+    if phase == 'deploy':
+        crop = variant.train_crop
+        n.data = L.Input(shape=dict(dim=[1, 3, crop, crop]))
+        if variant.simulate:
+            n['pass'] = L.Input(shape=dict(dim=[1]))
+        stride = variant.resolution if variant.simulate else variant.deploy_resolution
+    else:
+        _data_layer(n, variant, phase)
+        stride = variant.resolution
+    hooks = {}
+    if variant.simulate:
+        shifted = next(s for s in resnet.STAGES if resnet.STAGE_STRIDE[s] == stride)
+        hooks['before_stage'] = _shift_hook(n, shifted)
+    if variant.dropout and phase != 'deploy':
+        hooks['after_block'] = _dropout_hook(n, variant)
+    top = resnet.backbone(n, n.data, variant.depth, stride, variant.batch_norm, **hooks)
+
+    dilation = variant.dilation * variant.resolution // stride
+    conv = dict(num_output=variant.classes, kernel_size=variant.kernel,
+                pad=dilation * (variant.kernel - 1) // 2,
+                weight_filler=dict(type='gaussian', std=0.01),
+                bias_filler=dict(type='constant', value=0),
+                param=[resnet.WEIGHT, resnet.BIAS])
+    if dilation > 1:
+        conv['dilation'] = dilation
+    n.score = L.Convolution(top, **conv)
+    if phase == 'deploy':
+        n.prob = L.Softmax(n.score)
+    else:
+        _loss(n, variant, stride, phase)
+    proto = n.to_proto()
+    proto.name = 'FCRN-%d %s %s (%s)' % (variant.depth, variant.dataset, variant.tag, phase)
+    return proto
+
+
+def _loss(n, variant, stride, phase):
+    sample = dict(stride=stride, origin=SCORE_ORIGIN)
+    bottoms = [n.label, n.score]
+    if variant.simulate:
+        # The shifted stage's input has stride s/2: one row there is s/2 pixels.
+        sample['phase_step'] = stride // 2
+        bottoms.append(n['pass'])
+    # The score bottom only gives the shape: no gradient flows through here.
+    n.label_sample = L.Python(*bottoms, module='fcrn_shift', layer='LabelSampleLayer',
+                              param_str=json.dumps(sample, sort_keys=True),
+                              propagate_down=[False] * len(bottoms))
+    # The sampled label descends from the score (for its shape), so Caffe would
+    # ask the loss for a label gradient unless told otherwise.
+    loss = dict(loss_param=dict(ignore_label=IGNORE_LABEL), propagate_down=[True, False])
+    if variant.bootstrap:
+        n.loss = L.BootstrappedSoftmaxWithLoss(
+            n.score, n.label_sample,
+            bootstrap_param=dict(min_kept=variant.bootstrap, threshold=variant.threshold),
+            **loss)
+    else:
+        n.loss = L.SoftmaxWithLoss(n.score, n.label_sample, **loss)
+    if phase == 'test':
+        n.accuracy = L.Accuracy(n.score, n.label_sample,
+                                accuracy_param=dict(ignore_label=IGNORE_LABEL))
+
+
+@dataclasses.dataclass
+class SolverSettings:
+    """SGD settings. The paper tunes them on the validation sets without
+    reporting them; defaults follow DeepLab's ResNet-101 (poly, 2.5e-4)."""
+    base_lr: float = 2.5e-4
+    lr_policy: str = 'poly'
+    power: float = 0.9
+    gamma: float = 0.1
+    stepsize: int = 10000
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    iter_size: int = 10          # images per update (times the passes per image)
+    max_iter: int = 20000
+    display: int = 20
+    snapshot: int = 2000
+    snapshot_prefix: Optional[str] = None
+    test_interval: int = 2000
+    test_iter: Optional[int] = None   # None: every validation image, every pass
+    solver_mode: str = 'GPU'
+
+
+LR_POLICIES = ('poly', 'step', 'fixed')
+
+
+def solver(variant, settings, net_dir):
+    """SolverParameter reading train/test.prototxt from `net_dir` (as Caffe
+    resolves it: relative to the working directory)."""
+    if settings.lr_policy not in LR_POLICIES:
+        raise ValueError('lr-policy must be one of %s, not %r'
+                         % (', '.join(LR_POLICIES), settings.lr_policy))
+    if settings.iter_size <= 0 or settings.max_iter <= 0:
+        raise ValueError('iter-size and max-iter must be positive')
+    s = caffe_pb2.SolverParameter()
+    s.train_net = os.path.join(net_dir, 'train.prototxt')
+    s.test_net.append(os.path.join(net_dir, 'test.prototxt'))
+    s.test_iter.append(settings.test_iter or
+                       DATASETS[variant.dataset]['val_images'] * variant.passes)
+    s.test_interval = settings.test_interval
+    s.test_initialization = False
+    s.base_lr = settings.base_lr
+    s.lr_policy = settings.lr_policy
+    if settings.lr_policy == 'poly':
+        s.power = settings.power
+    elif settings.lr_policy == 'step':
+        s.gamma, s.stepsize = settings.gamma, settings.stepsize
+    s.momentum = settings.momentum
+    s.weight_decay = settings.weight_decay
+    # Every pass of every image is one forward-backward; one update per image set.
+    s.iter_size = settings.iter_size * variant.passes
+    s.max_iter = settings.max_iter
+    s.display = settings.display
+    s.average_loss = settings.display
+    s.snapshot = settings.snapshot
+    s.snapshot_prefix = settings.snapshot_prefix or os.path.join(
+        'snapshots', '%s_%s' % (variant.dataset, variant.tag))
+    s.solver_mode = getattr(caffe_pb2.SolverParameter, settings.solver_mode.upper())
+    return s
+
+
+def interleave(phases):
+    """Four pass outputs (..., h_p, w_p), pass p = 2*dy + dx, -> the map (..., H, W)
+    whose phase [dy::2, dx::2] is pass (dy, dx): the simulated finer output."""
+    if len(phases) != 4:
+        raise ValueError('need the outputs of 4 passes, got %d' % len(phases))
+    height = phases[0].shape[-2] + phases[2].shape[-2]
+    width = phases[0].shape[-1] + phases[1].shape[-1]
+    out = np.empty(phases[0].shape[:-2] + (height, width), phases[0].dtype)
+    for index, phase in enumerate(phases):
+        dy, dx = divmod(index, 2)
+        view = out[..., dy::2, dx::2]
+        if view.shape != phase.shape:
+            raise ValueError('pass %d has shape %s, expected %s'
+                             % (index, phase.shape, view.shape))
+        view[...] = phase
+    return out
+
+
+def net_text(proto):
+    """Prototxt with one layer per line, as the released ResNet files are
+    written: a 152-layer net stays readable (and a third of the size)."""
+    lines = ['name: %s' % json.dumps(proto.name)]
+    for layer in proto.layer:
+        lines.append('layer { %s }' % text_format.MessageToString(layer, as_one_line=True))
+    return '\n'.join(lines) + '\n'
+
+
+def render(variant, settings, net_dir, command=None):
+    """{file name: text} of the four files of a variant."""
+    header = '# FCRN-%d, %s, %s: FoV %d (resolution 1/%d, kernel %d, dilation %d)\n' % (
+        variant.depth, variant.dataset, variant.tag, variant.fov, variant.resolution,
+        variant.kernel, variant.dilation)
+    if command:
+        header += '# Generated by: %s\n' % command
+    files = {'%s.prototxt' % phase: header + net_text(net(variant, phase))
+             for phase in PHASES}
+    files['solver.prototxt'] = header + text_format.MessageToString(
+        solver(variant, settings, net_dir))
+    return files
+
+
+def write(out, variant, settings, force=False, net_dir=None, command=None):
+    """Write train/test/deploy/solver.prototxt into `out`, each atomically.
+
+    Refuses a non-empty `out` unless `force`. `net_dir` is how the solver
+    names the folder (default: `out` as given).
+    """
+    warnings = variant.validate()
+    for warning in warnings:
+        log.warning(warning)
+    files = render(variant, settings, out if net_dir is None else net_dir, command)
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise FileExistsError('%s exists and is not empty; use --force to overwrite' % out)
+    os.makedirs(out, exist_ok=True)
+    for name, text in sorted(files.items()):
+        atomic_write(os.path.join(out, name), text)
+    return warnings

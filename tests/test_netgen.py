@@ -1,0 +1,361 @@
+"""The FCRN generator (fcrn/net), scripts/make_net.py and the committed prototxt/."""
+import os
+import shlex
+import sys
+import tempfile
+
+import pytest
+from google.protobuf import text_format
+
+import fcrn  # noqa: F401  (loads LeanBatchNorm etc. before any caffe.Net)
+import caffe
+from caffe.proto import caffe_pb2
+from fcrn.net import cli, netgen, resnet, zoo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+import make_net  # noqa: E402
+
+caffe.set_mode_cpu()
+
+
+def layers(proto):
+    return {layer.name: layer for layer in proto.layer}
+
+
+def read_net(path):
+    proto = caffe_pb2.NetParameter()
+    with open(path) as f:
+        text_format.Merge(f.read(), proto)
+    return proto
+
+
+# --- field of view and the paper's tables -----------------------------------
+
+def test_every_table_row_reproduces_the_papers_fov(tmp_path, capsys):
+    checked = 0
+    for i, entry in enumerate(zoo.entries()):
+        if entry.paper_fov is None:
+            continue
+        assert make_net.main(entry.argv + ['--out', str(tmp_path / str(i))]) == 0
+        printed = [line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith('FoV: ')]
+        assert printed == ['FoV: %d' % entry.paper_fov], entry.argv
+        checked += 1
+    assert checked == 21 + 23 + 11  # Table 1, Table 2, Table 4 rows sharing no folder
+
+
+def test_zoo_covers_every_row_of_tables_1_to_4():
+    cited = {}
+    for entry in zoo.entries():
+        for table in entry.tables.split(', '):
+            cited[table] = cited.get(table, 0) + 1
+    # Table 3: 1/16 tested at 1/16, 1/8, 1/4 and 1/8 tested at 1/8, 1/4.
+    # Table 4: VOC 2 x 5 rows, Cityscapes 4 rows.
+    assert cited == {'Table 1': 21, 'Table 2': 23, 'Table 3': 5, 'Table 4': 14, 'Sec. 3.2': 1}
+
+
+def test_finer_test_resolution_keeps_the_weights_and_the_fov_in_pixels():
+    trained = netgen.Variant(depth=101, resolution=16, kernel=5, dilation=6)
+    tested = netgen.Variant(depth=101, resolution=16, kernel=5, dilation=6, test_resolution=4)
+    coarse, fine = layers(netgen.net(trained, 'deploy')), layers(netgen.net(tested, 'deploy'))
+    assert set(coarse) == set(fine)
+    conv = lambda net, name: net[name].convolution_param  # noqa: E731
+    # the classifier's taps keep their distance in input pixels: stride x dilation
+    assert 4 * conv(fine, 'score').dilation[0] == 16 * conv(coarse, 'score').dilation[0]
+    assert conv(fine, 'score').pad[0] == conv(fine, 'score').dilation[0] * 2
+    # res3 and res4 lose their stride; 3x3 dilations double per removed stride
+    for name, stride, dilation in [('res3a_branch2a', 1, None), ('res4a_branch1', 1, None),
+                                   ('res3b1_branch2b', None, 2), ('res4b5_branch2b', None, 4),
+                                   ('res5c_branch2b', None, 8)]:
+        if stride is not None:
+            assert conv(fine, name).stride == [] or conv(fine, name).stride[0] == stride
+            assert conv(coarse, name).stride[0] == 2
+        if dilation is not None:
+            assert conv(fine, name).dilation[0] == dilation
+            assert conv(fine, name).pad[0] == dilation
+
+
+# --- the ResNet backbone as released ------------------------------------------
+
+@pytest.mark.parametrize('depth', sorted(resnet.BLOCKS))
+def test_imagenet_resnet_has_the_released_depth_and_names(depth):
+    net = layers(resnet.imagenet_resnet(depth))
+    convs = [name for name, layer in net.items() if layer.type == 'Convolution']
+    shortcuts = [name for name in convs if name.endswith('_branch1')]
+    # depth counts conv1, three convs per block and fc1000; projections are extra
+    assert len(convs) - len(shortcuts) + 1 == depth
+    assert shortcuts == ['res2a_branch1', 'res3a_branch1', 'res4a_branch1', 'res5a_branch1']
+    for name in convs:
+        suffix = '_conv1' if name == 'conv1' else name[3:]
+        assert net['bn' + suffix].type == 'BatchNorm'
+        assert net['scale' + suffix].type == 'Scale'
+    # last blocks of res3 and res4 in the released files, and the next names
+    last, beyond = {50: (['res3d', 'res4f_branch2c'], ['res3e', 'res4g']),
+                    101: (['res3b3', 'res4b22_branch2c'], ['res3b4', 'res4b23']),
+                    152: (['res3b7_branch2a', 'res4b35'], ['res3b8', 'res4b36'])}[depth]
+    assert all(name in net for name in last + ['res2c', 'res5c'])
+    assert not any(name in net for name in beyond + ['res2d', 'res5d'])
+    assert net['conv1'].convolution_param.bias_term == (depth == 50)
+    assert [net[n].convolution_param.stride[0] for n in ('res3a_branch1', 'res3a_branch2a')] \
+        == [2, 2]
+    assert list(net['res3a_branch2b'].convolution_param.stride) == []
+
+
+def test_imagenet_resnet50_parameter_shapes_are_the_released_ones():
+    with tempfile.NamedTemporaryFile('w', suffix='.prototxt') as f:
+        f.write(text_format.MessageToString(resnet.imagenet_resnet(50)))
+        f.flush()
+        net = caffe.Net(f.name, caffe.TEST)
+    shapes = {name: [b.data.shape for b in blobs] for name, blobs in net.params.items()}
+    assert shapes['conv1'] == [(64, 3, 7, 7), (64,)]
+    assert shapes['res2a_branch1'] == [(256, 64, 1, 1)]
+    assert shapes['res3a_branch2a'] == [(128, 256, 1, 1)]
+    assert shapes['res4c_branch2b'] == [(256, 256, 3, 3)]
+    assert shapes['res5c_branch2c'] == [(2048, 512, 1, 1)]
+    assert shapes['bn5c_branch2c'] == [(2048,), (2048,), (1,)]
+    assert shapes['scale5c_branch2c'] == [(2048,), (2048,)]
+    assert shapes['fc1000'] == [(1000, 2048), (1000,)]
+    assert net.blobs['prob'].data.shape == (1, 1000)
+
+
+@pytest.mark.parametrize('batch_norm', resnet.BATCH_NORMS)
+def test_fcrn_backbone_is_the_imagenet_net_minus_its_head(batch_norm):
+    imagenet = layers(resnet.imagenet_resnet(101, batch_norm=batch_norm))
+    fcrn_net = layers(netgen.net(netgen.Variant(depth=101, batch_norm=batch_norm), 'train'))
+    head = {'data', 'pool5', 'fc1000', 'prob'}
+    added = {'data', 'score', 'label_sample', 'loss'}
+    assert set(imagenet) - head == set(fcrn_net) - added
+    for name in set(imagenet) - head:
+        mine, released = fcrn_net[name], imagenet[name]
+        assert mine.type == released.type
+        if mine.type == 'Convolution':  # same parameter shapes: channels and kernel
+            for field in ('num_output', 'kernel_size', 'bias_term'):
+                assert getattr(mine.convolution_param, field) == \
+                    getattr(released.convolution_param, field), name
+
+
+# --- variants ----------------------------------------------------------------
+
+def test_bootstrap_dropout_and_simulation_appear_in_the_nets_and_solver():
+    v = netgen.Variant(depth=50, bootstrap=256, threshold=0.7, dropout=True, simulate=4)
+    train, test, deploy = (layers(netgen.net(v, phase)) for phase in netgen.PHASES)
+    loss = train['loss']
+    assert loss.type == 'BootstrappedSoftmaxWithLoss'
+    assert (loss.bootstrap_param.min_kept, round(loss.bootstrap_param.threshold, 6)) == (256, 0.7)
+    assert loss.loss_param.ignore_label == 255
+    assert 'accuracy' in test and 'accuracy' not in train
+    assert [n for n in train if n.endswith('_drop')] == ['res5a_drop', 'res5b_drop', 'res5c_drop']
+    assert not [n for n in deploy if n.endswith('_drop')]
+    # the shift sits before res3 (the last stride-2 stage of a 1/8 net) and
+    # feeds both of res3a's branches; the pass index comes from the data layer
+    assert list(train['res3_shift'].bottom) == ['res2c', 'pass']
+    assert train['res3a_branch1'].bottom == train['res3a_branch2a'].bottom == ['res3_shift']
+    assert list(train['data'].top) == ['data', 'label', 'pass']
+    assert deploy['pass'].type == 'Input'
+    sample = train['label_sample']
+    assert list(sample.bottom) == ['label', 'score', 'pass']
+    assert '"phase_step": 4' in sample.python_param.param_str
+    solver = netgen.solver(v, netgen.SolverSettings(iter_size=3), 'nets')
+    assert solver.iter_size == 12  # 3 images x 4 passes per update
+    assert solver.test_iter == [4 * 1449]
+    assert solver.train_net == 'nets/train.prototxt'
+
+
+def test_plain_variant_uses_softmax_and_two_data_tops():
+    train = layers(netgen.net(netgen.Variant(dataset='cityscapes'), 'train'))
+    assert train['loss'].type == 'SoftmaxWithLoss'
+    assert list(train['data'].top) == ['data', 'label']
+    assert train['score'].convolution_param.num_output == 19
+    assert not [n for n in train if 'shift' in n or n.endswith('_drop')]
+
+
+def test_caffe_batch_norm_emits_batchnorm_and_scale_with_the_released_names():
+    train = layers(netgen.net(netgen.Variant(batch_norm='caffe'), 'train'))
+    assert train['bn2a_branch1'].type == 'BatchNorm'
+    assert train['scale2a_branch1'].type == 'Scale'
+    lean = layers(netgen.net(netgen.Variant(), 'train'))
+    assert lean['bn2a_branch1'].type == 'LeanBatchNorm'
+    assert not [n for n in lean if n.startswith('scale')]
+
+
+# --- command line: bad input -------------------------------------------------
+
+@pytest.mark.parametrize('options, message', [
+    (['--depth', '34'], "invalid choice: 34 (choose from 50, 101, 152)"),
+    (['--resolution', '1/3'], 'resolution must be one of 1/16, 1/8, 1/4'),
+    (['--resolution', 'eighth'], 'resolution must be one of 1/16, 1/8, 1/4'),
+    (['--kernel', '0'], 'kernel must be a positive odd integer'),
+    (['--kernel', '4'], 'kernel must be a positive odd integer'),
+    (['--dilation', '0'], 'dilation must be a positive integer'),
+    (['--dilation', '-2'], 'dilation must be a positive integer'),
+    (['--resolution', '1/16', '--simulate-resolution', '1/4'],
+     'with resolution 1/16 it can only be 1/8, not 1/4'),
+    (['--resolution', '1/4', '--simulate-resolution', '1/2'],
+     'resolution must be one of 1/16, 1/8, 1/4'),
+    (['--resolution', '1/8', '--test-resolution', '1/16'], 'no coarser than the training 1/8'),
+    (['--threshold', '0.5'], 'threshold needs bootstrapping'),
+    (['--dropout', '--dropout-ratio', '1.5'], 'dropout ratio must lie in (0, 1)'),
+    (['--batch-norm', 'sync'], "invalid choice: 'sync' (choose from 'lean', 'caffe')"),
+])
+def test_bad_options_are_argparse_errors_naming_the_allowed_values(options, message, tmp_path,
+                                                                    capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_net.main(options + ['--out', str(tmp_path / 'net')])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'net').exists()
+
+
+def test_fov_larger_than_the_crop_warns_naming_both(tmp_path, caplog):
+    make_net.main(['--kernel', '7', '--dilation', '12', '--crop', '321',
+                   '--out', str(tmp_path / 'net')])
+    assert 'FoV 584 is larger than the crop 321' in caplog.text
+
+
+def test_existing_folder_is_kept_without_force(tmp_path, capsys):
+    out = tmp_path / 'net'
+    make_net.main(['--depth', '50', '--out', str(out)])
+    before = (out / 'train.prototxt').read_text()
+    with pytest.raises(SystemExit):
+        make_net.main(['--depth', '101', '--out', str(out)])
+    assert 'use --force' in capsys.readouterr().err
+    assert (out / 'train.prototxt').read_text() == before
+    make_net.main(['--depth', '101', '--out', str(out), '--force'])
+    assert (out / 'train.prototxt').read_text() != before
+    assert sorted(os.listdir(out)) == ['deploy.prototxt', 'solver.prototxt', 'test.prototxt',
+                                       'train.prototxt']
+
+
+def test_to_argv_round_trips_through_the_parser():
+    v = netgen.Variant(dataset='cityscapes', depth=152, resolution=16, kernel=3, dilation=6,
+                       bootstrap=512, dropout=True, test_resolution=8, batch_norm='caffe')
+    s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU')
+    _, v2, s2 = cli.parse(cli.to_argv(v, s) + ['--out', 'x'])
+    assert (v2, s2) == (v, s)
+
+
+# --- the committed prototxt/ ---------------------------------------------------
+
+def tree(root):
+    files = {}
+    for folder, _, names in os.walk(os.path.join(root, 'prototxt')):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path) as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
+def test_regeneration_reproduces_the_committed_prototxt(tmp_path):
+    zoo.regenerate(str(tmp_path))
+    generated, committed = tree(str(tmp_path)), tree(ROOT)
+    assert sorted(generated) == sorted(committed)
+    differing = [path for path in generated if generated[path] != committed[path]]
+    assert differing == [], 'run scripts/regen_prototxt.py'
+
+
+def test_each_files_header_command_reproduces_it(tmp_path, monkeypatch):
+    committed = tree(ROOT)
+    monkeypatch.chdir(tmp_path)
+    for entry in zoo.entries():
+        folder = zoo.folder(entry)
+        header = committed[os.path.join(folder, 'train.prototxt')].splitlines()[1]
+        prefix = '# Generated by: scripts/make_net.py '
+        assert header.startswith(prefix)
+        make_net.main(shlex.split(header[len(prefix):]))
+        for name in ('train', 'test', 'deploy', 'solver'):
+            path = os.path.join(folder, name + '.prototxt')
+            with open(path) as f:
+                assert f.read() == committed[path], path
+
+
+def with_inputs(proto, size):
+    """The net with its Python data layer replaced by Input layers of one
+    size-by-size image (the data layer has its own tests) and deploy inputs resized."""
+    data = proto.layer[0]
+    if data.type == 'Python':
+        shapes = {'data': [1, 3, size, size], 'label': [1, 1, size, size], 'pass': [1]}
+        inputs = []
+        for top in data.top:
+            layer = caffe_pb2.LayerParameter(name=top, type='Input', top=[top])
+            layer.input_param.shape.add().dim.extend(shapes[top])
+            inputs.append(layer)
+        rest = list(proto.layer[1:])
+        del proto.layer[:]
+        proto.layer.extend(inputs + rest)
+    else:
+        proto.layer[0].input_param.shape[0].dim[2:] = [size, size]
+    return proto
+
+
+def score_size(size, stride):
+    """Caffe's output-size arithmetic: conv1 (7, 2, pad 3), pool1 (3, 2, rounding
+    up), then one 1x1 stride-2 conv per stage kept at stride 8, 16."""
+    h = (size + 2 * 3 - 7) // 2 + 1
+    h = -(-(h - 3) // 2) + 1
+    for _ in range({4: 0, 8: 1, 16: 2}[stride]):
+        h = (h - 1) // 2 + 1
+    return h
+
+
+def test_every_committed_net_loads_in_pycaffe_with_its_output_stride():
+    size = 97  # odd and no multiple of any stride
+    loaded = 0
+    for entry in zoo.entries():
+        variant = zoo.variant(entry)
+        for phase in netgen.PHASES:
+            path = os.path.join(ROOT, zoo.folder(entry), phase + '.prototxt')
+            proto = with_inputs(read_net(path), size)
+            proto.state.phase = caffe.TRAIN if phase == 'train' else caffe.TEST
+            with tempfile.NamedTemporaryFile('w', suffix='.prototxt') as f:
+                f.write(text_format.MessageToString(proto))
+                f.flush()
+                net = caffe.Net(f.name, caffe.TRAIN if phase == 'train' else caffe.TEST)
+            stride = variant.deploy_resolution if phase == 'deploy' else variant.resolution
+            if variant.simulate:  # one pass of the simulated net has the coarse stride
+                stride = variant.resolution
+            side = score_size(size, stride)
+            assert net.blobs['score'].data.shape == (1, variant.classes, side, side), path
+            if phase == 'deploy':
+                assert net.outputs == ['prob']
+            else:
+                assert net.blobs['label_sample'].data.shape == (1, 1, side, side)
+                assert 'loss' in net.outputs
+            loaded += 1
+            del net
+    assert loaded == 3 * len(zoo.entries())
+
+
+@pytest.mark.parametrize('bootstrap', [None, 64])
+def test_simulated_train_net_learns_from_all_four_passes(bootstrap):
+    """A generated train net (data layer replaced by Inputs) runs forward and
+    backward on every pass, with labels sampled on the pass's phase."""
+    import numpy as np
+    variant = netgen.Variant(depth=50, resolution=8, simulate=4, bootstrap=bootstrap,
+                             dataset='cityscapes', kernel=3, dilation=2)
+    proto = with_inputs(netgen.net(variant, 'train'), 65)
+    with tempfile.NamedTemporaryFile('w', suffix='.prototxt') as f:
+        f.write(text_format.MessageToString(proto))
+        f.flush()
+        net = caffe.Net(f.name, caffe.TRAIN)
+    from test_shift import randomise
+    randomise(net, seed=5)
+    rng = np.random.RandomState(6)
+    net.blobs['data'].data[...] = rng.randn(1, 3, 65, 65) * 50
+    label = rng.randint(0, variant.classes, (1, 1, 65, 65))
+    net.blobs['label'].data[...] = label
+    gradients = []
+    for index in range(4):
+        net.blobs['pass'].data[...] = index
+        net.forward()
+        dy, dx = divmod(index, 2)
+        # score pixel (i, j) of pass (dy, dx) sees input 2 + 4 (dy, dx) + 8 (i, j)
+        sampled = net.blobs['label_sample'].data[0, 0]
+        np.testing.assert_array_equal(sampled, label[0, 0, 2 + 4 * dy::8, 2 + 4 * dx::8][
+            :sampled.shape[0], :sampled.shape[1]])
+        assert np.isfinite(net.blobs['loss'].data).all() and net.blobs['loss'].data > 0
+        net.backward()
+        gradients.append(net.params['res2a_branch2a'][0].diff.copy())
+    assert all(np.abs(g).max() > 0 for g in gradients)
+    assert not np.allclose(gradients[0], gradients[3])  # each pass sees another phase
