@@ -18,7 +18,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv test test-cpp test-python bench clean
+.PHONY: all deps caffe layers venv prototxt test test-cpp test-python bench clean
 
 all: layers venv
 
@@ -60,8 +60,17 @@ test-cpp: layers
 test-python: all
 	@$(ENV) python -m pytest -q tests
 
+# Regenerates the committed network definitions (a test checks they match).
+prototxt: all
+	@$(ENV) python scripts/regen_prototxt.py
+
+# Rewrites the result files under benchmarks/ that the README quotes. The
+# memory benchmark needs about 10 GB of RAM and a few minutes.
 bench: all
 	@$(ENV) python scripts/bench_layers.py --out benchmarks/layers.md
+	@$(ENV) python scripts/bench_memory.py --out benchmarks/memory.md
+	@$(ENV) python scripts/bench_infer.py --net prototxt/voc/r50_s8_k3_d12/deploy.prototxt \
+	  --size 321 321 --out benchmarks/infer.md
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,9 @@
+"""Datasets of the paper (Section 4.1): PASCAL VOC 2012 + SBD and Cityscapes.
+
+- `voc.prepare_voc`, `cityscapes.prepare_cityscapes`: label PNGs and
+  "image label" split lists from the user's own dataset trees;
+- `sources.write_lmdb`: self-contained encoded records in an LMDB;
+- `augment`, `prefetch`: what the `SegDataLayer` Python layer
+  (layers/fcrn_data.py) runs.
+"""
+from .common import DATA_DIR, IGNORE_LABEL, DatasetError, load_classes  # noqa: F401

@@ -1,0 +1,198 @@
+"""SegDataLayer: augmenting, prefetching segmentation data for Caffe.
+
+    layer { name: "data" type: "Python" top: "data" top: "label"
+      python_param { module: "fcrn_data" layer: "SegDataLayer"
+        param_str: '{"source": "voc_aug/train_aug.lmdb", "crop_size": 321}' } }
+
+Tops: `data` (N,3,H,W float32, BGR minus mean), `label` (N,1,H,W float32,
+`ignore_label` where padded), and with "passes" P > 1 a third top `pass`,
+shape (1,), holding 0..P-1: each batch is served for P consecutive forwards
+(no new augmentation) for the multi-pass shifted-resolution training. A
+third top may also be given with P = 1 (it then always holds 0).
+
+param_str is JSON or YAML; keys (defaults in PARAMS):
+  source        LMDB directory (scripts/make_lmdb.py) or "image label" list file
+  root          directory the list's paths are relative to (default: the list's)
+  batch_size    crops per batch
+  crop_size     int or [h, w]
+  scale         [min, max] of the random resize factor (TRAIN), or one number
+  mirror        random horizontal flip (TRAIN)
+  mean          BGR mean subtracted from the image; also the image padding
+  ignore_label  label of padded pixels
+  num_classes   labels must lie in [0, num_classes) or be ignore_label; null:
+                taken from the LMDB / the list's manifest.json, else unchecked
+  seed          integer for a reproducible stream; null: random
+  shuffle       reshuffle every epoch (TRAIN; TEST always keeps list order)
+  workers       prefetching processes (0: load in the trainer, no prefetch)
+  prefetch      batches buffered ahead (rounded up to a multiple of workers)
+  passes        P, forwards per batch
+
+TRAIN: each solver of a multi-GPU run (caffe.solver_rank() of
+caffe.solver_count(), e.g. Caffe's python/train.py) reads the disjoint shard
+items[rank::count]; random resize in `scale` (bilinear image, nearest label),
+random crop (image padded at the bottom/right with the mean and label with
+ignore when smaller than the crop), random mirror. TEST: the whole list in
+order, no resize or mirror, bottom/right padding, centred crop when larger.
+"""
+import atexit
+import json
+import os
+import sys
+
+import caffe
+import numpy as np
+import yaml
+
+from fcrn.data.augment import Augmenter
+from fcrn.data.common import DatasetError, decode_image, decode_label
+from fcrn.data.prefetch import BatchMaker, Prefetcher
+from fcrn.data.sources import open_source
+
+PARAMS = {
+    "source": None,
+    "root": None,
+    "batch_size": 1,
+    "crop_size": 321,
+    "scale": [0.5, 2.0],
+    "mirror": True,
+    "mean": [104.008, 116.669, 122.675],
+    "ignore_label": 255,
+    "num_classes": None,
+    "seed": None,
+    "shuffle": True,
+    "workers": 2,
+    "prefetch": 4,
+    "passes": 1,
+}
+
+
+# pycaffe never frees a Python layer (the layer and its C++ peer hold each
+# other), so worker processes cannot follow the layer's lifetime: they end
+# with the process (also if it is killed: PR_SET_PDEATHSIG) or on close_all().
+_PREFETCHERS = []
+
+
+def close_all():
+    """Stop the worker processes of every SegDataLayer of this process."""
+    while _PREFETCHERS:
+        _PREFETCHERS.pop().close()
+
+
+atexit.register(close_all)
+
+
+def parse_params(param_str, who="SegDataLayer"):
+    """JSON or YAML (safe_load; JSON is YAML) merged over PARAMS, checked."""
+    try:
+        given = json.loads(param_str) if param_str.strip() else {}
+    except ValueError:
+        try:
+            given = yaml.safe_load(param_str) or {}
+        except yaml.YAMLError as e:
+            raise ValueError("%s: param_str is neither JSON nor YAML: %s" % (who, e))
+    if not isinstance(given, dict):
+        raise ValueError("%s: param_str must be a mapping, got %r" % (who, param_str))
+    unknown = sorted(set(given) - set(PARAMS))
+    if unknown:
+        raise ValueError("%s: unknown param_str key(s) %s; known: %s"
+                         % (who, unknown, sorted(PARAMS)))
+    p = dict(PARAMS, **given)
+    if not p["source"]:
+        raise ValueError("%s: param_str needs 'source' (LMDB or list file)" % who)
+    crop = p["crop_size"]
+    crop = [crop, crop] if isinstance(crop, int) else list(crop)
+    scale = p["scale"]
+    scale = [scale, scale] if isinstance(scale, (int, float)) else list(scale)
+    checks = [
+        (len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop),
+         "crop_size must be a positive int or [h, w]"),
+        (len(scale) == 2 and 0 < scale[0] <= scale[1], "scale must be [min, max] with 0 < min <= max"),
+        (isinstance(p["batch_size"], int) and p["batch_size"] > 0, "batch_size must be a positive int"),
+        (isinstance(p["passes"], int) and p["passes"] > 0, "passes must be a positive int"),
+        (isinstance(p["workers"], int) and p["workers"] >= 0, "workers must be an int >= 0"),
+        (isinstance(p["prefetch"], int) and p["prefetch"] > 0, "prefetch must be a positive int"),
+        (len(p["mean"]) == 3, "mean must have 3 (BGR) values"),
+        (p["seed"] is None or (isinstance(p["seed"], int) and p["seed"] >= 0),
+         "seed must be null or an int >= 0"),
+        (p["num_classes"] is None or (isinstance(p["num_classes"], int) and p["num_classes"] > 0),
+         "num_classes must be null or a positive int"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError("%s: %s" % (who, msg))
+    p["crop_size"], p["scale"] = crop, scale
+    return p
+
+
+class SegDataLayer(caffe.Layer):
+
+    def _fail(self, msg):
+        # The caffe tool does not print a Python exception raised in a layer
+        # (it only reports boost::python::error_already_set): say it first.
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+        raise RuntimeError(msg)
+
+    def setup(self, bottom, top):
+        try:
+            p = self.p = parse_params(self.param_str)
+        except ValueError as e:
+            self._fail(str(e))
+        who = "SegDataLayer(source=%s)" % p["source"]
+        if bottom:
+            self._fail("%s: takes no bottom blobs" % who)
+        if len(top) not in (2, 3) or (p["passes"] > 1 and len(top) != 3):
+            self._fail("%s: needs tops data, label%s; got %d" % (
+                who, ", pass (passes > 1)" if p["passes"] > 1 else " [, pass]", len(top)))
+        train = self.phase == caffe.TRAIN
+        rank, count = (caffe.solver_rank(), caffe.solver_count()) if train else (0, 1)
+        try:
+            src = open_source(p["source"], p["root"])
+            try:
+                n_items = len(src)
+                num_classes = p["num_classes"] or src.num_classes
+                indices = list(range(rank, n_items, max(count, 1)))
+                if not indices:
+                    raise DatasetError("shard %d of %d is empty (%d items)" % (rank, count, n_items))
+                name, lbl_name, img, lbl = src.get(indices[0])  # fail now, not mid-training
+                decode_image(img, name)
+                decode_label(lbl, lbl_name)
+            finally:
+                src.close()
+        except DatasetError as e:
+            self._fail("%s: %s" % (who, e))
+        aug = Augmenter(p["crop_size"], p["scale"] if train else (1, 1), p["mirror"] and train,
+                        p["mean"], p["ignore_label"], num_classes, train)
+        seed = p["seed"] if p["seed"] is not None else int.from_bytes(os.urandom(4), "little")
+        maker = BatchMaker(lambda: open_source(p["source"], p["root"]), indices,
+                           p["batch_size"], aug, seed, rank, p["shuffle"] and train)
+        self.prefetcher = Prefetcher(maker, [p["batch_size"]] + p["crop_size"],
+                                     p["workers"], p["prefetch"], who)
+        _PREFETCHERS.append(self.prefetcher)
+        self.n_items, self.shard = n_items, (rank, count, len(indices))
+        self.pass_index = 0
+        self.batch = None
+
+    def reshape(self, bottom, top):
+        n, (h, w) = self.p["batch_size"], self.p["crop_size"]
+        top[0].reshape(n, 3, h, w)
+        top[1].reshape(n, 1, h, w)
+        if len(top) == 3:
+            top[2].reshape(1)
+
+    def forward(self, bottom, top):
+        if self.pass_index == 0:
+            if self.batch is not None:
+                self.prefetcher.release()
+            try:
+                self.batch = self.prefetcher.next_batch()
+            except RuntimeError as e:
+                self._fail(str(e))
+        top[0].data[...] = self.batch[0]
+        top[1].data[...] = self.batch[1]
+        if len(top) == 3:
+            top[2].data[0] = self.pass_index
+        self.pass_index = (self.pass_index + 1) % self.p["passes"]
+
+    def backward(self, top, propagate_down, bottom):
+        pass

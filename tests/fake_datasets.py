@@ -1,0 +1,166 @@
+"""Miniature dataset trees with the real layouts and file formats, built by
+the tests themselves (nothing is downloaded):
+
+- VOCdevkit/VOC2012: JPEGImages/*.jpg, SegmentationClass/*.png as palette
+  ("P") PNGs with the VOC colormap and a 255 void band, ImageSets/Segmentation;
+- benchmark_RELEASE/dataset: img/*.jpg, cls/*.mat holding the MATLAB struct
+  GTcls (Segmentation, Boundaries, CategoriesPresent) written by scipy,
+  train.txt, val.txt;
+- Cityscapes: leftImg8bit/<split>/<city>/*_leftImg8bit.png and
+  gtFine/<split>/<city>/*_gtFine_{labelIds,color,instanceIds}.png, *_polygons.json;
+- colour-coded pairs for the data layer (see `coded_pair`).
+"""
+import json
+import os
+
+import cv2
+import numpy as np
+
+VOC_PALETTE = json.load(open(os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "data", "voc.json")))["palette"]
+
+
+def _blocks(rng, h, w, values, block=8):
+    """A label map of constant blocks drawn from `values`."""
+    small = rng.choice(values, size=(-(-h // block), -(-w // block)))
+    return np.kron(small, np.ones((block, block), np.int64))[:h, :w].astype(np.uint8)
+
+
+def _jpeg(path, rng, h, w):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(path, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def write_palette_png(path, lbl):
+    from PIL import Image
+    im = Image.fromarray(lbl, mode="P")
+    pal = [c for rgb in VOC_PALETTE for c in rgb]
+    pal += [0] * (768 - len(pal))
+    pal[255 * 3:256 * 3] = [224, 224, 192]
+    im.putpalette(pal)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    im.save(path)
+
+
+def write_sbd_mat(path, seg):
+    import scipy.io
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    present = np.unique(seg[(seg > 0) & (seg < 255)]).astype(np.uint8).reshape(-1, 1)
+    boundaries = np.empty((20, 1), dtype=object)
+    for k in range(20):
+        boundaries[k, 0] = np.zeros(seg.shape, np.uint8)
+    scipy.io.savemat(path, {"GTcls": {"Segmentation": seg, "Boundaries": boundaries,
+                                      "CategoriesPresent": present}},
+                     do_compression=True)
+
+
+def make_voc(root, train, val, seed=0, size=(30, 40)):
+    """VOCdevkit/VOC2012 under root; returns {id: label array}."""
+    rng = np.random.default_rng(seed)
+    voc = os.path.join(root, "VOCdevkit", "VOC2012")
+    labels = {}
+    for i in sorted(set(train) | set(val)):
+        h, w = size
+        _jpeg(os.path.join(voc, "JPEGImages", i + ".jpg"), rng, h, w)
+        lbl = _blocks(rng, h, w, np.arange(21))
+        lbl[0, :] = 255  # the void band
+        write_palette_png(os.path.join(voc, "SegmentationClass", i + ".png"), lbl)
+        labels[i] = lbl
+    sets = os.path.join(voc, "ImageSets", "Segmentation")
+    os.makedirs(sets, exist_ok=True)
+    for name, ids in (("train", train), ("val", val), ("trainval", list(train) + list(val))):
+        with open(os.path.join(sets, name + ".txt"), "w") as f:
+            f.write("".join(i + "\n" for i in ids))
+    return labels
+
+
+def make_sbd(root, train, val, seed=1, size=(30, 40), voc_root=None):
+    """benchmark_RELEASE/dataset under root; returns {id: Segmentation}.
+    Images also go into the VOC tree's JPEGImages when voc_root is given, as
+    on the real data (SBD images are VOC images)."""
+    rng = np.random.default_rng(seed)
+    ds = os.path.join(root, "benchmark_RELEASE", "dataset")
+    labels = {}
+    for i in sorted(set(train) | set(val)):
+        h, w = size
+        _jpeg(os.path.join(ds, "img", i + ".jpg"), rng, h, w)
+        if voc_root is not None:
+            dst = os.path.join(voc_root, "VOCdevkit", "VOC2012", "JPEGImages", i + ".jpg")
+            if not os.path.exists(dst):
+                _jpeg(dst, rng, h, w)
+        seg = _blocks(rng, h, w, np.arange(21))
+        write_sbd_mat(os.path.join(ds, "cls", i + ".mat"), seg)
+        labels[i] = seg
+    for name, ids in (("train", train), ("val", val)):
+        with open(os.path.join(ds, name + ".txt"), "w") as f:
+            f.write("".join(i + "\n" for i in ids))
+    return labels
+
+
+def cityscapes_stem(city, k):
+    return "%s_%06d_%06d" % (city, k, 19)
+
+
+def make_cityscapes(root, splits, seed=2, size=(16, 32)):
+    """splits: {split: {city: count}}; labels only for train and val.
+    Returns {stem: labelIds array}."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, cities in splits.items():
+        for city, n in cities.items():
+            for k in range(n):
+                stem = cityscapes_stem(city, k)
+                h, w = size
+                img = os.path.join(root, "leftImg8bit", split, city, stem + "_leftImg8bit.png")
+                os.makedirs(os.path.dirname(img), exist_ok=True)
+                cv2.imwrite(img, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                if split == "test":
+                    continue
+                gt = os.path.join(root, "gtFine", split, city, stem)
+                os.makedirs(os.path.dirname(gt), exist_ok=True)
+                ids = _blocks(rng, h, w, np.arange(34), block=4)
+                cv2.imwrite(gt + "_gtFine_labelIds.png", ids)
+                cv2.imwrite(gt + "_gtFine_color.png", np.dstack([ids] * 3))
+                cv2.imwrite(gt + "_gtFine_instanceIds.png", ids.astype(np.uint16) * 1000)
+                with open(gt + "_gtFine_polygons.json", "w") as f:
+                    json.dump({"imgHeight": h, "imgWidth": w, "objects": []}, f)
+                out[stem] = ids
+    return out
+
+
+# ------------------------------------------------ colour-coded data for the layer
+
+def class_value(c):
+    """Red channel value that encodes label c (distinct, well separated)."""
+    return 20 + 10 * int(c)
+
+
+def coded_pair(rng, h, w, num_classes, block=16):
+    """An image whose pixels say where they come from and what they are:
+    B = 2 * (x mod 128) (a horizontal ramp: shows mirroring and scale),
+    G = 2 * (y mod 128), R = class_value(label); label = constant blocks."""
+    lbl = _blocks(rng, h, w, np.arange(num_classes), block)
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.dstack([2 * (x % 128), 2 * (y % 128), 20 + 10 * lbl.astype(np.int64)]).astype(np.uint8)
+    return img, lbl
+
+
+def write_coded_list(root, n, size=(40, 50), num_classes=5, seed=3, name="list.txt",
+                     sizes=None):
+    """n coded PNG pairs (random labels, so each pair is distinct) under root
+    and a list file; returns (list path, [(image, label)] arrays)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    os.makedirs(os.path.join(root, "lbl"), exist_ok=True)
+    lines, arrays = [], []
+    for k in range(n):
+        h, w = sizes[k] if sizes else size
+        img, lbl = coded_pair(rng, h, w, num_classes)
+        cv2.imwrite(os.path.join(root, "img", "%03d.png" % k), img)
+        cv2.imwrite(os.path.join(root, "lbl", "%03d.png" % k), lbl)
+        lines.append("img/%03d.png lbl/%03d.png\n" % (k, k))
+        arrays.append((img, lbl))
+    path = os.path.join(root, name)
+    with open(path, "w") as f:
+        f.writelines(lines)
+    return path, arrays
