@@ -18,7 +18,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv prototxt test test-cpp test-python bench clean
+.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python bench clean
 
 all: layers venv
 
@@ -59,6 +59,10 @@ test-cpp: layers
 
 test-python: all
 	@$(ENV) python -m pytest -q tests
+
+# Trains, evaluates and runs a small FCRN end to end on a synthetic dataset.
+demo: all
+	@$(ENV) python scripts/demo.py --out work/demo
 
 # Regenerates the committed network definitions (a test checks they match).
 prototxt: all

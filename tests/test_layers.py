@@ -5,6 +5,7 @@ BootstrappedSoftmaxWithLoss with an independent numpy version of the paper's
 equation (1); the C++ suites (ctest) hold the gradient checks.
 """
 import os
+import re
 import subprocess
 import textwrap
 
@@ -210,3 +211,55 @@ def test_caffe_tool_reports_bad_labels(tmp_path):
     assert result.returncode != 0
     assert ("my_loss: label 7 of image 0, pixel 0 is outside [0, 3) and is not the "
             "ignore_label") in result.stderr
+
+
+def test_shared_im2col_buffer_equals_private_buffers(tmp_path, monkeypatch):
+    """The Caffe patch that shares one im2col buffer between convolutions
+    gives the results of upstream's per-layer buffers, forward and backward,
+    through convolutions of every kind (k x k, 1x1, strided, dilated)."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[2, 3, 23, 19]))
+    n.c1 = L.Convolution(n.data, num_output=8, kernel_size=3, pad=1)
+    n.c2 = L.Convolution(n.c1, num_output=16, kernel_size=1, stride=2)
+    n.c3 = L.Convolution(n.c2, num_output=8, kernel_size=3, dilation=2, pad=2)
+    n.c4 = L.Convolution(n.c3, num_output=5, kernel_size=5, dilation=3, pad=6)
+    n.loss = L.Reduction(n.c4, operation=P.Reduction.SUMSQ, loss_weight=1)
+    rng = np.random.RandomState(3)
+    data = rng.randn(2, 3, 23, 19)
+    results = []
+    for private in (True, False):
+        if private:
+            monkeypatch.setenv("FCRN_PRIVATE_IM2COL", "1")
+        else:
+            monkeypatch.delenv("FCRN_PRIVATE_IM2COL")
+        net = make_net(tmp_path, n, name="net%d.prototxt" % private)
+        weights = np.random.RandomState(4)  # the same weights for both nets
+        for name in net.params:
+            for blob in net.params[name]:
+                blob.data[...] = weights.randn(*blob.data.shape) * 0.3
+        net.blobs["data"].data[...] = data
+        net.forward()
+        net.backward()
+        results.append([net.blobs["c4"].data.copy(), net.blobs["data"].diff.copy()] +
+                        [net.params[name][0].diff.copy() for name in net.params])
+    for private, shared in zip(*results):
+        np.testing.assert_array_equal(private, shared)
+
+
+def test_caffe_tool_stops_on_a_non_finite_loss(tmp_path):
+    """The project's solver patch: a NaN loss stops training with a message
+    naming the iteration, before the update spreads it into the weights."""
+    n = caffe.NetSpec()
+    n.data, n.label = L.DummyData(
+        shape=[dict(dim=[1, 3, 4, 4]), dict(dim=[1, 1, 4, 4])],
+        data_filler=[dict(type="gaussian"), dict(type="constant", value=0)], ntop=2)
+    n.conv = L.Convolution(n.data, num_output=3, kernel_size=1,
+                           weight_filler=dict(type="gaussian", std=0.1))
+    n.bad = L.Power(n.conv, power=0.5, shift=-1e6)  # square roots of negatives
+    n.loss = L.SoftmaxWithLoss(n.bad, n.label)
+    net_path = tmp_path / "train.prototxt"
+    net_path.write_text(str(n.to_proto()))
+    result = run_caffe("train", "-solver", str(write_solver(tmp_path, net_path)))
+    assert result.returncode != 0
+    assert re.search(r"Iteration 0: the loss is -?nan; stopping before the update",
+                     result.stderr)
