@@ -75,6 +75,7 @@ bench: all
 	@$(ENV) python scripts/bench_memory.py --out benchmarks/memory.md
 	@$(ENV) python scripts/bench_infer.py --net prototxt/voc/r50_s8_k3_d12/deploy.prototxt \
 	  --size 321 321 --out benchmarks/infer.md
+	@$(ENV) python scripts/bench_data.py --out benchmarks/data.md
 
 clean:
 	rm -rf $(BUILD) $(VENV)

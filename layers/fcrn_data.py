@@ -27,12 +27,18 @@ param_str is JSON or YAML; keys (defaults in PARAMS):
   prefetch      batches buffered ahead (rounded up to a multiple of workers)
   passes        P, forwards per batch
 
-TRAIN: each solver of a multi-GPU run (caffe.solver_rank() of
-caffe.solver_count(), e.g. Caffe's python/train.py) reads the disjoint shard
-items[rank::count]; random resize in `scale` (bilinear image, nearest label),
-random crop (image padded at the bottom/right with the mean and label with
-ignore when smaller than the crop), random mirror. TEST: the whole list in
-order, no resize or mirror, bottom/right padding, centred crop when larger.
+TRAIN: each solver of a multi-GPU run reads the disjoint shard
+items[rank::count] (rank = caffe.solver_rank(), count = caffe.solver_count()).
+Caffe refuses Python layers in `caffe train --gpu 0,1` ("PythonLayer does not
+support CLI Multi-GPU, use train.py"): multi-GPU training goes through Caffe's
+python/train.py, one process per GPU, which sets rank and count.
+TRAIN: random resize in `scale` (bilinear image, nearest label), random crop
+(image padded at the bottom/right with the mean and label with ignore when
+smaller than the crop), random mirror. TEST: the whole list in order, no
+resize or mirror, bottom/right padding, centred crop when larger.
+
+Prefetching runs in forked worker processes, not threads: neither the caffe
+tool nor pycaffe releases the GIL during forward/backward (fcrn/data/prefetch.py).
 """
 import atexit
 import json
@@ -40,7 +46,6 @@ import os
 import sys
 
 import caffe
-import numpy as np
 import yaml
 
 from fcrn.data.augment import Augmenter

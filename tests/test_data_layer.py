@@ -3,6 +3,7 @@ the label of each pixel, B a horizontal ramp (so mirroring and scale can be
 read back from a crop), G a vertical ramp."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -209,7 +210,7 @@ def test_bad_sources_fail_at_setup_naming_the_source(tmp_path, coded, case):
         src = str(tmp_path / "d" / "broken.txt")
         with open(src, "w") as f:
             f.write("img/000.png lbl/000.png\nimg/missing.png lbl/001.png\n")
-    with pytest.raises(Exception, match="SegDataLayer\\(source=%s\\)" % src.replace(".", "\\.")):
+    with pytest.raises(Exception, match=re.escape("SegDataLayer(source=%s)" % src)):
         make_net(tmp_path, source=src)
 
 
@@ -218,3 +219,29 @@ def test_bad_label_values_fail_with_the_file_named(tmp_path, coded):
     net = make_net(tmp_path, caffe.TEST, source=path, num_classes=3, workers=1)
     with pytest.raises(Exception, match=r"SegDataLayer.*lbl/000\.png.*outside \[0, 3\)"):
         net.forward()
+
+
+def test_workers_run_after_the_trainer_used_opencv_threads(tmp_path, coded):
+    """Forked workers must not hang when the trainer's OpenCV thread pool is
+    already running (cv2.setNumThreads in such a child waits forever); run in
+    a subprocess so that a regression fails by timeout instead of hanging."""
+    import subprocess
+    import sys
+    path, _ = coded
+    code = (
+        "import cv2, numpy as np, caffe, fcrn_data\n"
+        "a = np.zeros((1200, 1200, 3), np.uint8)\n"
+        "for _ in range(3): cv2.resize(a, (1700, 1700))\n"
+        "net = caffe.Net(%r, caffe.TRAIN)\n"
+        "net.forward(); net.forward()\n"
+        "print('ok', net.blobs['data'].data.shape)\n")
+    proto = tmp_path / "fork.prototxt"
+    proto.write_text(
+        'layer { name: "data" type: "Python" top: "data" top: "label"\n'
+        '  python_param { module: "fcrn_data" layer: "SegDataLayer" param_str: %s } }\n'
+        % json.dumps(json.dumps(dict(source=path, crop_size=24, workers=2))))
+    env = dict(os.environ, GLOG_minloglevel="2")
+    out = subprocess.run([sys.executable, "-c", code % str(proto)], env=env, timeout=60,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok (1, 3, 24, 24)" in out.stdout

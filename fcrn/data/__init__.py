@@ -6,4 +6,6 @@
 - `augment`, `prefetch`: what the `SegDataLayer` Python layer
   (layers/fcrn_data.py) runs.
 """
-from .common import DATA_DIR, IGNORE_LABEL, DatasetError, load_classes  # noqa: F401
+from .common import DATA_DIR, IGNORE_LABEL, DatasetError, load_classes
+
+__all__ = ["DATA_DIR", "IGNORE_LABEL", "DatasetError", "load_classes"]

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import struct
+import sys
 
 import numpy as np
 
@@ -107,8 +108,8 @@ class Prefetcher:
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-        import cv2
-        cv2.setNumThreads(1)  # OpenCV's thread pool is not fork-safe; workers parallelise
+        # No cv2.setNumThreads() here: in a child forked after the parent's
+        # OpenCV thread pool started, it waits forever for the parent's threads.
         b = w
         while True:
             s = b % self.depth
@@ -135,11 +136,16 @@ class Prefetcher:
             self.next_b += 1
             return self.buf
         s = b % self.depth
+        waited = 0
         while not self.full[s].acquire(timeout=1.0):
             dead = [p for p in self.procs if not p.is_alive()]
             if dead:
                 raise RuntimeError("%s: data worker %s exited with code %s" % (
                     self.what, dead[0].name, dead[0].exitcode))
+            waited += 1
+            if waited % 60 == 0:
+                sys.stderr.write("%s: still waiting for batch %d after %d s\n"
+                                 % (self.what, b, waited))
         status, n = struct.unpack_from("<ii", self.mm, s * self.slot_bytes)
         if status:
             self.full[s].release()  # keep the error for a retried forward
