@@ -38,8 +38,8 @@ layers: caffe
 venv: $(VENV)/.complete
 
 # The .pth makes pycaffe of the cached prefix and the Python layers (layers/)
-# importable; rewritten on every
-# run so that it follows the prefix when Caffe's inputs change.
+# importable; rewritten on every run so that it follows the prefix when
+# Caffe's inputs change.
 $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setup.py FORCE | caffe
 	@[ -x $(PYTHON) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@printf '%s\n' "$(CAFFE_PREFIX)/lib/python3/dist-packages" "$(CURDIR)/layers" > \
