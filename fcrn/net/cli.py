@@ -62,6 +62,16 @@ VARIANT_OPTIONS = [
     ('--batch-size', 'batch_size', dict(type=_positive(int))),
     ('--batch-norm', 'batch_norm', dict(choices=resnet.BATCH_NORMS,
                                         help='lean: LeanBatchNorm; caffe: BatchNorm + Scale')),
+    ('--bn-stats', 'bn_stats', dict(choices=resnet.BN_STATS,
+                                    help='frozen: global statistics and frozen gamma/beta, '
+                                         'to fine-tune ImageNet weights (the paper); batch: '
+                                         'batch statistics in the train net, learnt '
+                                         'gamma/beta, MSRA-initialised convolutions, to '
+                                         'train from random weights')),
+    ('--bn-fraction', 'bn_fraction', dict(type=float, metavar='F',
+                                          help='with --bn-stats batch: moving_average_'
+                                               'fraction of the statistics the test/deploy '
+                                               'nets use (default: Caffe\'s 0.999)')),
     ('--train-source', 'train_source', dict(help='list or LMDB of the data layer (default: '
                                                  'data/voc_aug/train_aug.txt, '
                                                  'data/cityscapes_fcrn/train.txt)')),
@@ -88,6 +98,8 @@ SOLVER_OPTIONS = [
     ('--test-iter', 'test_iter', dict(type=_positive(int),
                                       help='default: every validation image, every pass')),
     ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper)),
+    ('--random-seed', 'random_seed', dict(type=int, help='Caffe\'s random_seed (fillers, '
+                                                       'dropout): reproducible training')),
 ]
 
 

@@ -95,6 +95,8 @@ class Variant:
     crop: Optional[int] = None          # None: the dataset's default
     batch_size: int = 1
     batch_norm: str = 'lean'
+    bn_stats: str = 'frozen'            # resnet.BN_STATS; 'batch' to train from scratch
+    bn_fraction: Optional[float] = None  # moving_average_fraction with 'batch'
     train_source: Optional[str] = None  # None: data/{dataset}/train.txt
     val_source: Optional[str] = None    # None: data/{dataset}/val.txt
     seed: int = 0
@@ -121,7 +123,7 @@ class Variant:
 
     @property
     def tag(self):
-        """Folder-style name: r101_s8_k5_d12[_bs512][_do][_sim4][_test4]."""
+        """Folder-style name: r101_s8_k5_d12[_bs512][_do][_sim4][_test4][_bnbatch]."""
         parts = ['r%d' % self.depth, 's%d' % self.resolution,
                  'k%d' % self.kernel, 'd%d' % self.dilation]
         if self.bootstrap:
@@ -134,6 +136,8 @@ class Variant:
             parts.append('sim%d' % self.simulate)
         if self.test_resolution and self.test_resolution != self.resolution:
             parts.append('test%d' % self.test_resolution)
+        if self.bn_stats != 'frozen':
+            parts.append('bn' + self.bn_stats)
         return '_'.join(parts)
 
     def validate(self):
@@ -181,6 +185,11 @@ class Variant:
         check(self.train_crop > 0, 'crop must be positive, not %r' % self.train_crop)
         check(self.batch_norm in resnet.BATCH_NORMS, 'batch-norm must be one of %s, not %r'
               % (', '.join(resnet.BATCH_NORMS), self.batch_norm))
+        check(self.bn_stats in resnet.BN_STATS, 'bn-stats must be one of %s, not %r'
+              % (', '.join(resnet.BN_STATS), self.bn_stats))
+        check(self.bn_fraction is None or (self.bn_stats == 'batch' and 0 < self.bn_fraction < 1),
+              'bn-fraction (moving-average fraction) needs bn-stats batch and must lie in '
+              '(0, 1), not %r' % self.bn_fraction)
         warnings = []
         if self.fov > self.train_crop:
             warnings.append('FoV %d is larger than the crop %d: part of the classifier '
@@ -260,7 +269,10 @@ def net(variant, phase):
         hooks['before_stage'] = _shift_hook(n, shifted)
     if variant.dropout and phase != 'deploy':
         hooks['after_block'] = _dropout_hook(n, variant)
-    top = resnet.backbone(n, n.data, variant.depth, stride, variant.batch_norm, **hooks)
+    norm = dict(bn_stats=variant.bn_stats, train=phase == 'train',
+                bn_fraction=variant.bn_fraction)
+    top = resnet.backbone(n, n.data, variant.depth, stride, variant.batch_norm, norm=norm,
+                          **hooks)
 
     dilation = variant.dilation * variant.resolution // stride
     conv = dict(num_output=variant.classes, kernel_size=variant.kernel,
@@ -325,6 +337,7 @@ class SolverSettings:
     test_interval: int = 2000
     test_iter: Optional[int] = None   # None: every validation image, every pass
     solver_mode: str = 'GPU'
+    random_seed: Optional[int] = None  # Caffe's seed of fillers, dropout, DummyData
 
 
 LR_POLICIES = ('poly', 'step', 'fixed')
@@ -362,6 +375,8 @@ def solver(variant, settings, net_dir):
     s.snapshot_prefix = settings.snapshot_prefix or os.path.join(
         'snapshots', '%s_%s' % (variant.dataset, variant.tag))
     s.solver_mode = getattr(caffe_pb2.SolverParameter, settings.solver_mode.upper())
+    if settings.random_seed is not None:
+        s.random_seed = settings.random_seed
     return s
 
 

@@ -15,13 +15,27 @@ STAGES = (2, 3, 4, 5)
 # Output stride of each stage of the ImageNet network (conv1 + pool1 give 4).
 STAGE_STRIDE = {2: 4, 3: 8, 4: 16, 5: 32}
 BATCH_NORMS = ('lean', 'caffe')
+# Where normalisation statistics come from. 'frozen': the paper's setting
+# (global statistics, frozen gamma/beta, weights from an ImageNet model).
+# 'batch': training from random weights; the train net normalises with batch
+# statistics (which keeps a 50-layer net trainable without pretrained
+# weights), learns gamma/beta and accumulates the moving averages that the
+# test and deploy nets then use as global statistics.
+BN_STATS = ('frozen', 'batch')
 
-# Statistics and affine parameters of every normalisation layer stay frozen:
-# the paper fixes means and variances (Sec. 3.2), and with one image per
-# mini-batch there is nothing to learn them from.
+# With 'frozen' statistics, statistics and affine parameters of every
+# normalisation layer stay frozen: the paper fixes means and variances
+# (Sec. 3.2), and with one image per mini-batch there is nothing to learn
+# them from.
 FROZEN = dict(lr_mult=0, decay_mult=0)
 WEIGHT = dict(lr_mult=1, decay_mult=1)
 BIAS = dict(lr_mult=2, decay_mult=0)
+# Learnt gamma/beta of batch-statistics normalisation: no weight decay, as is
+# usual for normalisation parameters.
+AFFINE = dict(lr_mult=1, decay_mult=0)
+# He et al.'s initialisation, for convolutions followed by ReLUs, when there
+# are no pretrained weights to load.
+MSRA = dict(type='msra')
 
 
 def block_suffixes(depth, stage):
@@ -58,36 +72,57 @@ def stage_geometry(stride):
     return geometry
 
 
-def normalise(n, top, suffix, batch_norm):
+def normalise(n, top, suffix, batch_norm, bn_stats='frozen', train=False,
+              bn_fraction=None):
     """In-place normalisation named after its conv: bn{suffix} (+ scale{suffix}).
 
     'lean' is the project's one-layer LeanBatchNorm, carrying BatchNorm's
     blobs 0-2 and Scale's blobs 0-1 under the BatchNorm name; 'caffe' is the
-    released BatchNorm + Scale pair.
+    released BatchNorm + Scale pair. With bn_stats 'batch', the train net
+    (`train`) normalises with batch statistics, gamma/beta learn (from 1 and
+    0) in every net, and `bn_fraction` is Caffe's moving_average_fraction
+    (None: Caffe's default, 0.999).
     """
-    if batch_norm == 'lean':
-        n['bn' + suffix] = L.LeanBatchNorm(
-            top, in_place=True, batch_norm_param=dict(use_global_stats=True),
-            param=[FROZEN] * 5)
-    elif batch_norm == 'caffe':
-        n['bn' + suffix] = L.BatchNorm(
-            top, in_place=True, batch_norm_param=dict(use_global_stats=True),
-            param=[FROZEN] * 3)
-        n['scale' + suffix] = L.Scale(top, in_place=True, bias_term=True,
-                                      param=[FROZEN] * 2)
-    else:
+    if bn_stats not in BN_STATS:
+        raise ValueError('bn_stats must be one of %s, not %r' % (BN_STATS, bn_stats))
+    if batch_norm not in BATCH_NORMS:
         raise ValueError('batch_norm must be one of %s, not %r' % (BATCH_NORMS, batch_norm))
+    batch = bn_stats == 'batch'
+    bn_param = dict(use_global_stats=not (batch and train))
+    if batch and bn_fraction is not None:
+        bn_param['moving_average_fraction'] = bn_fraction
+    affine = [AFFINE if batch else FROZEN] * 2
+    # Explicit fillers only where they matter (learning from scratch), so
+    # that the frozen nets' files stay as they were.
+    scale = dict(filler=dict(type='constant', value=1),
+                 bias_filler=dict(type='constant', value=0)) if batch else {}
+    if batch_norm == 'lean':
+        kwargs = dict(scale_param=scale) if scale else {}
+        n['bn' + suffix] = L.LeanBatchNorm(
+            top, in_place=True, batch_norm_param=bn_param, param=[FROZEN] * 3 + affine,
+            **kwargs)
+    else:
+        n['bn' + suffix] = L.BatchNorm(
+            top, in_place=True, batch_norm_param=bn_param, param=[FROZEN] * 3)
+        n['scale' + suffix] = L.Scale(top, in_place=True, bias_term=True, param=affine,
+                                      **scale)
     return top
 
 
 def conv_bn(n, bottom, name, suffix, nout, ks, stride=1, dilation=1, relu=True,
-            bias=False, batch_norm='lean'):
+            bias=False, batch_norm='lean', norm=None):
     """Convolution `name`, its normalisation, and optionally `{name}_relu`.
 
-    Backbone convolutions carry no filler: their weights always come from a
-    pretrained model, and a constant (zero) fill keeps building big nets cheap.
+    `norm`: keyword arguments of normalise() beyond batch_norm (bn_stats,
+    train, bn_fraction). With frozen statistics, backbone convolutions carry
+    no filler: their weights come from a pretrained model, and a constant
+    (zero) fill keeps building big nets cheap. Trained from scratch (batch
+    statistics) they are MSRA-initialised.
     """
+    norm = norm or {}
     kwargs = dict(num_output=nout, kernel_size=ks, bias_term=bias)
+    if norm.get('bn_stats', 'frozen') == 'batch':
+        kwargs['weight_filler'] = MSRA
     # Only what differs from Caffe's defaults, to keep 152-layer files short.
     for key, value, default in (('stride', stride, 1), ('dilation', dilation, 1),
                                 ('pad', dilation * (ks - 1) // 2, 0)):
@@ -96,45 +131,45 @@ def conv_bn(n, bottom, name, suffix, nout, ks, stride=1, dilation=1, relu=True,
     if bias:
         kwargs['param'] = [WEIGHT, BIAS]
     n[name] = top = L.Convolution(bottom, **kwargs)
-    normalise(n, top, suffix, batch_norm)
+    normalise(n, top, suffix, batch_norm, **norm)
     if relu:
         n[name + '_relu'] = L.ReLU(top, in_place=True)
     return top
 
 
-def bottleneck(n, bottom, block, nout, stride, dilation, first, batch_norm):
+def bottleneck(n, bottom, block, nout, stride, dilation, first, batch_norm, norm=None):
     """One bottleneck block `res{block}`: 1x1 -> 3x3 -> 1x1 (x4) plus shortcut.
 
     As in the original ResNet, the stride sits on the 1x1 convolutions.
     """
     if first:
         shortcut = conv_bn(n, bottom, 'res%s_branch1' % block, '%s_branch1' % block,
-                           4 * nout, 1, stride, relu=False, batch_norm=batch_norm)
+                           4 * nout, 1, stride, relu=False, batch_norm=batch_norm, norm=norm)
     else:
         shortcut = bottom
     top = conv_bn(n, bottom, 'res%s_branch2a' % block, '%s_branch2a' % block,
-                  nout, 1, stride, batch_norm=batch_norm)
+                  nout, 1, stride, batch_norm=batch_norm, norm=norm)
     top = conv_bn(n, top, 'res%s_branch2b' % block, '%s_branch2b' % block,
-                  nout, 3, 1, dilation, batch_norm=batch_norm)
+                  nout, 3, 1, dilation, batch_norm=batch_norm, norm=norm)
     top = conv_bn(n, top, 'res%s_branch2c' % block, '%s_branch2c' % block,
-                  4 * nout, 1, relu=False, batch_norm=batch_norm)
+                  4 * nout, 1, relu=False, batch_norm=batch_norm, norm=norm)
     n['res' + block] = top = L.Eltwise(shortcut, top)
     n['res%s_relu' % block] = L.ReLU(top, in_place=True)
     return top
 
 
 def backbone(n, data, depth, stride=32, batch_norm='lean', before_stage=None,
-             after_block=None):
+             after_block=None, norm=None):
     """conv1 .. res5 of ResNet-`depth` with output stride `stride`; returns res5's top.
 
     Hooks, when given, may replace a top: `before_stage(stage, top)` the one
     entering a stage (the multi-pass shift), `after_block(block, top)` a
-    block's output (dropout).
+    block's output (dropout). `norm`: see conv_bn().
     """
     if depth not in BLOCKS:
         raise ValueError('depth must be one of %s, not %r' % (sorted(BLOCKS), depth))
     top = conv_bn(n, data, 'conv1', '_conv1', 64, 7, 2, bias=depth == 50,
-                  batch_norm=batch_norm)
+                  batch_norm=batch_norm, norm=norm)
     n.pool1 = top = L.Pooling(top, kernel_size=3, stride=2, pool=P.Pooling.MAX)
     for stage, (first_stride, dilation) in sorted(stage_geometry(stride).items()):
         if before_stage is not None:
@@ -142,7 +177,8 @@ def backbone(n, data, depth, stride=32, batch_norm='lean', before_stage=None,
         width = 64 * 2 ** (stage - 2)
         for i, suffix in enumerate(block_suffixes(depth, stage)):
             top = bottleneck(n, top, '%d%s' % (stage, suffix), width,
-                             first_stride if i == 0 else 1, dilation, i == 0, batch_norm)
+                             first_stride if i == 0 else 1, dilation, i == 0, batch_norm,
+                             norm)
             if after_block is not None:
                 top = after_block('res%d%s' % (stage, suffix), top)
     return top

@@ -1,0 +1,122 @@
+"""The demo's one-page Markdown summary and its example mosaic.
+
+Numbers come from the files the tools wrote (eval/*.json, the training
+logs, the step records), never from the demo's own bookkeeping, so the page
+shows what a user would find by reading those files.
+"""
+import json
+import os
+
+import cv2
+import numpy as np
+
+from fcrn.demo.synthetic import SHAPES
+from fcrn.infer import voc_palette
+from fcrn.net.fileio import atomic_write, atomic_write_bytes
+
+SUMMARY = 'summary.md'
+
+
+def _load(out, *parts):
+    with open(os.path.join(out, *parts)) as f:
+        return json.load(f)
+
+
+def _pct(x):
+    return 'n/a' if x is None else '%.1f' % (100 * x)
+
+
+def mosaic(out, ids, variants, path, height=120):
+    """Rows of (image | ground truth | prediction of each variant), as JPEG."""
+    from PIL import Image
+    palette = voc_palette()[:, ::-1]           # RGB -> BGR for OpenCV
+    rows = []
+    for image_id in ids:
+        image = cv2.imread(os.path.join(out, 'synthetic', 'VOCdevkit', 'VOC2012', 'JPEGImages',
+                                        image_id + '.jpg'))
+        cells = [image]
+        labels = [os.path.join(out, 'data', 'SegmentationClassAug', image_id + '.png')]
+        labels += [os.path.join(out, 'infer', v, 'labels', image_id + '.png') for v in variants]
+        for label in labels:
+            cells.append(palette[np.asarray(Image.open(label))])
+        scale = height / image.shape[0]
+        cells = [cv2.resize(c, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+                 for c in cells]
+        gap = np.full((height, 4, 3), 255, np.uint8)
+        rows.append(np.hstack([x for c in cells for x in (c, gap)][:-1]))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+            for r in rows]
+    ok, buf = cv2.imencode('.jpg', np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError('cannot encode %s' % path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def write(out, config, variants, logs, steps):
+    """Write out/summary.md; returns its text."""
+    majority = _load(out, 'eval', 'majority.json')
+    scores = {v: _load(out, 'eval', '%s.json' % v) for v in variants}
+    present = [c for c in majority['classes']
+               if any(s['class_iou'].get(c) is not None for s in scores.values())
+               or majority['class_iou'].get(c) is not None]
+    c = config
+    lines = [
+        '# FCRN demo: FCRN-%d trained from scratch on synthetic shapes' % c.depth,
+        '',
+        'A synthetic PASCAL VOC 2012 tree (`synthetic/VOCdevkit`: %d train and %d val '
+        'images, %d-%d px, %d shape classes on textured backgrounds) went through '
+        '`scripts/prepare_voc.py` into `data/`; `scripts/make_net.py` generated the nets '
+        'in `nets/` (resolution %s, kernel %d, dilation %d, crop %d, batch %d, batch-statistics '
+        'normalisation from random weights); `caffe train -solver` trained them for %d '
+        'iterations (snapshots in `train/*/`); `scripts/infer.py` segmented the val images '
+        '(`infer/*/labels`, overlays in `infer/*/overlay`) and `scripts/evaluate.py` scored '
+        'them (`eval/`).'
+        % (c.train_images, c.val_images, c.image_size[0], c.image_size[1],
+           len(SHAPES), c.resolution, c.kernel, c.dilation, c.crop,
+           c.batch_size, c.max_iter),
+        '',
+        '## Held-out (val) scores',
+        '',
+        '| Method | Pixel acc. % | Mean acc. % | Mean IoU % | training s |',
+        '|---|---:|---:|---:|---:|',
+        '| majority class (%s) everywhere | %s | %s | %s | |' % (
+            majority['majority_class'], _pct(majority['pixel_acc']),
+            _pct(majority['mean_acc']), _pct(majority['mean_iou'])),
+    ]
+    for v in variants:
+        s = scores[v]
+        seconds = steps.seconds('train_' + v)
+        lines.append('| FCRN-%d %s | %s | %s | %s | %s |' % (
+            c.depth, _describe(v, c), _pct(s['pixel_acc']), _pct(s['mean_acc']),
+            _pct(s['mean_iou']), '%.0f' % seconds if seconds is not None else ''))
+    lines += ['', 'Per-class IoU %:', '',
+              '| Method | ' + ' | '.join(present) + ' |',
+              '|---|' + '---:|' * len(present)]
+    for name, s in [('majority class', majority)] + [(v, scores[v]) for v in variants]:
+        lines.append('| %s | ' % name + ' | '.join(_pct(s['class_iou'].get(k))
+                                                  for k in present) + ' |')
+    lines += ['', '(The shapes are stored under VOC class ids, so they carry VOC names: '
+              'aeroplane = disc, bicycle = square, bird = triangle, boat = cross.)', '',
+              '## Training', '', '![loss and learning rate](report/training.png)', '']
+    for v in variants:
+        log = logs[v]
+        first = log.train_loss[0][1] if log.train_loss else float('nan')
+        last = log.train_loss[-1][1] if log.train_loss else float('nan')
+        lines.append('- %s: train loss %.3g at iteration 0, %.3g at %d (`train/%s/caffe.log`)%s'
+                     % (v, first, last, log.last_iteration or 0, v,
+                        '; resumed from %s' % ', '.join(log.resumed_from)
+                        if log.resumed_from else ''))
+    lines += ['', '## Examples (image, ground truth, %s)' % ', '.join(variants), '',
+              '![examples](report/examples.jpg)', '']
+    text = '\n'.join(lines)
+    atomic_write(os.path.join(out, SUMMARY), text)
+    return text
+
+
+def _describe(variant, config):
+    if variant == 'bootstrap':
+        extra = ', t %g' % config.threshold if config.threshold else ''
+        return 'bootstrapping K %d%s' % (config.bootstrap, extra)
+    return 'plain softmax loss'

@@ -1,0 +1,159 @@
+"""The demo's pieces (synthetic dataset, log parsing, plot, resumable steps)
+and `scripts/demo.py --quick` end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcrn.demo import plot, steps, synthetic, traininglog
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FAKE_LOG = """\
+I1125 14:10:47.431783 32254 caffe.cpp:239] Starting Optimization
+I1125 14:10:48.801697 32254 solver.cpp:244] Iteration 0 (5.9e-32 iter/s, 1.369s/5 iters), loss = 6.27618
+I1125 14:10:48.801795 32254 solver.cpp:263]     Train net output #0: loss = 6.27618 (* 1 = 6.27618 loss)
+I1125 14:10:48.801815 32254 sgd_solver.cpp:112] Iteration 0, lr = 0.01
+I1125 14:10:55.514369 32254 solver.cpp:244] Iteration 5 (0.74 iter/s, 6.712s/5 iters), loss = 3.5
+I1125 14:10:55.514627 32254 sgd_solver.cpp:112] Iteration 5, lr = 0.0077189
+I1125 14:11:00.482752 32254 solver.cpp:469] Snapshotting to binary proto file snap/r50_iter_10.caffemodel
+I1125 14:11:02.046226 32254 solver.cpp:244] Iteration 10 (0.76 iter/s, 6.531s/5 iters), loss = 2.9
+I1125 14:11:02.046346 32254 sgd_solver.cpp:112] Iteration 10, lr = 0.00535887
+I1125 14:12:00.000000 40000 caffe.cpp:245] Resuming from snap/r50_iter_10.solverstate
+I1125 14:12:01.046226 40000 solver.cpp:244] Iteration 10 (0.76 iter/s, 6.531s/5 iters), loss = 2.8
+I1125 14:12:01.046346 40000 sgd_solver.cpp:112] Iteration 10, lr = 0.00535887
+I1125 14:12:08.917749 40000 solver.cpp:244] Iteration 15 (0.72 iter/s, 6.871s/5 iters), loss = nan
+I1125 14:12:08.917941 40000 sgd_solver.cpp:112] Iteration 15, lr = 0.00287175
+I1125 14:12:16.729821 40000 solver.cpp:332] Iteration 20, loss = 1.5
+I1125 14:12:16.729926 40000 solver.cpp:352] Iteration 20, Testing net (#0)
+I1125 14:12:17.357173 40000 solver.cpp:419]     Test net output #0: accuracy = 0.75
+I1125 14:12:17.357266 40000 solver.cpp:419]     Test net output #1: loss = 0.9 (* 1 = 0.9 loss)
+I1125 14:12:17.357271 40000 solver.cpp:337] Optimization Done.
+"""
+
+
+def test_synthetic_voc_tree_passes_prepare_voc(tmp_path):
+    splits = synthetic.write_voc(str(tmp_path / 'src'), train=6, val=3, size=(64, 80))
+    voc = tmp_path / 'src' / 'VOCdevkit' / 'VOC2012'
+    assert (voc / 'ImageSets' / 'Segmentation' / 'val.txt').read_text().split() == splits['val']
+    values = set()
+    for image_id in splits['train'] + splits['val']:
+        with Image.open(voc / 'SegmentationClass' / (image_id + '.png')) as im:
+            assert im.mode == 'P'
+            label = np.asarray(im)
+        image = cv2.imread(str(voc / 'JPEGImages' / (image_id + '.jpg')))
+        assert image.shape[:2] == label.shape and 64 <= min(label.shape) <= max(label.shape) <= 80
+        values |= set(np.unique(label).tolist())
+    assert values <= set(range(synthetic.NUM_LABELS)) | {255} and 0 in values and 255 in values
+    assert len(values - {0, 255}) >= 2
+    rc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'prepare_voc.py'),
+                         '--voc', str(tmp_path / 'src'), '--out', str(tmp_path / 'data')],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    assert 'train=6 val=3' in rc.stdout
+    assert len((tmp_path / 'data' / 'val.txt').read_text().splitlines()) == 3
+
+
+def test_synthetic_is_reproducible(tmp_path):
+    a = synthetic.sample(np.random.default_rng(5), 50, 60)
+    b = synthetic.sample(np.random.default_rng(5), 50, 60)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_parse_log_with_resume_test_and_nan():
+    log = traininglog.parse(FAKE_LOG)
+    assert [i for i, _ in log.train_loss] == [0, 5, 10, 15, 20]
+    assert dict(log.train_loss)[10] == 2.8          # the resumed run's value wins
+    assert np.isnan(dict(log.train_loss)[15])
+    assert log.lr[0] == (0, 0.01) and log.lr[-1] == (15, 0.00287175)
+    assert log.test == {'accuracy': [(20, 0.75)], 'loss': [(20, 0.9)]}
+    assert log.resumed_from == ['snap/r50_iter_10.solverstate']
+    assert log.finished and log.last_iteration == 20
+    assert not traininglog.parse(FAKE_LOG.split('Resuming')[0]).finished
+
+
+def test_plot_of_fabricated_log(tmp_path):
+    path = str(tmp_path / 'sub' / 'curves.png')
+    img = plot.training_curves({'a': traininglog.parse(FAKE_LOG)}, path, size=(600, 400))
+    read = cv2.imread(path)
+    assert read.shape == (400, 600, 3) and np.array_equal(read, img)
+    assert (read != 255).any(axis=2).mean() > 0.01   # something was drawn
+    ticks = plot.nice_ticks(0.0013, 0.0098)
+    assert ticks[0] <= 0.0013 and ticks[-1] >= 0.0098 and 3 <= len(ticks) <= 7
+    assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
+    assert plot.nice_ticks(0, 400) == [0, 100, 200, 300, 400]
+    assert plot.nice_ticks(3, 3)[0] <= 3 <= plot.nice_ticks(3, 3)[-1]
+
+
+def test_steps_skip_complete_and_redo_interrupted(tmp_path):
+    root = str(tmp_path)
+    calls = []
+
+    def write(text):
+        def action():
+            calls.append(text)
+            os.makedirs(os.path.join(root, 'out'), exist_ok=True)
+            with open(os.path.join(root, 'out', 'f.txt'), 'w') as f:
+                f.write(text)
+        return action
+
+    s = steps.Steps(root)
+    assert s.run('a', ['out'], {'n': 1}, write('one'))
+    assert not steps.Steps(root).run('a', ['out'], {'n': 1}, write('two'))
+    assert calls == ['one']
+    stamp = s.stamp('a')['a']
+    # A different key: redone, and the stamp that later steps key on changes.
+    assert steps.Steps(root).run('a', ['out'], {'n': 2}, write('three'))
+    assert s.stamp('a')['a'] != stamp
+
+    def interrupted():
+        os.makedirs(os.path.join(root, 'partial'))
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        s.run('b', ['partial'], {}, interrupted)
+    assert not s.done('b', {})
+    # The rerun removes the leftover before running again.
+    assert s.run('b', ['partial'], {}, lambda: os.makedirs(os.path.join(root, 'partial')))
+    with pytest.raises(RuntimeError, match='without writing'):
+        s.run('c', ['never'], {}, lambda: None)
+    assert not s.done('c', {})
+
+
+def test_quick_demo_end_to_end_and_rerun(tmp_path):
+    out = str(tmp_path / 'demo')
+    command = [sys.executable, os.path.join(ROOT, 'scripts', 'demo.py'), '--out', out, '--quick']
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for path in ('summary.md', 'report/training.png', 'report/examples.jpg',
+                 'eval/bootstrap.json', 'eval/bootstrap.md', 'eval/majority.json',
+                 'train/bootstrap/caffe.log', 'train/bootstrap/snapshot_iter_6.caffemodel',
+                 'train/bootstrap/snapshot_iter_6.solverstate',
+                 'nets/bootstrap/solver.prototxt', 'data/val.txt',
+                 'synthetic/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt'):
+        assert os.path.exists(os.path.join(out, path)), path
+    # Intermediate snapshots go once training is complete.
+    assert not os.path.exists(os.path.join(out, 'train/bootstrap/snapshot_iter_3.caffemodel'))
+    ids = open(os.path.join(out, 'eval', 'val_ids.txt')).read().split()
+    for image_id in ids:
+        assert os.path.exists(os.path.join(out, 'infer', 'bootstrap', 'labels', image_id + '.png'))
+        assert os.listdir(os.path.join(out, 'infer', 'bootstrap', 'overlay'))
+    scores = json.load(open(os.path.join(out, 'eval', 'bootstrap.json')))
+    majority = json.load(open(os.path.join(out, 'eval', 'majority.json')))
+    summary = open(os.path.join(out, 'summary.md')).read()
+    assert '| %.1f |' % (100 * scores['mean_iou']) in summary
+    assert '%.1f' % (100 * majority['mean_iou']) in summary
+    assert 'report/training.png' in summary and 'report/examples.jpg' in summary
+
+    # Rerun: everything reused. After a lost step record (as if interrupted
+    # during inference), inference and what follows it run again, nothing before.
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and '(0 steps run, 8 reused)' in second.stderr
+    os.remove(os.path.join(out, '.steps', 'infer_bootstrap.json'))
+    third = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and '(2 steps run, 6 reused)' in third.stderr
+    assert '[train_bootstrap] already complete' in third.stderr
