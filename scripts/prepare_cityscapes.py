@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from fcrn.data import DatasetError
+from fcrn.data.common import run_preparation
 from fcrn.data.cityscapes import prepare_cityscapes
 
 
@@ -26,14 +26,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=None, help="reader threads")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        m = prepare_cityscapes(args.root, args.out, args.skip_bad, args.workers)
-    except DatasetError as e:
-        logging.getLogger("prepare_cityscapes").error("%s", e)
-        return 1
-    print(" ".join("%s=%d" % kv for kv in sorted(m["counts"].items()))
-          + (" skipped=%d" % len(m["skipped"]) if m["skipped"] else ""))
-    return 0
+    return run_preparation("prepare_cityscapes", prepare_cityscapes, args.root, args.out, args.skip_bad,
+                           args.workers)
 
 
 if __name__ == "__main__":

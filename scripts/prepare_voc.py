@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from fcrn.data import DatasetError
+from fcrn.data.common import run_preparation
 from fcrn.data.voc import prepare_voc
 
 
@@ -27,14 +27,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=None, help="reader threads")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        m = prepare_voc(args.voc, args.sbd, args.out, args.skip_bad, args.workers)
-    except DatasetError as e:
-        logging.getLogger("prepare_voc").error("%s", e)
-        return 1
-    print(" ".join("%s=%d" % kv for kv in sorted(m["counts"].items()))
-          + (" skipped=%d" % len(m["skipped"]) if m["skipped"] else ""))
-    return 0
+    return run_preparation("prepare_voc", prepare_voc, args.voc, args.sbd, args.out, args.skip_bad,
+                           args.workers)
 
 
 if __name__ == "__main__":

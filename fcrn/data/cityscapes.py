@@ -9,15 +9,14 @@ image-only). The labelId -> trainId table is the official one from
 the copy in data/cityscapes.json (a test keeps the two equal).
 """
 import glob
-import json
 import logging
 import os
 
 import numpy as np
 
-from .common import (IGNORE_LABEL, MANIFEST, DatasetError, atomic_dir,
+from .common import (IGNORE_LABEL, DatasetError, atomic_dir,
                      check_pair, fingerprint, load_classes, read_image,
-                     read_label, run_checked, up_to_date, write_label,
+                     read_label, run_checked, current_manifest, write_label,
                      write_manifest, write_pair_list)
 
 log = logging.getLogger(__name__)
@@ -102,10 +101,10 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None):
     inputs = [p for it in items for p in it[3:] if p is not None]
     fp = fingerprint(inputs, {"format": FORMAT, "skip_bad": bool(skip_bad),
                               "lut": lut.tolist()})
-    if up_to_date(out_dir, fp):
+    manifest = current_manifest(out_dir, fp)
+    if manifest is not None:
         log.info("%s is up to date", out_dir)
-        with open(os.path.join(out_dir, MANIFEST)) as f:
-            return json.load(f)
+        return manifest
 
     out_abs = os.path.abspath(out_dir)
     with atomic_dir(out_dir) as tmp:

@@ -172,13 +172,15 @@ def fingerprint(files, extra):
     return h.hexdigest()
 
 
-def up_to_date(out_dir, fp):
-    """True if `out_dir` is a complete output whose manifest carries `fp`."""
+def current_manifest(out_dir, fp):
+    """The manifest of `out_dir` if it is a complete output made from the
+    inputs fingerprinted `fp`, else None."""
     try:
         with open(os.path.join(out_dir, MANIFEST)) as f:
-            return json.load(f).get("fingerprint") == fp
+            manifest = json.load(f)
     except (OSError, ValueError):
-        return False
+        return None
+    return manifest if manifest.get("fingerprint") == fp else None
 
 
 @contextlib.contextmanager
@@ -239,3 +241,17 @@ def run_checked(items, work, skip_bad, desc, workers=None):
     if problems:
         log.warning("skipped %d bad item(s) of %d", len(problems), len(items))
     return [r[1] for r in results if r is not None], problems
+
+
+def run_preparation(name, prepare, *args):
+    """What the preparation scripts do after parsing their arguments: run
+    `prepare`, print the split counts (and how many bad files were skipped),
+    or log the DatasetError that lists the bad files and return 1."""
+    try:
+        manifest = prepare(*args)
+    except DatasetError as e:
+        logging.getLogger(name).error("%s", e)
+        return 1
+    print(" ".join("%s=%d" % kv for kv in sorted(manifest["counts"].items()))
+          + (" skipped=%d" % len(manifest["skipped"]) if manifest["skipped"] else ""))
+    return 0

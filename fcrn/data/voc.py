@@ -8,14 +8,13 @@ VOC annotation (VOC train), that one is used: it is the official ground truth
 and carries the 255 "void" band around objects; the others come from SBD's
 `GTcls.Segmentation`, which has no void band.
 """
-import json
 import logging
 import os
 
 import numpy as np
 
-from .common import (MANIFEST, DatasetError, atomic_dir, check_pair, fingerprint,
-                     read_id_list, read_image, run_checked, up_to_date,
+from .common import (DatasetError, atomic_dir, check_pair, fingerprint,
+                     read_id_list, read_image, run_checked, current_manifest,
                      write_label, write_manifest, write_pair_list)
 
 log = logging.getLogger(__name__)
@@ -123,10 +122,10 @@ def prepare_voc(voc_root, sbd_root, out_dir, skip_bad=False, workers=None):
     if sbd is not None:
         lists += [os.path.join(sbd, "train.txt"), os.path.join(sbd, "val.txt")]
     fp = fingerprint(lists + inputs, {"format": FORMAT, "skip_bad": bool(skip_bad)})
-    if up_to_date(out_dir, fp):
+    manifest = current_manifest(out_dir, fp)
+    if manifest is not None:
         log.info("%s is up to date", out_dir)
-        with open(os.path.join(out_dir, MANIFEST)) as f:
-            return json.load(f)
+        return manifest
 
     out_abs = os.path.abspath(out_dir)
     with atomic_dir(out_dir) as tmp:
