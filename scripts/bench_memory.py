@@ -44,7 +44,6 @@ def variant_for(case, depth):
 
 def training_net(variant, size):
     """The train net with Input layers for data/label/pass, as prototxt text."""
-    from caffe.proto import caffe_pb2
     from fcrn.net import netgen
     # A deploy net tested at 1/4 is the true 1/4 net; give it the training head
     # by generating a train net at that stride with the classifier's dilation.
@@ -53,16 +52,7 @@ def training_net(variant, size):
         variant = netgen.Variant(**dict(vars(variant), resolution=variant.test_resolution,
                                         dilation=variant.dilation * scale,
                                         test_resolution=None))
-    proto = netgen.net(variant, 'train')
-    data, rest = proto.layer[0], list(proto.layer[1:])
-    shapes = {'data': [1, 3, size, size], 'label': [1, 1, size, size], 'pass': [1]}
-    inputs = []
-    for top in data.top:
-        layer = caffe_pb2.LayerParameter(name=top, type='Input', top=[top])
-        layer.input_param.shape.add().dim.extend(shapes[top])
-        inputs.append(layer)
-    del proto.layer[:]
-    proto.layer.extend(inputs + rest)
+    proto = netgen.with_input_layers(netgen.net(variant, 'train'), size)
     return netgen.net_text(proto), variant
 
 

@@ -273,19 +273,9 @@ def test_each_files_header_command_reproduces_it(tmp_path, monkeypatch):
 def with_inputs(proto, size):
     """The net with its Python data layer replaced by Input layers of one
     size-by-size image (the data layer has its own tests) and deploy inputs resized."""
-    data = proto.layer[0]
-    if data.type == 'Python':
-        shapes = {'data': [1, 3, size, size], 'label': [1, 1, size, size], 'pass': [1]}
-        inputs = []
-        for top in data.top:
-            layer = caffe_pb2.LayerParameter(name=top, type='Input', top=[top])
-            layer.input_param.shape.add().dim.extend(shapes[top])
-            inputs.append(layer)
-        rest = list(proto.layer[1:])
-        del proto.layer[:]
-        proto.layer.extend(inputs + rest)
-    else:
-        proto.layer[0].input_param.shape[0].dim[2:] = [size, size]
+    if proto.layer[0].type == 'Python':
+        return netgen.with_input_layers(proto, size)
+    proto.layer[0].input_param.shape[0].dim[2:] = [size, size]
     return proto
 
 

@@ -398,6 +398,26 @@ def interleave(phases):
     return out
 
 
+def with_input_layers(proto, size):
+    """The train or test net `proto` with its Python data layer replaced by
+    Input layers for one size-by-size image (for tests and benchmarks that
+    feed the net themselves). Changes and returns `proto`."""
+    data = proto.layer[0]
+    if data.type != 'Python':
+        raise ValueError('the first layer of %s is %s, not the data layer'
+                         % (proto.name, data.type))
+    shapes = {'data': [1, 3, size, size], 'label': [1, 1, size, size], 'pass': [1]}
+    inputs = []
+    for top in data.top:
+        layer = caffe_pb2.LayerParameter(name=top, type='Input', top=[top])
+        layer.input_param.shape.add().dim.extend(shapes[top])
+        inputs.append(layer)
+    rest = list(proto.layer[1:])
+    del proto.layer[:]
+    proto.layer.extend(inputs + rest)
+    return proto
+
+
 def net_text(proto):
     """Prototxt with one layer per line, as the released ResNet files are
     written: a 152-layer net stays readable (and a third of the size)."""
