@@ -1,4 +1,5 @@
 """The FCRN generator (fcrn/net), scripts/make_net.py and the committed prototxt/."""
+import json
 import os
 import shlex
 import sys
@@ -197,6 +198,8 @@ def test_caffe_batch_norm_emits_batchnorm_and_scale_with_the_released_names():
     (['--threshold', '0.5'], 'threshold needs bootstrapping'),
     (['--dropout', '--dropout-ratio', '1.5'], 'dropout ratio must lie in (0, 1)'),
     (['--batch-norm', 'sync'], "invalid choice: 'sync' (choose from 'lean', 'caffe')"),
+    (['--scale', '2,1'], 'scale must be (min, max) with 0 < min <= max, not (2.0, 1.0)'),
+    (['--scale', 'big'], "'big' is not MIN,MAX"),
 ])
 def test_bad_options_are_argparse_errors_naming_the_allowed_values(options, message, tmp_path,
                                                                     capsys):
@@ -229,10 +232,22 @@ def test_existing_folder_is_kept_without_force(tmp_path, capsys):
 
 def test_to_argv_round_trips_through_the_parser():
     v = netgen.Variant(dataset='cityscapes', depth=152, resolution=16, kernel=3, dilation=6,
-                       bootstrap=512, dropout=True, test_resolution=8, batch_norm='caffe')
+                       bootstrap=512, dropout=True, test_resolution=8, batch_norm='caffe',
+                       scale=(0.75, 1.25))
     s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU')
     _, v2, s2 = cli.parse(cli.to_argv(v, s) + ['--out', 'x'])
     assert (v2, s2) == (v, s)
+
+
+def test_scale_range_reaches_the_train_data_layer_only():
+    def data_params(variant, phase):
+        layer = netgen.net(variant, phase).layer[0]
+        return json.loads(layer.python_param.param_str)
+    v = netgen.Variant(depth=50, scale=(0.75, 1.25))
+    assert data_params(v, 'train')['scale'] == [0.75, 1.25]
+    assert 'scale' not in data_params(v, 'test')
+    # Left unset, the data layer's own default applies (and committed files stay as they are).
+    assert 'scale' not in data_params(netgen.Variant(depth=50), 'train')
 
 
 # --- the committed prototxt/ ---------------------------------------------------

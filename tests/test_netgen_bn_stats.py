@@ -31,6 +31,11 @@ def test_batch_stats_train_test_deploy(batch_norm):
                    for ps in affine)
         convs = [c for c in _layers(v, phase, 'Convolution') if c.name != 'score']
         assert all(c.convolution_param.weight_filler.type == 'msra' for c in convs)
+        # Each residual branch's last gamma starts at 0, every other at 1.
+        scales = bns if batch_norm == 'lean' else _layers(v, phase, 'Scale')
+        assert {s.name[len('bn' if batch_norm == 'lean' else 'scale'):]: s.scale_param.filler.value
+                for s in scales if s.scale_param.filler.value != 1} == \
+            {b[len('res'):] + '_branch2c': 0 for b in resnet.block_names(50)}
 
 
 def test_frozen_default_has_no_fillers_or_learnt_affine():
@@ -76,3 +81,7 @@ def test_random_init_gives_a_working_deploy_net(tmp_path):
     score = net.forward()['prob']
     assert np.isfinite(score).all() and score.std() > 0
     assert net.blobs['res5c'].data.std() > 0
+    # With its residual branch switched off (gamma 0), a block that is not
+    # the first of its stage passes its input on unchanged.
+    for before, block in (('res2a', 'res2c'), ('res4a', 'res4f'), ('res5a', 'res5c')):
+        np.testing.assert_array_equal(net.blobs[block].data, net.blobs[before].data)

@@ -9,9 +9,9 @@ so the folder can be moved. Steps are resumable (see steps.py).
 
 Training from random weights: the nets use `--bn-stats batch` (batch
 statistics in the train net, learnt gamma/beta, MSRA-initialised
-convolutions); the test and deploy nets use the moving averages, with a
-short averaging window (`bn_fraction`) because the weights move fast in a
-short run.
+convolutions, each residual branch's last gamma starting at 0); the test and
+deploy nets use the moving averages, with a short averaging window
+(`bn_fraction`) because the weights move fast in a short run.
 """
 import collections
 import dataclasses
@@ -36,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @dataclasses.dataclass
 class Config:
     # dataset
-    train_images: int = 300
+    train_images: int = 1000
     val_images: int = 60
     image_size: tuple = (96, 144)     # sides drawn uniformly from this range
     seed: int = 0
@@ -47,6 +47,10 @@ class Config:
     kernel: int = 3
     dilation: int = 4
     crop: int = 96
+    # Resizing by 0.5-2 (the data layer's default) scored lower here: halved,
+    # the finest textures alias (measured 28.0% against 34.0% mean IoU after
+    # 400 iterations).
+    scale: tuple = (0.75, 1.33)
     batch_size: int = 4
     bootstrap: int = 32               # K hardest of the 12x12 labels of a crop
     # From random weights, keeping only the K hardest pixels from the first
@@ -57,7 +61,7 @@ class Config:
     bn_fraction: float = 0.95
     # solver
     base_lr: float = 0.001
-    max_iter: int = 400
+    max_iter: int = 800
     snapshot: int = 200
     display: int = 10
     compare: bool = False             # also train without bootstrapping
@@ -70,7 +74,8 @@ QUICK = dict(train_images=12, val_images=4, batch_size=2, max_iter=6, snapshot=3
              display=1)
 
 DATA_FIELDS = ('train_images', 'val_images', 'image_size', 'seed')
-NET_FIELDS = ('depth', 'resolution', 'kernel', 'dilation', 'crop', 'batch_size', 'threshold',
+NET_FIELDS = ('depth', 'resolution', 'kernel', 'dilation', 'crop', 'scale', 'batch_size',
+              'threshold',
               'bn_fraction', 'base_lr', 'max_iter', 'snapshot', 'display', 'seed',
               'val_images')
 
@@ -128,6 +133,7 @@ class Run:
         c = self.config
         argv = ['--dataset', 'voc', '--depth', c.depth, '--resolution', c.resolution,
                 '--kernel', c.kernel, '--dilation', c.dilation, '--crop', c.crop,
+                '--scale', '%g,%g' % c.scale,
                 '--batch-size', c.batch_size, '--iter-size', 1,
                 '--bn-stats', 'batch', '--bn-fraction', c.bn_fraction,
                 '--train-source', 'data/train.txt', '--val-source', 'data/val.txt',

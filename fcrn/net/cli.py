@@ -17,6 +17,14 @@ def _resolution(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
+def _scale_range(text):
+    try:
+        low, high = (float(v) for v in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not MIN,MAX (e.g. 0.5,2)' % text)
+    return low, high
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -59,6 +67,9 @@ VARIANT_OPTIONS = [
                                                   help='deploy at a finer resolution: same '
                                                        'weights, dilations doubled')),
     ('--crop', 'crop', dict(type=_positive(int), help='training crop (default: per dataset)')),
+    ('--scale', 'scale', dict(type=_scale_range, metavar='MIN,MAX',
+                              help='random resize range of training images (default: '
+                                   'the data layer\'s 0.5,2)')),
     ('--batch-size', 'batch_size', dict(type=_positive(int))),
     ('--batch-norm', 'batch_norm', dict(choices=resnet.BATCH_NORMS,
                                         help='lean: LeanBatchNorm; caffe: BatchNorm + Scale')),
@@ -156,6 +167,8 @@ def to_argv(variant, settings=None):
                 argv.append(option)
             elif kwargs.get('type') is _resolution:
                 argv += [option, '1/%d' % mine]
+            elif kwargs.get('type') is _scale_range:
+                argv += [option, '%g,%g' % mine]
             else:
                 argv += [option, str(mine)]
     return argv

@@ -93,6 +93,7 @@ class Variant:
     simulate: Optional[int] = None      # resolution simulated by four shifted passes
     test_resolution: Optional[int] = None
     crop: Optional[int] = None          # None: the dataset's default
+    scale: Optional[tuple] = None       # (min, max) random resize; None: the data layer's
     batch_size: int = 1
     batch_norm: str = 'lean'
     bn_stats: str = 'frozen'            # resnet.BN_STATS; 'batch' to train from scratch
@@ -156,6 +157,8 @@ class Variant:
               'kernel must be a positive odd integer (the classifier is centred), not %r'
               % self.kernel)
         check(self.dilation > 0, 'dilation must be a positive integer, not %r' % self.dilation)
+        check(self.scale is None or (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1]),
+              'scale must be (min, max) with 0 < min <= max, not %r' % (self.scale,))
         check(self.bootstrap is None or self.bootstrap > 0,
               'bootstrap (min_kept) must be a positive integer, not %r' % self.bootstrap)
         check(0.0 <= self.threshold <= 1.0, 'threshold must lie in [0, 1], not %r'
@@ -212,6 +215,8 @@ def _data_layer(n, variant, phase):
                   batch_size=variant.batch_size if phase == 'train' else 1,
                   passes=variant.passes, mean=list(MEAN_BGR), ignore_label=IGNORE_LABEL,
                   num_classes=variant.classes, seed=variant.seed)
+    if variant.scale is not None and phase == 'train':
+        params['scale'] = list(variant.scale)
     ntop = 3 if variant.passes > 1 else 2
     tops = L.Python(module='fcrn_data', layer='SegDataLayer', ntop=ntop,
                     param_str=json.dumps(params, sort_keys=True))
