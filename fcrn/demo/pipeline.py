@@ -53,10 +53,10 @@ class Config:
     scale: tuple = (0.75, 1.33)
     batch_size: int = 4
     bootstrap: int = 32               # K hardest of the 12x12 labels of a crop
-    # From random weights, keeping only the K hardest pixels from the first
-    # iteration made the loss climb for a hundred iterations (measured); also
-    # keeping every pixel whose true-class probability is below t trains on
-    # all pixels while the net knows little, then narrows to the hard ones.
+    # Also keeping every pixel whose true-class probability is below t trains
+    # on all pixels while the net knows little, then narrows to the hard
+    # ones. Measured after 400 iterations: 34.0% mean IoU, against 33.0%
+    # with t 0 (only the K hardest, the paper's setting).
     threshold: float = 0.7
     bn_fraction: float = 0.95
     # solver

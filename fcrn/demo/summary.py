@@ -68,13 +68,14 @@ def write(out, config, variants, logs, steps):
         'A synthetic PASCAL VOC 2012 tree (`synthetic/VOCdevkit`: %d train and %d val '
         'images, %d-%d px, %d shape classes on textured backgrounds) went through '
         '`scripts/prepare_voc.py` into `data/`; `scripts/make_net.py` generated the nets '
-        'in `nets/` (resolution %s, kernel %d, dilation %d, crop %d, batch %d, batch-statistics '
-        'normalisation from random weights); `caffe train -solver` trained them for %d '
+        'in `nets/` (resolution %s, kernel %d, dilation %d, crop %d, resize %g-%g, batch %d, '
+        'batch-statistics normalisation from random weights, residual branches starting at '
+        'zero); `caffe train -solver` trained them for %d '
         'iterations (snapshots in `train/*/`); `scripts/infer.py` segmented the val images '
         '(`infer/*/labels`, overlays in `infer/*/overlay`) and `scripts/evaluate.py` scored '
         'them (`eval/`).'
         % (c.train_images, c.val_images, c.image_size[0], c.image_size[1],
-           len(SHAPES), c.resolution, c.kernel, c.dilation, c.crop,
+           len(SHAPES), c.resolution, c.kernel, c.dilation, c.crop, c.scale[0], c.scale[1],
            c.batch_size, c.max_iter),
         '',
         '## Held-out (val) scores',

@@ -36,7 +36,8 @@ def _colour(rng, low=0, high=256):
 
 
 def _foreground_texture(rng, h, w, kind):
-    """High-frequency, two-colour pattern of one of four kinds."""
+    """High-frequency, two-colour pattern of one of four kinds. Cross-hatching,
+    tried first as the fourth, drew 24-39% of the other shapes' pixels."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     period = rng.uniform(4, 9)
 
@@ -49,9 +50,9 @@ def _foreground_texture(rng, h, w, kind):
         mask = ((x // period).astype(int) + (y // period).astype(int)) % 2 == 0
     elif kind == 2:                    # dots
         mask = ((x % period - period / 2) ** 2 + (y % period - period / 2) ** 2) < (period / 3) ** 2
-    else:                              # cross-hatching
-        angle = rng.uniform(0, math.pi)
-        mask = stripes(angle) & stripes(angle + math.pi / 2)
+    else:                              # speckle: random 2x2 cells, no period
+        cells = rng.random(((h + 1) // 2, (w + 1) // 2)) < 0.5
+        mask = np.repeat(np.repeat(cells, 2, axis=0), 2, axis=1)[:h, :w]
     a, b = _colour(rng), _colour(rng)
     return np.where(mask[..., None], a, b)
 
