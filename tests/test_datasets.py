@@ -1,6 +1,5 @@
 """Dataset preparation (VOC + SBD, Cityscapes) and LMDB writing, on miniature
 trees with the real layouts and formats built by tests/fake_datasets.py."""
-import importlib.util
 import json
 import os
 
@@ -9,18 +8,13 @@ import numpy as np
 import pytest
 
 import fake_datasets as fake
+import project_scripts
 from fcrn.data import load_classes
 from fcrn.data.common import DatasetError, read_pair_list
 from fcrn.data.sources import META_KEY, decode_record, read_lmdb_meta
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return project_scripts.load(name).main
 
 
 # VOC train a1-a3, VOC val v1-v2; SBD train a1, s1, v1 (v1 is VOC val: must

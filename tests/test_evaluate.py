@@ -1,26 +1,19 @@
 """Metrics of fcrn.evaluate against confusion matrices computed by hand, the
 whole-set convention, the refusal paths of scripts/evaluate.py, and (where the
 package is installed) agreement with cityscapesScripts."""
-import importlib.util
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from fcrn import evaluate as ev
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import project_scripts
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_script", os.path.join(ROOT, "scripts", "evaluate.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return project_scripts.load("evaluate")
 
 
 def _write_png(path, arr, palette=True):

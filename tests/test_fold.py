@@ -1,7 +1,6 @@
 """BN folding (fcrn.fold, scripts/fold_bn.py): the folded net computes what the
 original computes, in pycaffe and in OpenCV's independent Caffe reader; bad
 weights and unfoldable nets are refused with the layers named."""
-import importlib.util
 import logging
 import os
 
@@ -14,8 +13,8 @@ import fcrn  # noqa: E402,F401  (registers the project's layers when built)
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 from fcrn import fold  # noqa: E402
+import project_scripts  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (1, 3, 21, 26)
 
 
@@ -195,11 +194,7 @@ def test_batch_statistics_refused(tmp_path):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "fold_bn_script", os.path.join(ROOT, "scripts", "fold_bn.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return project_scripts.load("fold_bn")
 
 
 def test_script_exit_codes(tmp_path, caplog):

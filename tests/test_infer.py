@@ -7,7 +7,6 @@ correctly aligned bilinear upsampling reproduces the ground truth exactly;
 a grid off by one pixel, a wrong flip or pass interleaving, or misplaced tiles
 does not.
 """
-import importlib.util
 import logging
 import os
 
@@ -20,8 +19,8 @@ import fcrn  # noqa: E402,F401
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 from fcrn import fold, infer  # noqa: E402
+import project_scripts  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C = 3  # classes
 
 
@@ -193,11 +192,7 @@ def test_four_pass_shifted_test_doubles_resolution(tmp_path, axis):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "infer_script", os.path.join(ROOT, "scripts", "infer.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return project_scripts.load("infer")
 
 
 def test_script_reads_odd_images_skips_bad_ones_and_keeps_outputs(tmp_path, caplog):

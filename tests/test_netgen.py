@@ -2,7 +2,6 @@
 import json
 import os
 import shlex
-import sys
 import tempfile
 
 import pytest
@@ -13,9 +12,10 @@ import caffe
 from caffe.proto import caffe_pb2
 from fcrn.net import cli, netgen, resnet, zoo
 
+import project_scripts
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-import make_net  # noqa: E402
+make_net = project_scripts.load('make_net')
 
 caffe.set_mode_cpu()
 
