@@ -17,7 +17,7 @@ import numpy as np
 from .common import (IGNORE_LABEL, DatasetError, atomic_dir,
                      check_pair, fingerprint, load_classes, read_image,
                      read_label, run_checked, current_manifest, write_label,
-                     write_manifest, write_pair_list)
+                     write_manifest, write_split_lists)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None):
                               "lut": lut.tolist()})
     manifest = current_manifest(out_dir, fp)
     if manifest is not None:
-        log.info("%s is up to date", out_dir)
         return manifest
 
     out_abs = os.path.abspath(out_dir)
@@ -120,13 +119,9 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None):
             return item, os.path.join(out_abs, rel)
 
         done, problems = run_checked(items, work, skip_bad, "cityscapes", workers)
-        counts = {}
-        for split in splits:
-            pairs = [(it[3], lbl) for it, lbl in done if it[0] == split]
-            if not pairs:
-                raise DatasetError("split %s: no usable image" % split)
-            write_pair_list(os.path.join(tmp, split + ".txt"), pairs, out_abs)
-            counts[split] = len(pairs)
+        counts = write_split_lists(
+            tmp, {split: [(it[3], lbl) for it, lbl in done if it[0] == split]
+                  for split in splits}, out_abs)
         manifest = dict(format=FORMAT, fingerprint=fp, counts=counts,
                         num_classes=NUM_CLASSES, root=os.path.abspath(root),
                         label_table=table_source, skipped=problems)

@@ -174,13 +174,29 @@ def fingerprint(files, extra):
 
 def current_manifest(out_dir, fp):
     """The manifest of `out_dir` if it is a complete output made from the
-    inputs fingerprinted `fp`, else None."""
+    inputs fingerprinted `fp` (logged as up to date), else None."""
     try:
         with open(os.path.join(out_dir, MANIFEST)) as f:
             manifest = json.load(f)
     except (OSError, ValueError):
         return None
-    return manifest if manifest.get("fingerprint") == fp else None
+    if manifest.get("fingerprint") != fp:
+        return None
+    log.info("%s is up to date", out_dir)
+    return manifest
+
+
+def write_split_lists(tmp, split_pairs, out_abs):
+    """`<split>.txt` in `tmp` for each split of {split: [(image, label)]}, in
+    the dict's order, paths relative to `out_abs`; a split left with no
+    usable image is an error. Returns {split: count}."""
+    counts = {}
+    for name, pairs in split_pairs.items():
+        if not pairs:
+            raise DatasetError("split %s: no usable image" % name)
+        write_pair_list(os.path.join(tmp, name + ".txt"), pairs, out_abs)
+        counts[name] = len(pairs)
+    return counts
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import numpy as np
 
 from .common import (DatasetError, atomic_dir, check_pair, fingerprint,
                      read_id_list, read_image, run_checked, current_manifest,
-                     write_label, write_manifest, write_pair_list)
+                     write_label, write_manifest, write_split_lists)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,6 @@ def prepare_voc(voc_root, sbd_root, out_dir, skip_bad=False, workers=None):
     fp = fingerprint(lists + inputs, {"format": FORMAT, "skip_bad": bool(skip_bad)})
     manifest = current_manifest(out_dir, fp)
     if manifest is not None:
-        log.info("%s is up to date", out_dir)
         return manifest
 
     out_abs = os.path.abspath(out_dir)
@@ -144,14 +143,10 @@ def prepare_voc(voc_root, sbd_root, out_dir, skip_bad=False, workers=None):
 
         done, problems = run_checked(ids, work, skip_bad, "voc labels", workers)
         good = dict(done)
-        counts = {}
-        for name, split in sorted(splits.items()):
-            pairs = [(good[i], os.path.join(out_abs, LABEL_DIR, i + ".png"))
-                     for i in split if i in good]
-            if not pairs:
-                raise DatasetError("split %s: no usable image" % name)
-            write_pair_list(os.path.join(tmp, name + ".txt"), pairs, out_abs)
-            counts[name] = len(pairs)
+        counts = write_split_lists(
+            tmp, {name: [(good[i], os.path.join(out_abs, LABEL_DIR, i + ".png"))
+                         for i in split if i in good]
+                  for name, split in sorted(splits.items())}, out_abs)
         manifest = dict(format=FORMAT, fingerprint=fp, counts=counts,
                         num_classes=NUM_CLASSES, voc=os.path.abspath(voc),
                         sbd=os.path.abspath(sbd) if sbd else None,
