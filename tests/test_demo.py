@@ -148,6 +148,11 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path):
     assert '| %.1f |' % (100 * scores['mean_iou']) in summary
     assert '%.1f' % (100 * majority['mean_iou']) in summary
     assert 'report/training.png' in summary and 'report/examples.jpg' in summary
+    records = [json.load(open(os.path.join(out, '.steps', f)))
+               for f in os.listdir(os.path.join(out, '.steps'))]
+    assert len(records) == 8
+    assert 'Every step, as it last ran: %.0f s in all, on %d CPU cores' % (
+        sum(r['seconds'] for r in records), os.cpu_count()) in summary
 
     # Rerun: everything reused. After a lost step record (as if interrupted
     # during inference), inference and what follows it run again, nothing before.

@@ -90,6 +90,15 @@ class Steps:
         """Wall time the step took when it ran (None if unknown)."""
         return self._field(name, 'seconds')
 
+    def total_seconds(self):
+        """Summed wall time of every finished step, each as it last ran."""
+        try:
+            names = [f[:-len('.json')] for f in os.listdir(self.path(RECORDS))
+                     if f.endswith('.json')]
+        except OSError:
+            return 0.0
+        return sum(self.seconds(name) or 0.0 for name in names)
+
     def stamp(self, *names):
         """{name: when it finished} of steps, for the key of a step that uses
         their outputs: a step that ran again makes those after it run again."""

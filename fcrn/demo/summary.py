@@ -54,6 +54,19 @@ def mosaic(out, ids, variants, path, height=120):
     atomic_write_bytes(path, buf.tobytes())
 
 
+def _machine():
+    """'N CPU cores (model)', from /proc/cpuinfo where there is one."""
+    model = None
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next((line.split(':', 1)[1].strip() for line in f
+                          if line.startswith('model name')), None)
+    except OSError:
+        pass
+    cores = '%d CPU cores' % (os.cpu_count() or 1)
+    return '%s (%s)' % (cores, model) if model else cores
+
+
 def write(out, config, variants, logs, steps):
     """Write out/summary.md; returns its text."""
     majority = _load(out, 'eval', 'majority.json')
@@ -92,6 +105,8 @@ def write(out, config, variants, logs, steps):
         lines.append('| FCRN-%d %s | %s | %s | %s | %s |' % (
             c.depth, _describe(v, c), _pct(s['pixel_acc']), _pct(s['mean_acc']),
             _pct(s['mean_iou']), '%.0f' % seconds if seconds is not None else ''))
+    lines += ['', 'Every step, as it last ran: %.0f s in all, on %s.' % (
+        steps.total_seconds(), _machine())]
     lines += ['', 'Per-class IoU %:', '',
               '| Method | ' + ' | '.join(present) + ' |',
               '|---|' + '---:|' * len(present)]
