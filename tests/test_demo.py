@@ -1,5 +1,6 @@
 """The demo's pieces (synthetic dataset, log parsing, plot, resumable steps)
 and `scripts/demo.py --quick` end to end."""
+import errno
 import json
 import os
 import subprocess
@@ -122,6 +123,37 @@ def test_steps_skip_complete_and_redo_interrupted(tmp_path):
     with pytest.raises(RuntimeError, match='without writing'):
         s.run('c', ['never'], {}, lambda: None)
     assert not s.done('c', {})
+
+
+def test_full_disk_leaves_no_step_taken_for_finished(tmp_path, monkeypatch):
+    """The disk fills while a step writes, or while its record is written:
+    either way the step is not done, and the rerun starts it afresh."""
+    root = str(tmp_path)
+    full = OSError(errno.ENOSPC, 'No space left on device')
+
+    def fills_up():
+        os.makedirs(os.path.join(root, 'out'))
+        with open(os.path.join(root, 'out', 'half.bin'), 'wb') as f:
+            f.write(b'x' * 10)
+        raise full
+    s = steps.Steps(root)
+    with pytest.raises(OSError, match='No space'):
+        s.run('a', ['out'], {}, fills_up)
+    assert not s.done('a', {})
+
+    def record_fails(path, text):
+        raise full
+    monkeypatch.setattr(steps, 'atomic_write', record_fails)
+    with pytest.raises(OSError, match='No space'):
+        s.run('a', ['out'], {}, lambda: os.makedirs(os.path.join(root, 'out'), exist_ok=True))
+    assert not s.done('a', {}) and os.listdir(os.path.join(root, '.steps')) == []
+    monkeypatch.undo()
+
+    # The rerun deletes the half-written output before the step runs again.
+    seen = []
+    assert s.run('a', ['out'], {}, lambda: seen.append(os.path.exists(os.path.join(root, 'out')))
+                 or os.makedirs(os.path.join(root, 'out')))
+    assert seen == [False] and s.done('a', {})
 
 
 def test_quick_demo_end_to_end_and_rerun(tmp_path):
