@@ -11,6 +11,7 @@ setup(
     description="Fully convolutional residual networks for semantic segmentation "
                 "(Wu, Shen, van den Hengel 2016) on Caffe",
     packages=find_packages(include=["fcrn", "fcrn.*"]),
+    package_data={"fcrn.datasets": ["*.json"]},  # the dataset registry
     python_requires=">=3.9",
     install_requires=["numpy", "opencv-python-headless", "lmdb", "protobuf", "pyyaml", "tqdm"],
     license="BSD-2-Clause",

@@ -1,17 +1,25 @@
 """FCRN: fully convolutional residual networks for semantic segmentation on Caffe.
 
-Importing this package loads the project's C++ layers (LeanBatchNorm,
-BootstrappedSoftmaxWithLoss) into the process, so that every `caffe.Net`
-created afterwards knows them. Caffe's layer registry is shared between
-shared libraries, so loading the library with RTLD_GLOBAL is all it takes.
+Importing the package loads nothing but Python: generation, conversion and
+evaluation need neither pycaffe nor the project's C++ layers. Whatever builds
+a net (`fcrn.caffeio.load_net`, `fcrn.caffeio.caffe()`) first calls
+`load_layers()`, which loads the layer library (LeanBatchNorm,
+BootstrappedSoftmaxWithLoss) into the process once; code that creates
+`caffe.Net` itself calls `fcrn.load_layers()` first. Caffe's layer registry is
+shared between shared libraries, so loading the library with RTLD_GLOBAL is
+all it takes.
 """
 import ctypes
 import os
+import threading
 import warnings
 
 __version__ = "0.1.0"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_LOADED = {}
+_LOCK = threading.Lock()
 
 
 def layers_library():
@@ -20,17 +28,18 @@ def layers_library():
         ROOT, "build", "libfcrn_layers.so")
 
 
-def _load_layers():
+def load_layers():
+    """Load the custom-layer library into this process (once); returns its path,
+    or None with a warning when it is not built (nets without the project's
+    layers still work; one that uses them then fails in Caffe)."""
     path = layers_library()
-    if not os.path.isfile(path):
-        # Generation, conversion and evaluation work without the layers, so
-        # this is a warning; creating a net that uses them then fails in Caffe.
-        warnings.warn(
-            "fcrn: custom Caffe layer library not found at %s; run 'make' in %s "
-            "or point FCRN_LAYERS_LIB at libfcrn_layers.so" % (path, ROOT),
-            RuntimeWarning, stacklevel=3)
-        return None
-    return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-
-
-_LIBRARY = _load_layers()
+    with _LOCK:
+        if path not in _LOADED:
+            if not os.path.isfile(path):
+                warnings.warn(
+                    "fcrn: custom Caffe layer library not found at %s; run 'make' in %s "
+                    "or point FCRN_LAYERS_LIB at libfcrn_layers.so" % (path, ROOT),
+                    RuntimeWarning, stacklevel=2)
+                return None
+            _LOADED[path] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    return path

@@ -24,47 +24,18 @@ mapped to the 19 train ids; the IoU computed here then equals cityscapesScripts'
 package is installed).
 """
 import json
+import logging
 import math
 import os
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from . import datasets, fileio, imageio, lists
+from .errors import InputError, UsageError
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
-    "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-    "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+log = logging.getLogger(__name__)
 
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-    "truck", "bus", "train", "motorcycle", "bicycle")
-
-# Cityscapes labelId of each train id (cityscapesScripts' helpers/labels.py);
-# every other labelId is ignored in evaluation.
-CITYSCAPES_TRAIN_TO_LABEL_ID = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25,
-                                26, 27, 28, 31, 32, 33)
-
-
-def cityscapes_label_to_train_lut():
-    """256-entry lookup table labelId -> trainId (255 for ids not evaluated)."""
-    lut = np.full(256, IGNORE_LABEL, np.uint8)
-    lut[list(CITYSCAPES_TRAIN_TO_LABEL_ID)] = np.arange(19, dtype=np.uint8)
-    return lut
-
-
-def cityscapes_train_to_label_lut():
-    """256-entry lookup table trainId -> labelId for submissions (0 = unlabeled)."""
-    lut = np.zeros(256, np.uint8)
-    lut[:19] = CITYSCAPES_TRAIN_TO_LABEL_ID
-    return lut
-
-
-DATASETS = {
-    "voc": {"classes": VOC_CLASSES},
-    "cityscapes": {"classes": CITYSCAPES_CLASSES},
-}
+IGNORE_LABEL = datasets.IGNORE_LABEL
 
 
 class ConfusionMatrix:
@@ -135,27 +106,6 @@ def _nanmean(x):
     return float(x[ok].mean()) if ok.any() else float("nan")
 
 
-def read_label_png(path):
-    """Single-channel label map of a PNG: palette indices, or grey values.
-
-    A colour (RGB) image is refused: its colours would have to be mapped back
-    through a palette, which is a data-preparation step, not evaluation.
-    """
-    from PIL import Image  # Debian python3-pil; imported here so the metrics need only numpy
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L", "I", "I;16", "I;16B", "1"):
-            raise ValueError("%s: mode %s is not a single-channel label map"
-                             % (path, im.mode))
-        return np.array(im)
-
-
-def png_size(path):
-    """(height, width) from the image header, without decoding the pixels."""
-    from PIL import Image
-    with Image.open(path) as im:
-        return im.size[1], im.size[0]
-
-
 def index_files(root, suffix):
     """{id: path} of files under root (recursive) whose name ends with suffix.
 
@@ -169,7 +119,8 @@ def index_files(root, suffix):
                 key = name[:len(name) - len(suffix)]
                 path = os.path.join(dirpath, name)
                 if key in found:
-                    raise ValueError("two files for id %r: %s and %s" % (key, found[key], path))
+                    raise InputError("two files for id %r under %s: %s and %s"
+                                     % (key, root, found[key], path))
                 found[key] = path
     return found
 
@@ -181,6 +132,10 @@ def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=Non
     the suffix. Problems: ids without ground truth, ground truth without
     prediction.
     """
+    for root, what in ((gt_root, "ground-truth"), (pred_root, "prediction")):
+        if not os.path.isdir(root):
+            raise InputError("%s: %s folder %s" % (root, what, "not found" if not
+                                                     os.path.exists(root) else "is a file"))
     gts = index_files(gt_root, gt_suffix)
     preds = index_files(pred_root, pred_suffix)
     problems = []
@@ -210,13 +165,11 @@ def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=Non
     return pairs, problems
 
 
-class EvaluationError(Exception):
+class EvaluationError(InputError):
     """The inputs cannot be evaluated; ``problems`` lists every reason found."""
 
     def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__("%d problem(s):\n  %s" % (len(self.problems),
-                                                   "\n  ".join(self.problems)))
+        super().__init__("%d problem(s)" % len(problems), problems)
 
 
 def check_sizes(pairs):
@@ -224,9 +177,9 @@ def check_sizes(pairs):
     problems = []
     for key, gt_path, pred_path in pairs:
         try:
-            g, p = png_size(gt_path), png_size(pred_path)
-        except (OSError, ValueError) as e:
-            problems.append("%s: unreadable: %s" % (key, e))
+            g, p = imageio.image_size(gt_path), imageio.image_size(pred_path)
+        except InputError as e:
+            problems.append("%s: %s" % (key, e))
             continue
         if g != p:
             problems.append("%s: prediction is %dx%d, ground truth %dx%d (HxW)"
@@ -249,12 +202,18 @@ def evaluate_pairs(pairs, num_classes, gt_lut=None, pred_lut=None, jobs=1,
 
     def load(pair):
         _, gt_path, pred_path = pair
-        gt, pred = read_label_png(gt_path), read_label_png(pred_path)
+        gt, pred = imageio.read_label(gt_path), imageio.read_label(pred_path)
         if gt_lut is not None:
-            gt = gt_lut[gt]
+            gt = _lookup(gt_lut, gt, gt_path)
         if pred_lut is not None:
-            pred = pred_lut[pred]
-        return gt, pred
+            pred = _lookup(pred_lut, pred, pred_path)
+        return gt_path, gt, pred
+
+    def update(gt_path, gt, pred):
+        try:
+            cm.update(gt, pred)
+        except ValueError as e:
+            raise InputError("%s: %s" % (gt_path, e))
 
     cm = ConfusionMatrix(num_classes)
     if jobs > 1:
@@ -262,12 +221,39 @@ def evaluate_pairs(pairs, num_classes, gt_lut=None, pred_lut=None, jobs=1,
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(jobs) as pool:
             loaded = pool.map(load, pairs)
-            for gt, pred in (progress(loaded) if progress else loaded):
-                cm.update(gt, pred)
+            for item in (progress(loaded) if progress else loaded):
+                update(*item)
     else:
         for pair in (progress(pairs) if progress else pairs):
-            cm.update(*load(pair))
+            update(*load(pair))
     return cm
+
+
+def _lookup(lut, label, path):
+    if label.size and label.max() >= len(lut):
+        raise InputError("%s: value %d is not a label id (0..%d)" % (path, label.max(),
+                                                                      len(lut) - 1))
+    return lut[label]
+
+
+def majority_baseline(train_labels, pairs, num_classes, ignore_label=IGNORE_LABEL):
+    """ConfusionMatrix of predicting, everywhere, the class most frequent in
+    the label maps `train_labels` (paths), scored on the ground truth of
+    `pairs` [(id, gt path, ...)], and that class."""
+    counts = np.zeros(num_classes, np.int64)
+    for path in train_labels:
+        label = imageio.read_label(path)
+        valid = label[(label != ignore_label) & (label < num_classes)]
+        counts += np.bincount(valid.ravel().astype(np.int64), minlength=num_classes)
+    majority = int(np.argmax(counts))
+    cm = ConfusionMatrix(num_classes, ignore_label)
+    for pair in pairs:
+        gt = imageio.read_label(pair[1])
+        try:
+            cm.update(gt, np.full_like(gt, majority))
+        except ValueError as e:
+            raise InputError("%s: %s" % (pair[1], e))
+    return cm, majority
 
 
 # --- reports ----------------------------------------------------------------
@@ -317,15 +303,78 @@ def json_report(cm, scores, class_names, extra=None):
     return json.dumps(out, indent=1) + "\n"
 
 
-def write_atomic(path, text):
-    """Write text to path via a temporary file and os.replace: never half-written."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
+def is_report(path):
+    """Whether `path` is a report this module wrote (Markdown or JSON)."""
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text.startswith("| Method | Pixel acc. %") or \
+        '"convention": "whole-set confusion matrix' in text
+
+
+def class_names(dataset, num_classes=None):
+    """Class names of a registry dataset, or class0.. for `generic`."""
+    if dataset == "generic":
+        if not num_classes:
+            raise UsageError("--dataset generic needs --num-classes")
+        return ["class%d" % i for i in range(num_classes)]
+    names = list(datasets.get(dataset).classes)
+    if num_classes and num_classes != len(names):
+        raise UsageError("--num-classes %d contradicts %s's %d classes"
+                         % (num_classes, dataset, len(names)))
+    return names
+
+
+def run(gt, pred, dataset="voc", num_classes=None, list_file=None, gt_suffix=None,
+        pred_suffix=None, gt_format=None, pred_format="trainid", name="FCRN", out_md=None,
+        out_json=None, jobs=1, progress=False, force=False, ids=None):
+    """Score the predictions under `pred` against the ground truth under `gt`
+    (both searched recursively, paired by id) and write the reports.
+
+    Cityscapes ground truth is read as labelIds (`gt_format`) and mapped to
+    train ids, predictions as train ids unless `pred_format` is labelid.
+    `ids` (or the ids of `list_file`) restrict the set to those images.
+    Returns (scores, ConfusionMatrix, Markdown text). Refuses, listing every
+    problem, when a listed id has no ground truth or a ground truth has no
+    prediction of its size.
+    """
+    names = class_names(dataset, num_classes)
+    cityscapes = dataset == "cityscapes"
+    outputs = [p for p in (out_md, out_json) if p]
+    fileio.check_targets(outputs, [gt, pred, list_file], force, is_report)
+    gt_suffix = gt_suffix or ("_gtFine_labelIds.png" if cityscapes else ".png")
+    pred_suffix = pred_suffix or ("_leftImg8bit.png" if cityscapes else ".png")
+    gt_lut = pred_lut = None
+    if cityscapes:
+        lut = datasets.get("cityscapes").label_to_class_lut()
+        gt_lut = lut if (gt_format or "labelid") == "labelid" else None
+        pred_lut = lut if pred_format == "labelid" else None
+    if list_file:
+        ids = lists.read_ids(list_file)
+        if not ids:
+            raise InputError("%s: the id list is empty" % list_file)
+    pairs, problems = pair_files(gt, pred, gt_suffix, pred_suffix, ids)
+    if not pairs and not problems:
+        problems.append("no ground truth *%s under %s" % (gt_suffix, gt))
+    if problems:
+        raise EvaluationError(problems)
+    wrap = None
+    if progress:
+        from tqdm import tqdm
+
+        def wrap(it):
+            return tqdm(it, total=len(pairs), unit="img", desc="evaluate")
+    cm = evaluate_pairs(pairs, len(names), gt_lut, pred_lut, jobs, wrap)
+    scores = cm.scores()
+    md = markdown_report(scores, names, name)
+    log.info("%d images, %d pixels: pixel acc %.2f%%, mean acc %.2f%%, mean IoU %.2f%%",
+             len(pairs), scores["num_pixels"], 100 * scores["pixel_acc"],
+             100 * scores["mean_acc"], 100 * scores["mean_iou"])
+    if out_md:
+        fileio.atomic_write(out_md, md)
+    if out_json:
+        fileio.atomic_write(out_json, json_report(
+            cm, scores, names, {"dataset": dataset, "num_images": len(pairs)}))
+    return scores, cm, md

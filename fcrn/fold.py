@@ -13,10 +13,8 @@ Handled: ``LeanBatchNorm`` (blobs mean, var, factor, gamma, beta) and stock
 is not a convolution's output read by nothing else becomes one stock ``Scale``
 layer (bias_term) instead, so the export still has only stock layers.
 
-Weights are checked against the net before anything is loaded: Caffe itself
-aborts the process on a shape mismatch and silently keeps random fillers for a
-layer missing from the caffemodel. Here both are refused with every offending
-layer named.
+Weights are checked against the net before anything is loaded
+(`fcrn.caffeio.load_net`).
 """
 import logging
 import os
@@ -25,6 +23,9 @@ import tempfile
 import numpy as np
 from google.protobuf import text_format
 
+from . import caffeio, fileio
+from .errors import InputError, UsageError
+
 log = logging.getLogger(__name__)
 
 BN_TYPES = ("BatchNorm", "LeanBatchNorm")
@@ -32,84 +33,8 @@ BN_TYPES = ("BatchNorm", "LeanBatchNorm")
 PROJECT_TYPES = ("LeanBatchNorm", "BootstrappedSoftmaxWithLoss")
 
 
-class FoldError(Exception):
+class FoldError(InputError):
     """The net or its weights cannot be exported; the message names the layers."""
-
-
-def _caffe():
-    import caffe
-    return caffe
-
-
-def read_net_param(prototxt):
-    from caffe.proto import caffe_pb2
-    net = caffe_pb2.NetParameter()
-    with open(prototxt) as f:
-        text_format.Merge(f.read(), net)
-    if len(net.layers):
-        raise FoldError("%s uses the V1 'layers' format; upgrade it with Caffe's "
-                        "upgrade_net_proto_text first" % prototxt)
-    return net
-
-
-def _blob_shape(blob):
-    if blob.HasField("shape"):
-        return tuple(blob.shape.dim)
-    return (blob.num, blob.channels, blob.height, blob.width)
-
-
-def _shapes_match(expected, stored, legacy):
-    if not legacy:
-        return tuple(expected) == tuple(stored)
-    # Caffe compares legacy (num, channels, height, width) blobs after padding
-    # the expected shape to 4 axes with leading ones.
-    return (1,) * (4 - len(expected)) + tuple(expected) == tuple(stored)
-
-
-def check_weights(net, caffemodel):
-    """Raise FoldError naming every layer of ``net`` whose weights in ``caffemodel``
-    are missing or of another count or shape. Returns the names of stored layers
-    the net does not use (Caffe ignores those)."""
-    from caffe.proto import caffe_pb2
-    stored = caffe_pb2.NetParameter()
-    with open(caffemodel, "rb") as f:
-        stored.ParseFromString(f.read())
-    blobs = {}
-    for layer in list(stored.layer) + list(stored.layers):
-        if len(layer.blobs):
-            blobs[layer.name] = [(_blob_shape(b), not b.HasField("shape"))
-                                 for b in layer.blobs]
-    problems = []
-    for name, params in net.params.items():
-        expected = [p.data.shape for p in params]
-        if name not in blobs:
-            problems.append("%s: no weights in %s" % (name, os.path.basename(caffemodel)))
-            continue
-        got = blobs[name]
-        if len(got) != len(expected):
-            problems.append("%s: %d blobs stored, the net has %d"
-                            % (name, len(got), len(expected)))
-            continue
-        for i, (e, (g, legacy)) in enumerate(zip(expected, got)):
-            if not _shapes_match(e, g, legacy):
-                problems.append("%s: blob %d stored as %s, the net expects %s"
-                                % (name, i, "x".join(map(str, g)), "x".join(map(str, e))))
-    if problems:
-        raise FoldError("weights do not match the net (%d layer(s)):\n  %s"
-                        % (len(problems), "\n  ".join(problems)))
-    return sorted(set(blobs) - set(net.params.keys()))
-
-
-def load_net(prototxt, caffemodel):
-    """caffe.Net in TEST phase with checked weights (FoldError instead of an abort)."""
-    caffe = _caffe()
-    net = caffe.Net(prototxt, caffe.TEST)
-    unused = check_weights(net, caffemodel)
-    if unused:
-        log.info("%d stored layer(s) not in the net, ignored: %s", len(unused),
-                 ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
-    net.copy_from(caffemodel)
-    return net
 
 
 def _graph(net_param):
@@ -192,10 +117,9 @@ def _affine(net, layers, fold):
 
 def fold_net(net_param, net):
     """Folded NetParameter and {layer: [arrays]} of the new and changed layers."""
-    from caffe.proto import caffe_pb2
     layers = net_param.layer
     folds = plan(net_param)
-    out = caffe_pb2.NetParameter()
+    out = caffeio.caffe_pb2().NetParameter()
     out.CopyFrom(net_param)
     del out.layer[:]
     new_params, drop, replace = {}, set(), {}
@@ -245,93 +169,48 @@ def fold_net(net_param, net):
     return out, new_params, folds
 
 
-def _atomic_target(path):
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
-    os.close(fd)
-    return tmp
-
-
 def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None,
-           tol=1e-4):
+           tol=1e-4, force=False):
     """Fold ``prototxt`` + ``caffemodel`` into ``out_prototxt`` + ``out_caffemodel``.
 
-    Both outputs are written to temporary files and renamed into place only when
-    both are complete and, unless ``verify_shape`` is False, the folded net's
-    outputs equal the original's on a random input within ``tol`` relative
-    (``verify_shape``: (N, C, H, W) of that input, default the deploy shape).
-    Returns (folds, relative error or None).
+    Nothing is written unless, where ``verify_shape`` is not False, the folded
+    net's outputs equal the original's on a random input within ``tol``
+    relative (``verify_shape``: (N, C, H, W) of that input, default the deploy
+    shape); then both files are written atomically. Existing outputs are
+    replaced only with ``force``, inputs never. Returns (folds, relative
+    error or None).
     """
-    caffe = _caffe()
-    net_param = read_net_param(prototxt)
-    net = load_net(prototxt, caffemodel)
+    if os.path.realpath(out_prototxt) == os.path.realpath(out_caffemodel):
+        raise UsageError("the folded prototxt and caffemodel must be two files")
+    fileio.check_targets([out_prototxt, out_caffemodel], [prototxt, caffemodel], force)
+    caffe = caffeio.caffe()
+    net_param = caffeio.read_net_param(prototxt)
+    net = caffeio.load_net(prototxt, caffemodel)
     folded, new_params, folds = fold_net(net_param, net)
-    tmp_proto, tmp_model = _atomic_target(out_prototxt), _atomic_target(out_caffemodel)
-    try:
-        with open(tmp_proto, "w") as f:
-            f.write(text_format.MessageToString(folded))
-        out = caffe.Net(tmp_proto, caffe.TEST)
-        for name, params in out.params.items():
-            src = new_params.get(name) or [b.data for b in net.params[name]]
-            for dst, val in zip(params, src):
-                dst.data[...] = val.reshape(dst.data.shape)
-        err = None
-        if verify_shape is not False:
-            err = verify(net, out, verify_shape)
-            if not err <= tol:
-                raise FoldError("folded net differs from the original: relative error "
-                                "%.3g > %.3g" % (err, tol))
-        out.save(tmp_model)
-        os.replace(tmp_proto, out_prototxt)
-        os.replace(tmp_model, out_caffemodel)
-    finally:
-        for t in (tmp_proto, tmp_model):
-            if os.path.exists(t):
-                os.remove(t)
+    text = "# %s with its batch normalisation folded (scripts/fold_bn.py)\n%s" % (
+        os.path.basename(prototxt), text_format.MessageToString(folded))
+    with tempfile.TemporaryDirectory(prefix="fcrn-fold.") as work:
+        path = os.path.join(work, "folded.prototxt")
+        with open(path, "w") as f:
+            f.write(text)
+        out = caffe.Net(path, caffe.TEST)
+    for name, params in out.params.items():
+        src = new_params.get(name) or [b.data for b in net.params[name]]
+        for dst, val in zip(params, src):
+            dst.data[...] = val.reshape(dst.data.shape)
+    err = None
+    if verify_shape is not False:
+        err = verify(net, out, verify_shape)
+        if not err <= tol:
+            raise FoldError("folded net differs from the original: relative error "
+                            "%.3g > %.3g" % (err, tol))
+    fileio.atomic_save(out_caffemodel, out.save)
+    fileio.atomic_write(out_prototxt, text)
     return folds, err
-
-
-def random_inputs(net, shape=None, seed=0):
-    """Inputs for a comparison: image-like values (mean-subtracted pixels span about
-    +-128) for 4-D inputs, zeros for others (e.g. the shifted net's ``pass``)."""
-    rng = np.random.RandomState(seed)
-    feeds = {}
-    for name in net.inputs:
-        blob = net.blobs[name]
-        if blob.data.ndim == 4:
-            s = tuple(shape) if shape else blob.data.shape
-            feeds[name] = (rng.uniform(-128, 128, s)).astype(np.float32)
-        else:
-            feeds[name] = np.zeros(blob.data.shape, np.float32)
-    return feeds
-
-
-def forward(net, feeds):
-    """Run ``net`` on ``feeds`` ({input: array}); copies of its outputs and of the
-    inputs of its Softmax layers."""
-    for name, value in feeds.items():
-        if net.blobs[name].data.shape != value.shape:
-            net.blobs[name].reshape(*value.shape)
-    net.reshape()
-    for name, value in feeds.items():
-        net.blobs[name].data[...] = value
-    net.forward()
-    names = list(net.outputs)
-    # A saturated softmax hides differences: compare what goes into it too.
-    for name, layer in net.layer_dict.items():
-        if layer.type == "Softmax":
-            names += [b for b in net.bottom_names[name] if b not in names]
-    return {n: net.blobs[n].data.copy() for n in names}
 
 
 def verify(ref, folded, shape=None, seed=0):
     """Max relative difference of the outputs of two nets on the same random input."""
-    feeds = random_inputs(ref, shape, seed)
-    a, b = forward(ref, feeds), forward(folded, feeds)
-    return max(relative_error(a[n], b[n]) for n in a)
-
-
-def relative_error(ref, other):
-    """max |ref - other| / max |ref|: one number for a whole score map."""
-    return float(np.abs(ref - other).max() / max(float(np.abs(ref).max()), 1e-30))
+    feeds = caffeio.random_inputs(ref, shape, seed)
+    a, b = caffeio.forward(ref, feeds), caffeio.forward(folded, feeds)
+    return max(caffeio.relative_error(a[n], b[n]) for n in a)

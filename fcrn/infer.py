@@ -22,117 +22,27 @@ pass ``p`` shifts by ``(dy, dx) = divmod(p, 2)`` and the four score maps are
 interleaved, ``out[dy::2, dx::2] = score_p``; the result has stride ``s / 2`` and
 the same ``o`` (exact when the shifted stride-2 layer is a 1x1 unpadded
 convolution, as in ResNet).
+
+The pipeline (`run`): images are read and results written by a thread pool
+while the net computes; every output name is planned and checked before the
+net is loaded (unique per input, never over an input, never into a folder
+that is not an earlier output of this tool unless forced).
 """
+import collections
+import dataclasses
 import logging
 import os
-import re
-import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import caffeio, datasets, fileio, imageio, lists
+from .errors import InputError, UsageError, describe_oserror
+
 log = logging.getLogger(__name__)
 
-# BGR means of the ImageNet ResNet models (He et al.) that initialise FCRN.
-IMAGENET_MEAN = (104.008, 116.669, 122.675)
-
-CITYSCAPES_COLORS = (  # RGB, train id order (cityscapesScripts helpers/labels.py)
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32))
-
-
-def voc_palette(n=256):
-    """PASCAL VOC colour map: the bits of the label spread over R, G, B from the
-    most significant bit down (label 1 = dark red, 255 = cream)."""
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = r, g, b
-    return pal
-
-
-def cityscapes_palette():
-    pal = np.zeros((256, 3), np.uint8)
-    pal[:19] = CITYSCAPES_COLORS
-    return pal
-
-
-PALETTES = {"voc": voc_palette, "cityscapes": cityscapes_palette}
-
-
-# --- images -----------------------------------------------------------------
-
-def read_image(path):
-    """BGR uint8 image of any file cv2 reads: grey, BGRA, 16-bit included.
-
-    Raises OSError naming the file when it is missing or not an image.
-    """
-    import cv2
-    if not os.path.isfile(path):
-        raise OSError("%s: no such file" % path)
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OSError("%s: not a readable image" % path)
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = img[:, :, :3]  # alpha is not part of the scene
-    return np.ascontiguousarray(img)
-
-
-def _atomic_path(path):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
-    os.close(fd)
-    return tmp
-
-
-def write_atomic(path, save):
-    """Call ``save(tmp)`` and rename tmp to path: a reader never sees half a file."""
-    tmp = _atomic_path(path)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_label_png(path, label, palette=None):
-    """Label map as a palette PNG (indices stay the pixel values, colours for
-    viewing) or, without palette, a greyscale PNG. PIL because cv2 cannot write
-    palette PNGs."""
-    from PIL import Image
-    im = Image.fromarray(np.asarray(label, np.uint8), mode="L")
-    if palette is not None:
-        im = im.convert("P")
-        im.putpalette(np.asarray(palette, np.uint8).ravel().tolist())
-    write_atomic(path, lambda tmp: im.save(tmp, format="PNG"))
-
-
-def overlay(image, label, palette, alpha=0.5):
-    colour = np.asarray(palette, np.uint8)[label][:, :, ::-1]  # RGB palette -> BGR
-    return (image * (1 - alpha) + colour * alpha + 0.5).astype(np.uint8)
-
-
-def write_image(path, image):
-    import cv2
-    ext = os.path.splitext(path)[1] or ".png"
-    ok, buf = cv2.imencode(ext, image)
-    if not ok:
-        raise OSError("%s: cannot encode" % path)
-    write_atomic(path, lambda tmp: buf.tofile(tmp))
+TOOL = "infer"
 
 
 # --- geometry ---------------------------------------------------------------
@@ -251,6 +161,25 @@ def label_from_grids(grids, height, width, band=128, probabilities=False):
     return label
 
 
+def interleave(passes):
+    """Four pass outputs (..., h_p, w_p), pass p = 2*dy + dx, -> the map (..., H, W)
+    whose phase [dy::2, dx::2] is pass (dy, dx): the simulated finer output.
+    Passes whose sizes are not the four phases of one map are refused."""
+    if len(passes) != 4:
+        raise ValueError('need the outputs of 4 passes, got %d' % len(passes))
+    height = passes[0].shape[-2] + passes[2].shape[-2]
+    width = passes[0].shape[-1] + passes[1].shape[-1]
+    out = np.empty(passes[0].shape[:-2] + (height, width), passes[0].dtype)
+    for index, phase in enumerate(passes):
+        dy, dx = divmod(index, 2)
+        view = out[..., dy::2, dx::2]
+        if view.shape != phase.shape:
+            raise ValueError('pass %d has shape %s, expected %s'
+                             % (index, phase.shape, view.shape))
+        view[...] = phase
+    return out
+
+
 # --- the segmenter ------------------------------------------------------------
 
 class Segmenter:
@@ -264,7 +193,7 @@ class Segmenter:
     (default: 4 if it has one), 1 only pass 0.
     """
 
-    def __init__(self, net, net_param, output=None, mean=IMAGENET_MEAN, batch_size=1,
+    def __init__(self, net, net_param, output=None, mean=datasets.MEAN_BGR, batch_size=1,
                  scales=(1.0,), flip=False, tile=None, overlap=1.0 / 3, passes=None,
                  stride=None, offset=None, input_blob="data"):
         self.net, self.input = net, input_blob
@@ -277,7 +206,11 @@ class Segmenter:
         self.probabilities = any(l.type == "Softmax" and output in l.top
                                  for l in net_param.layer)
         self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError("batch size must be >= 1, not %r" % batch_size)
+        if not scales or min(scales) <= 0:
+            raise ValueError("scales must be positive, not %r" % (scales,))
         self.views = [View(s, f) for s in scales for f in ((False, True) if flip else (False,))]
         self.has_pass = "pass" in net.inputs
         self.passes = (4 if self.has_pass else 1) if passes is None else int(passes)
@@ -292,14 +225,21 @@ class Segmenter:
             stride = s if stride is None else stride
             offset = o if offset is None else offset
         self.stride, self.offset = int(stride), float(offset)
+        if self.stride < 1:
+            raise ValueError("stride must be >= 1, not %r" % stride)
         self.tile = None
         if tile is not None:
+            if len(tile) != 2 or min(tile) < 1:
+                raise ValueError("tile must be two sizes >= 1, not %r" % (tile,))
+            if not 0 <= overlap < 1:
+                raise ValueError("overlap must lie in [0, 1), not %r" % overlap)
             self.tile = tuple(-(-int(t) // self.stride) * self.stride for t in tile)
             self.overlap = float(overlap)
         self.forwards = 0
 
-    # One net input: (chw array, pass); the batch groups equal shapes and pass.
-    def _prepare(self, image, view):
+    def prepare(self, image, view):
+        """(net input C x H x W: resized, flipped, mean-subtracted and padded
+        to the stride and tile, (h, w) of the view before padding)."""
         import cv2
         img = image
         if view.scale != 1.0:
@@ -354,26 +294,12 @@ class Segmenter:
                     results[key] = out[k].copy()
         return results
 
-    def _interleave(self, maps):
-        """Four pass maps -> one map at twice the resolution (out[dy::2, dx::2])."""
-        c = maps[0].shape[0]
-        hs = [m.shape[1] for m in maps]
-        ws = [m.shape[2] for m in maps]
-        # rows of parity dy exist up to 2 * h_dy + dy; keep rows every pass covers
-        h = min(2 * hs[0], 2 * hs[2] + 1, 2 * hs[1], 2 * hs[3] + 1)
-        w = min(2 * ws[0], 2 * ws[1] + 1, 2 * ws[2], 2 * ws[3] + 1)
-        out = np.empty((c, 2 * max(hs), 2 * max(ws)), np.float32)
-        for p, m in enumerate(maps):
-            dy, dx = divmod(p, 2)
-            out[:, dy:dy + 2 * m.shape[1]:2, dx:dx + 2 * m.shape[2]:2] = m
-        return out[:, :h, :w]
-
     def predict(self, images):
         """Label maps (uint8, each of its image's size) for a list of BGR images."""
         jobs, layout = [], []
         for i, image in enumerate(images):
             for v, view in enumerate(self.views):
-                x, size = self._prepare(image, view)
+                x, size = self.prepare(image, view)
                 tiles = self._tiles(*x.shape[1:])
                 layout.append((i, v, size, x.shape[1:], tiles))
                 for t, (y0, x0, th, tw) in enumerate(tiles):
@@ -388,7 +314,7 @@ class Segmenter:
             for p in range(self.passes):
                 per_pass.append(self._assemble([scores.pop((i, v, t, p)) for t in range(len(tiles))],
                                                tiles, padded))
-            grid = self._interleave(per_pass) if self.passes == 4 else per_pass[0]
+            grid = interleave(per_pass) if self.passes == 4 else per_pass[0]
             stride = self.stride / 2.0 if self.passes == 4 else self.stride
             view = self.views[v]
             h, w = images[i].shape[:2]
@@ -416,38 +342,218 @@ class Segmenter:
         return acc / np.maximum(count, 1)
 
 
-# --- helpers for scripts ------------------------------------------------------
+def load_segmenter(prototxt, weights, gpu=None, **options):
+    """Segmenter of a deploy net with checked weights, on the CPU or GPU
+    `gpu`. `options` are Segmenter's (mean, batch_size, scales, flip, tile,
+    overlap, passes, stride, offset, output); contradictory ones raise
+    UsageError."""
+    caffeio.set_mode(gpu)
+    net_param = caffeio.read_net_param(prototxt)
+    net = caffeio.load_net(prototxt, weights)
+    try:
+        return Segmenter(net, net_param, **options)
+    except ValueError as e:
+        raise UsageError("%s: %s" % (prototxt, e))
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 
+def overlay(image, label, palette, alpha=0.5):
+    colour = np.asarray(palette, np.uint8)[label][:, :, ::-1]  # RGB palette -> BGR
+    return (image * (1 - alpha) + colour * alpha + 0.5).astype(np.uint8)
+
+
+# --- inputs and output names ----------------------------------------------------
 
 def list_inputs(sources, list_file=None):
     """[(path, output name without extension)] from files, folders (recursive,
-    names relative to the folder) and a list file (one path per line)."""
+    names relative to the folder) and a list file (one path per line), with
+    the names made unique (`unique_names`)."""
     items = []
     for src in sources:
         if os.path.isdir(src):
-            for dirpath, _, names in sorted(os.walk(src)):
+            for dirpath, dirs, names in os.walk(src):
+                dirs.sort()
                 for n in sorted(names):
-                    if n.lower().endswith(IMAGE_EXTENSIONS):
+                    if n.lower().endswith(imageio.IMAGE_EXTENSIONS):
                         path = os.path.join(dirpath, n)
                         items.append((path, os.path.splitext(os.path.relpath(path, src))[0]))
         else:
             items.append((src, os.path.splitext(os.path.basename(src))[0]))
     if list_file:
-        with open(list_file) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    items.append((line, os.path.splitext(os.path.basename(line))[0]))
-    return items
+        items += [(f[0], os.path.splitext(os.path.basename(f[0]))[0])
+                  for f in lists.read(list_file, 1, 1, "image list")]
+    return unique_names(items)
 
 
-def gpu_build():
-    """Whether the loaded libcaffe was built with CUDA (it then maps libcudart)."""
-    import caffe  # noqa: F401
-    try:
-        with open("/proc/self/maps") as f:
-            return re.search(r"libcudart|libcublas", f.read()) is not None
-    except OSError:
-        return False
+def unique_names(items):
+    """Make the output names of [(path, name)] unique: inputs whose names
+    collide are named by their paths relative to the folder they share
+    (dir/a.jpg, dir/sub/a.jpg -> a, sub/a), or, in one folder, keep their
+    extension (c.png, c.jpg -> c.png, c.jpg). UsageError listing what still
+    collides (the same file given twice, say)."""
+    groups = collections.defaultdict(list)
+    for i, (_, name) in enumerate(items):
+        groups[name].append(i)
+    names = [name for _, name in items]
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        paths = [os.path.abspath(items[i][0]) for i in members]
+        folders = {os.path.dirname(p) for p in paths}
+        if len(folders) > 1:
+            common = os.path.commonpath(list(folders))
+            renamed = [os.path.splitext(os.path.relpath(p, common))[0] for p in paths]
+        else:
+            renamed = [name + os.path.splitext(p)[1] for p in paths]
+        for i, new in zip(members, renamed):
+            names[i] = new
+    count = collections.Counter(names)
+    clashes = sorted("%s <- %s" % (n, p) for (p, _), n in zip(items, names) if count[n] > 1)
+    if clashes:
+        raise UsageError("%d input(s) would write the same output" % len(clashes), clashes)
+    return [(path, name) for (path, _), name in zip(items, names)]
+
+
+# --- the pipeline ------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Stats:
+    """What a run did: images segmented, inputs that failed (path: why),
+    seconds from the first read to the last write (the net's loading
+    excluded), forward passes."""
+    images: int
+    failed: list
+    seconds: float
+    forwards: int
+
+
+def _plan(items, out, overlay_dir, labelids, sources, list_file, force):
+    """Output files per item; refuses collisions with inputs and folders
+    that are not this tool's earlier outputs (before anything is loaded)."""
+    folders = [d for d in (out, overlay_dir, labelids) if d]
+    if len(set(map(os.path.realpath, folders))) < len(folders):
+        raise UsageError("--out, --overlay and --labelids must be different folders")
+    plan = []
+    for _, name in items:
+        files = [os.path.join(out, name + ".png")]
+        files.append(os.path.join(overlay_dir, name + ".jpg") if overlay_dir else None)
+        files.append(os.path.join(labelids, name + ".png") if labelids else None)
+        plan.append(files)
+    fileio.check_disjoint([f for files in plan for f in files if f],
+                          [p for p, _ in items] + list(sources) + [list_file])
+    fileio.check_free(folders, force, lambda d: fileio.is_marked(d, TOOL))
+    return folders, plan
+
+
+def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, labelids=None,
+        dataset="voc", gpu=None, jobs=2, force=False, progress=False, **options):
+    """Segment images with a deploy net and write one label PNG each.
+
+    `sources`: image files and folders (recursive); `list_file`: one image
+    path per line. Writes `out/NAME.png` (palette PNGs of `dataset`), and
+    optionally colour overlays `overlay_dir/NAME.jpg` and, for Cityscapes,
+    labelId PNGs `labelids/NAME.png`. Unreadable images are named, skipped
+    and counted in the returned Stats; everything else that is wrong raises
+    before the first forward. `options` go to the Segmenter.
+    """
+    data = datasets.get(dataset)
+    if labelids and data.label_ids is None:
+        raise UsageError("--labelids needs a dataset with label ids (cityscapes), not %s"
+                         % dataset)
+    if jobs < 1:
+        raise UsageError("jobs must be >= 1, not %r" % jobs)
+    items = list_inputs(sources, list_file)
+    if not items:
+        raise InputError("no input images in %s" % ", ".join(list(sources) + (
+            [list_file] if list_file else [])))
+    folders, plan = _plan(items, out, overlay_dir, labelids, sources, list_file, force)
+    seg = load_segmenter(net, weights, gpu=gpu, **options)
+    log.info("output %r: stride %d, offset %g, %d pass(es), %d view(s), %s",
+             seg.output, seg.stride, seg.offset, seg.passes, len(seg.views),
+             "tiles %dx%d" % seg.tile if seg.tile else "whole images")
+    for folder in folders:
+        fileio.mark(folder, TOOL)
+        for dirpath, _, _ in os.walk(folder):
+            fileio.clean_leftovers(dirpath)
+
+    palette = data.palette()
+    to_label_id = data.class_to_label_lut() if labelids else None
+
+    def load(k):
+        try:
+            return k, imageio.read_image(items[k][0]), None
+        except InputError as e:
+            return k, None, str(e)
+
+    def save(k, image, label):
+        label_png, overlay_jpg, ids_png = plan[k]
+        imageio.write_label_png(label_png, label, palette)
+        if overlay_jpg:
+            imageio.write_image(overlay_jpg, overlay(image, label, palette))
+        if ids_png:
+            imageio.write_label_png(ids_png, to_label_id[label])
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(items), unit="img", desc="infer")
+    failed, done, written = [], 0, [0]
+    start = time.time()
+    with ThreadPoolExecutor(jobs) as pool:
+        pending_reads, pending_writes = collections.deque(), []
+        queue = iter(range(len(items)))
+        lookahead = 2 * seg.batch_size + jobs
+
+        def refill():
+            while len(pending_reads) < lookahead:
+                k = next(queue, None)
+                if k is None:
+                    return
+                pending_reads.append(pool.submit(load, k))
+
+        def collect(wait):
+            still = []
+            for k, fut in pending_writes:
+                if wait or fut.done():
+                    error = fut.exception()
+                    if error is not None:
+                        if not isinstance(error, OSError):
+                            raise error
+                        failed.append("%s: cannot write its output: %s" % (
+                            items[k][0], describe_oserror(error)))
+                    else:
+                        written[0] += 1
+                else:
+                    still.append((k, fut))
+            pending_writes[:] = still
+
+        refill()
+        while pending_reads:
+            batch = []
+            while pending_reads and len(batch) < seg.batch_size:
+                k, image, err = pending_reads.popleft().result()
+                refill()
+                if err:
+                    log.error("skipped: %s", err)
+                    failed.append(err)
+                    if bar:
+                        bar.update(1)
+                else:
+                    batch.append((k, image))
+            if batch:
+                labels = seg.predict([im for _, im in batch])
+                for (k, image), label in zip(batch, labels):
+                    pending_writes.append((k, pool.submit(save, k, image, label)))
+                done += len(batch)
+                if bar:
+                    bar.update(len(batch))
+            collect(wait=False)  # errors surface early, memory is freed
+        collect(wait=True)
+    if bar:
+        bar.close()
+    elapsed = time.time() - start
+    log.info("%d image(s) in %.1f s: %.2f images/s, %d forward(s)", done, elapsed,
+             done / max(elapsed, 1e-9), seg.forwards)
+    if failed:
+        log.error("%d of %d input(s) failed:\n  %s", len(failed), len(items),
+                  "\n  ".join(failed[:50]) + ("\n  ..." if len(failed) > 50 else ""))
+    return Stats(written[0], failed, elapsed, seg.forwards)

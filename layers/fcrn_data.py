@@ -10,7 +10,7 @@ shape (1,), holding 0..P-1: each batch is served for P consecutive forwards
 (no new augmentation) for the multi-pass shifted-resolution training. A
 third top may also be given with P = 1 (it then always holds 0).
 
-param_str is JSON or YAML; keys (defaults in PARAMS):
+param_str is JSON or YAML (fcrn.pylayer); keys (defaults in PARAMS):
   source        LMDB directory (scripts/make_lmdb.py) or "image label" list file
   root          directory the list's paths are relative to (default: the list's)
   batch_size    crops per batch
@@ -41,17 +41,17 @@ Prefetching runs in forked worker processes, not threads: neither the caffe
 tool nor pycaffe releases the GIL during forward/backward (fcrn/data/prefetch.py).
 """
 import atexit
-import json
+import numbers
 import os
-import sys
 
 import caffe
-import yaml
 
+from fcrn import datasets, pylayer
 from fcrn.data.augment import Augmenter
-from fcrn.data.common import DatasetError, decode_image, decode_label
 from fcrn.data.prefetch import BatchMaker, Prefetcher
 from fcrn.data.sources import open_source
+from fcrn.errors import InputError
+from fcrn.imageio import decode_image, decode_label
 
 PARAMS = {
     "source": None,
@@ -60,8 +60,8 @@ PARAMS = {
     "crop_size": 321,
     "scale": [0.5, 2.0],
     "mirror": True,
-    "mean": [104.008, 116.669, 122.675],
-    "ignore_label": 255,
+    "mean": list(datasets.MEAN_BGR),
+    "ignore_label": datasets.IGNORE_LABEL,
     "num_classes": None,
     "seed": None,
     "shuffle": True,
@@ -86,68 +86,62 @@ def close_all():
 atexit.register(close_all)
 
 
+def _int(x, low):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def _numbers(x, n):
+    return isinstance(x, (list, tuple)) and len(x) == n and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in x)
+
+
 def parse_params(param_str, who="SegDataLayer"):
-    """JSON or YAML (safe_load; JSON is YAML) merged over PARAMS, checked."""
-    try:
-        given = json.loads(param_str) if param_str.strip() else {}
-    except ValueError:
-        try:
-            given = yaml.safe_load(param_str) or {}
-        except yaml.YAMLError as e:
-            raise ValueError("%s: param_str is neither JSON nor YAML: %s" % (who, e))
-    if not isinstance(given, dict):
-        raise ValueError("%s: param_str must be a mapping, got %r" % (who, param_str))
-    unknown = sorted(set(given) - set(PARAMS))
-    if unknown:
-        raise ValueError("%s: unknown param_str key(s) %s; known: %s"
-                         % (who, unknown, sorted(PARAMS)))
-    p = dict(PARAMS, **given)
-    if not p["source"]:
+    """param_str merged over PARAMS and checked (values of the wrong type are
+    refused like values out of range)."""
+    p = pylayer.parse_param_str(who, param_str, PARAMS)
+    if not p["source"] or not isinstance(p["source"], str):
         raise ValueError("%s: param_str needs 'source' (LMDB or list file)" % who)
-    crop = p["crop_size"]
-    crop = [crop, crop] if isinstance(crop, int) else list(crop)
-    scale = p["scale"]
-    scale = [scale, scale] if isinstance(scale, (int, float)) else list(scale)
+    crop, scale = p["crop_size"], p["scale"]
+    crop = [crop, crop] if not isinstance(crop, (list, tuple)) else list(crop)
+    scale = [scale, scale] if isinstance(scale, numbers.Real) else scale
     checks = [
-        (len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop),
+        (len(crop) == 2 and all(_int(c, 1) for c in crop),
          "crop_size must be a positive int or [h, w]"),
-        (len(scale) == 2 and 0 < scale[0] <= scale[1], "scale must be [min, max] with 0 < min <= max"),
-        (isinstance(p["batch_size"], int) and p["batch_size"] > 0, "batch_size must be a positive int"),
-        (isinstance(p["passes"], int) and p["passes"] > 0, "passes must be a positive int"),
-        (isinstance(p["workers"], int) and p["workers"] >= 0, "workers must be an int >= 0"),
-        (isinstance(p["prefetch"], int) and p["prefetch"] > 0, "prefetch must be a positive int"),
-        (len(p["mean"]) == 3, "mean must have 3 (BGR) values"),
-        (p["seed"] is None or (isinstance(p["seed"], int) and p["seed"] >= 0),
-         "seed must be null or an int >= 0"),
-        (p["num_classes"] is None or (isinstance(p["num_classes"], int) and p["num_classes"] > 0),
+        (_numbers(scale, 2) and 0 < scale[0] <= scale[1],
+         "scale must be [min, max] with 0 < min <= max"),
+        (_int(p["batch_size"], 1), "batch_size must be a positive int"),
+        (_int(p["passes"], 1), "passes must be a positive int"),
+        (_int(p["workers"], 0), "workers must be an int >= 0"),
+        (_int(p["prefetch"], 1), "prefetch must be a positive int"),
+        (_numbers(p["mean"], 3), "mean must have 3 (BGR) numbers"),
+        (_int(p["ignore_label"], 0), "ignore_label must be an int >= 0"),
+        (p["seed"] is None or _int(p["seed"], 0), "seed must be null or an int >= 0"),
+        (p["num_classes"] is None or _int(p["num_classes"], 1),
          "num_classes must be null or a positive int"),
+        (p["root"] is None or isinstance(p["root"], str), "root must be a path"),
+        (isinstance(p["mirror"], bool) and isinstance(p["shuffle"], bool),
+         "mirror and shuffle must be true or false"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ValueError("%s: %s" % (who, msg))
-    p["crop_size"], p["scale"] = crop, scale
+    p["crop_size"], p["scale"] = crop, list(scale)
     return p
 
 
-class SegDataLayer(caffe.Layer):
+class SegDataLayer(pylayer.Layer):
 
-    def _fail(self, msg):
-        # The caffe tool does not print a Python exception raised in a layer
-        # (it only reports boost::python::error_already_set): say it first.
-        sys.stderr.write(msg + "\n")
-        sys.stderr.flush()
-        raise RuntimeError(msg)
+    def describe(self):
+        p = getattr(self, "p", None)
+        return "SegDataLayer(source=%s)" % p["source"] if p else "SegDataLayer"
 
     def setup(self, bottom, top):
-        try:
-            p = self.p = parse_params(self.param_str)
-        except ValueError as e:
-            self._fail(str(e))
-        who = "SegDataLayer(source=%s)" % p["source"]
+        p = self.p = parse_params(self.param_str)
+        who = self.describe()
         if bottom:
-            self._fail("%s: takes no bottom blobs" % who)
+            raise ValueError("%s: takes no bottom blobs" % who)
         if len(top) not in (2, 3) or (p["passes"] > 1 and len(top) != 3):
-            self._fail("%s: needs tops data, label%s; got %d" % (
+            raise ValueError("%s: needs tops data, label%s; got %d" % (
                 who, ", pass (passes > 1)" if p["passes"] > 1 else " [, pass]", len(top)))
         train = self.phase == caffe.TRAIN
         rank, count = (caffe.solver_rank(), caffe.solver_count()) if train else (0, 1)
@@ -158,14 +152,14 @@ class SegDataLayer(caffe.Layer):
                 num_classes = p["num_classes"] or src.num_classes
                 indices = list(range(rank, n_items, max(count, 1)))
                 if not indices:
-                    raise DatasetError("shard %d of %d is empty (%d items)" % (rank, count, n_items))
+                    raise InputError("shard %d of %d is empty (%d items)" % (rank, count, n_items))
                 name, lbl_name, img, lbl = src.get(indices[0])  # fail now, not mid-training
                 decode_image(img, name)
                 decode_label(lbl, lbl_name)
             finally:
                 src.close()
-        except DatasetError as e:
-            self._fail("%s: %s" % (who, e))
+        except InputError as e:
+            raise InputError("%s: %s" % (who, e))
         aug = Augmenter(p["crop_size"], p["scale"] if train else (1, 1), p["mirror"] and train,
                         p["mean"], p["ignore_label"], num_classes, train)
         seed = p["seed"] if p["seed"] is not None else int.from_bytes(os.urandom(4), "little")
@@ -189,10 +183,7 @@ class SegDataLayer(caffe.Layer):
         if self.pass_index == 0:
             if self.batch is not None:
                 self.prefetcher.release()
-            try:
-                self.batch = self.prefetcher.next_batch()
-            except RuntimeError as e:
-                self._fail(str(e))
+            self.batch = self.prefetcher.next_batch()
         top[0].data[...] = self.batch[0]
         top[1].data[...] = self.batch[1]
         if len(top) == 3:

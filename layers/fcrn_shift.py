@@ -21,28 +21,9 @@ Usage in prototxt (the generator in fcrn/net emits these):
 `pass` is a blob of shape (1,) holding the pass index 0..3 as a float: a top of
 the data layer in training, an Input of the deploy net in testing.
 """
-import caffe
 import numpy as np
-import yaml
 
-
-def parse_params(layer, defaults, required=()):
-    """param_str (JSON or YAML mapping) merged over `defaults`; unknown or
-    missing keys raise ValueError naming the layer."""
-    name = '%s.%s' % (__name__, type(layer).__name__)
-    given = yaml.safe_load(layer.param_str) if layer.param_str.strip() else {}
-    if not isinstance(given, dict):
-        raise ValueError('%s: param_str must be a mapping, not %r' % (name, layer.param_str))
-    unknown = sorted(set(given) - set(defaults) - set(required))
-    if unknown:
-        raise ValueError('%s: unknown param_str keys %s (allowed: %s)'
-                         % (name, unknown, sorted(set(defaults) | set(required))))
-    missing = sorted(set(required) - set(given))
-    if missing:
-        raise ValueError('%s: param_str lacks %s' % (name, missing))
-    params = dict(defaults)
-    params.update(given)
-    return params
+from fcrn import datasets, pylayer
 
 
 def pass_phase(blob, name):
@@ -57,12 +38,12 @@ def pass_phase(blob, name):
     return divmod(index, 2)
 
 
-class ShiftLayer(caffe.Layer):
+class ShiftLayer(pylayer.Layer):
     """bottoms (feature N x C x H x W, pass) -> feature[:, :, dy:, dx:]."""
 
     def setup(self, bottom, top):
-        self.name = 'fcrn_shift.ShiftLayer'
-        parse_params(self, {})
+        self.name = self.describe()
+        pylayer.parse_param_str(self.name, self.param_str, {})
         if len(bottom) != 2 or len(top) != 1:
             raise ValueError('%s: needs bottoms (feature, pass) and one top' % self.name)
         if bottom[0].data.ndim != 4:
@@ -84,7 +65,7 @@ class ShiftLayer(caffe.Layer):
             bottom[0].diff[:, :, self.dy:, self.dx:] = top[0].diff
 
 
-class LabelSampleLayer(caffe.Layer):
+class LabelSampleLayer(pylayer.Layer):
     """bottoms (label N x 1 x H x W, score N x K x h x w[, pass]) -> N x 1 x h x w.
 
     Score pixel (i, j) is centred on input pixel origin + stride * (i, j),
@@ -93,9 +74,10 @@ class LabelSampleLayer(caffe.Layer):
     """
 
     def setup(self, bottom, top):
-        self.name = 'fcrn_shift.LabelSampleLayer'
-        params = parse_params(self, dict(origin=0, phase_step=0, ignore_label=255),
-                              required=('stride',))
+        self.name = self.describe()
+        params = pylayer.parse_param_str(self.name, self.param_str,
+                                         dict(origin=0, phase_step=0, ignore_label=datasets.IGNORE_LABEL),
+                                         required=('stride',))
         self.stride = int(params['stride'])
         self.origin = int(params['origin'])
         self.phase_step = int(params['phase_step'])

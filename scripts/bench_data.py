@@ -19,11 +19,11 @@ import tempfile
 import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "layers")]
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+from fcrn import caffeio, fileio  # noqa: E402
 
 log = logging.getLogger("bench_data")
 
@@ -51,7 +51,7 @@ def synth(root, n, h, w, ext, num_classes, seed=0):
 
 
 def data_net(path, params, tops=("data", "label")):
-    import caffe
+    caffe = caffeio.caffe()
     with open(path, "w") as f:
         f.write('layer { name: "data" type: "Python" %s python_param { module: "fcrn_data" '
                 'layer: "SegDataLayer" param_str: %s } }\n'
@@ -74,8 +74,7 @@ def crops_per_second(tmp, source, crop, workers, batches, warmup=3):
 def fcrn50_net(tmp, source, crop, use_data_layer):
     """FCRN-50 (1/8, k3 d6) train net from the project's generator, fed by
     SegDataLayer or by an Input layer of the same shapes."""
-    import caffe
-    import fcrn  # noqa: F401  (loads the C++ layers the net uses)
+    caffe = caffeio.caffe()
     from google.protobuf import text_format
     from fcrn.net import netgen
     proto = netgen.net(netgen.Variant(dataset="voc", depth=50, resolution=8, kernel=3,
@@ -130,8 +129,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import caffe
-    caffe.set_mode_cpu()
+    caffeio.set_mode(None)
     from fcrn.data.sources import write_lmdb
 
     rows, notes = [], []
@@ -186,9 +184,7 @@ def main(argv=None):
     text = "\n".join(text) + "\n"
     print(text)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+        fileio.atomic_write(args.out, text)
     return 0
 
 

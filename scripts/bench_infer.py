@@ -10,7 +10,6 @@ statistics (speed does not depend on the values; folding is checked on them).
 The machine's peak is an estimate from /proc/cpuinfo: cores x clock x FLOPs per
 cycle (32 for AVX2 with FMA, 64 with AVX-512, fp32), stated as such.
 """
-import argparse
 import json
 import logging
 import os
@@ -21,17 +20,20 @@ import time
 
 import numpy as np
 
+from fcrn import cli, fileio
+
 log = logging.getLogger("bench_infer")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--net", required=True, help="deploy prototxt")
     p.add_argument("--weights", help="caffemodel (default: random weights)")
-    p.add_argument("--size", type=int, nargs=2, default=[321, 321], metavar=("H", "W"))
-    p.add_argument("--images", type=int, default=8, help="images per measurement")
-    p.add_argument("--repeat", type=int, default=2, help="best of this many runs")
-    p.add_argument("--gpu", type=int, help="GPU id (CUDA build)")
+    p.add_argument("--size", type=cli.positive_int, nargs=2, default=[321, 321],
+                   metavar=("H", "W"))
+    p.add_argument("--images", type=cli.positive_int, default=8, help="images per measurement")
+    p.add_argument("--repeat", type=cli.positive_int, default=2, help="best of this many runs")
+    p.add_argument("--gpu", type=cli.nonnegative_int, help="GPU id (CUDA build)")
     p.add_argument("--out", default="benchmarks/infer.md", help="Markdown report (+ .json)")
     p.add_argument("--note", help="a line about the conditions, added to the report")
     return p.parse_args(argv)
@@ -96,27 +98,21 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")
     import cv2
-    import fcrn  # noqa: F401
-    import caffe
-    from fcrn import fold, infer
+    from fcrn import caffeio, fold, infer
 
-    if args.gpu is not None:
-        caffe.set_mode_gpu()
-        caffe.set_device(args.gpu)
-    else:
-        caffe.set_mode_cpu()
+    caffe = caffeio.caffe()
+    caffeio.set_mode(args.gpu)
     h, w = args.size
     work = tempfile.mkdtemp(prefix="bench_infer.")
-    net_param = fold.read_net_param(args.net)
     weights = args.weights
     if not weights:
-        net = caffe.Net(args.net, caffe.TEST)
+        net = caffeio.load_net(args.net)
         randomise(net, np.random.RandomState(0))
         weights = os.path.join(work, "random.caffemodel")
         net.save(weights)
         del net
-    net = fold.load_net(args.net, weights)
-    seg = infer.Segmenter(net, net_param, batch_size=1)
+    seg = infer.load_segmenter(args.net, weights, gpu=args.gpu)
+    net, net_param = seg.net, caffeio.read_net_param(args.net)
     rng = np.random.RandomState(1)
     img_dir = os.path.join(work, "images")
     os.makedirs(img_dir)
@@ -130,42 +126,20 @@ def main(argv=None):
                "mode": "GPU %d" % args.gpu if args.gpu is not None else "CPU"}
 
     # bare forward: same padded inputs the pipeline gives the net
-    inputs = [seg._prepare(im, seg.views[0])[0] for im in images]
+    inputs = [seg.prepare(im, seg.views[0])[0] for im in images]
 
     def bare():
         for x in inputs:
             for p in range(seg.passes):
-                fold.forward(net, dict({"data": x[None]}, **({"pass": np.full((1,), p, np.float32)}
-                                                           if seg.has_pass else {})))
+                caffeio.forward(net, dict({"data": x[None]}, **(
+                    {"pass": np.full((1,), p, np.float32)} if seg.has_pass else {})))
     bare()  # warm-up: allocations, BLAS threads
     t_bare = timed(bare, args.repeat)
 
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "infer.py")
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("infer_script", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out_dir = os.path.join(work, "out")
-    pipe_args = [img_dir, "--net", args.net, "--weights", weights, "--out", out_dir, "-q"]
-    if args.gpu is not None:
-        pipe_args += ["--gpu", str(args.gpu)]
-    # The script times itself from its first read to its last write, after
-    # loading the net: catch that figure from its log record.
-    seen = []
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            if "images/s" in record.msg:
-                seen.append(record.args[1])
-    catch = Catch()
-    logging.getLogger("infer").addHandler(catch)
-    logging.getLogger("infer").propagate = False
-    for _ in range(args.repeat):
-        if mod.main(pipe_args) != 0:
-            raise SystemExit("the pipeline failed")
-    logging.getLogger("infer").removeHandler(catch)
-    logging.getLogger("infer").propagate = True
-    t_pipe = min(seen)
+    # The pipeline times itself from its first read to its last write, after
+    # loading the net.
+    t_pipe = min(infer.run(args.net, weights, [img_dir], os.path.join(work, "out%d" % r),
+                           gpu=args.gpu).seconds for r in range(args.repeat))
     results.update(bare_s_per_image=t_bare / args.images,
                    pipeline_s_per_image=t_pipe / args.images,
                    pipeline_overhead_pct=100 * (t_pipe / t_bare - 1))
@@ -177,18 +151,18 @@ def main(argv=None):
     _, err = fold.export(args.net, weights, fp, fw, verify_shape=shape)
     results["fold_relative_error"] = err
     folded = caffe.Net(fp, caffe.TEST, weights=fw)
-    feeds = fold.random_inputs(net, shape)
-    fold.forward(folded, feeds)
-    t_unf = timed(lambda: fold.forward(net, feeds), args.repeat)
-    t_fold = timed(lambda: fold.forward(folded, feeds), args.repeat)
+    feeds = caffeio.random_inputs(net, shape)
+    caffeio.forward(folded, feeds)
+    t_unf = timed(lambda: caffeio.forward(net, feeds), args.repeat)
+    t_fold = timed(lambda: caffeio.forward(folded, feeds), args.repeat)
     results.update(forward_unfolded_s=t_unf, forward_folded_s=t_fold)
     if not seg.has_pass:
         cvnet = cv2.dnn.readNetFromCaffe(fp, fw)
         cvnet.setInput(feeds["data"])
         out_name = seg.output
         cv_out = cvnet.forward(out_name)
-        results["opencv_relative_error"] = fold.relative_error(
-            fold.forward(folded, feeds)[out_name] if out_name in folded.outputs
+        results["opencv_relative_error"] = caffeio.relative_error(
+            caffeio.forward(folded, feeds)[out_name] if out_name in folded.outputs
             else folded.blobs[out_name].data, cv_out)
 
         def cv_fwd():
@@ -225,9 +199,9 @@ def main(argv=None):
     text = "\n".join(md) + "\n"
     sys.stdout.write(text)
     if args.out:
-        from fcrn.evaluate import write_atomic
-        write_atomic(args.out, text)
-        write_atomic(os.path.splitext(args.out)[0] + ".json", json.dumps(results, indent=1) + "\n")
+        fileio.atomic_write(args.out, text)
+        fileio.atomic_write(os.path.splitext(args.out)[0] + ".json",
+                            json.dumps(results, indent=1) + "\n")
     return 0
 
 

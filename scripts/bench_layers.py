@@ -25,9 +25,10 @@ import time
 
 import numpy as np
 
-import fcrn  # noqa: F401  (loads the layers)
-import caffe
-from caffe import layers as L
+from fcrn import caffeio, fileio
+
+caffe = caffeio.caffe()  # pycaffe with the project's layers
+from caffe import layers as L  # noqa: E402
 
 log = logging.getLogger("bench_layers")
 
@@ -186,10 +187,7 @@ def write_report(path, loss_rows, bn_rows, repeats):
             "LeanBatchNorm" if kind == "lean" else "BatchNorm + Scale",
             "frozen (global)" if mode == "frozen" else "batch", r["extra_mb"],
             r["extra_mb"] / input_mb, r["ms"]))
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    fileio.atomic_write(path, "\n".join(lines) + "\n")
 
 
 def main():

@@ -23,8 +23,6 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path.insert(0, ROOT)
 
 CASES = ('upstream', 'caffe', 'lean', 'sim4', 'true4')
 
@@ -58,8 +56,8 @@ def training_net(variant, size):
 
 def child(case, depth, size, iterations):
     import numpy as np
-    import fcrn  # noqa: F401  (LeanBatchNorm)
-    import caffe
+    from fcrn import caffeio
+    caffe = caffeio.caffe()
     caffe.set_mode_cpu()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     text, variant = training_net(variant_for(case, depth), size)
@@ -158,7 +156,7 @@ def main(argv=None):
     text = report(results, args)
     print(text)
     if args.out:
-        from fcrn.net.fileio import atomic_write
+        from fcrn.fileio import atomic_write
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         atomic_write(args.out, text)
         atomic_write(os.path.splitext(args.out)[0] + '.json', json.dumps(results, indent=1))

@@ -2,39 +2,37 @@
 """Write an "image label" list into an LMDB for SegDataLayer: one
 self-contained record per image (the original encoded image and label PNG,
 format in fcrn/data/sources.py), in one pass. The LMDB is complete or
-absent; re-running on an unchanged list and files does nothing.
+absent; re-running on an unchanged list and files does nothing. A folder
+that is not an FCRN LMDB is replaced only with --force, an input never.
 
     python scripts/make_lmdb.py --list voc_aug/train_aug.txt --out voc_aug_train.lmdb
 """
-import argparse
-import logging
 import sys
 
-from fcrn.data import DatasetError
+from fcrn import cli
 from fcrn.data.sources import write_lmdb
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = cli.parser(__doc__)
     ap.add_argument("--list", required=True, help="list file of 'image label' lines")
     ap.add_argument("--root", help="directory the list's paths are relative to "
                                    "(default: the list's directory)")
     ap.add_argument("--out", required=True, help="LMDB directory to write")
-    ap.add_argument("--num-classes", type=int, help="labels must be < this or 255 "
-                    "(default: from manifest.json beside the list)")
+    ap.add_argument("--num-classes", type=cli.ranged(int, 1, 255),
+                    help="labels must be < this or 255 (default: from manifest.json beside "
+                    "the list)")
     ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=int, default=None, help="reader threads")
+    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
+    cli.add_force(ap, "an output folder")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def job():
         meta = write_lmdb(args.list, args.out, args.root, args.num_classes,
-                          args.skip_bad, args.workers)
-    except DatasetError as e:
-        logging.getLogger("make_lmdb").error("%s", e)
-        return 1
-    print("records=%d" % meta["count"]
-          + (" skipped=%d" % len(meta["skipped"]) if meta["skipped"] else ""))
-    return 0
+                          args.skip_bad, args.workers, force=args.force)
+        print("records=%d" % meta["count"]
+              + (" skipped=%d" % len(meta["skipped"]) if meta["skipped"] else ""))
+    return cli.run(job, "make_lmdb")
 
 
 if __name__ == "__main__":

@@ -5,29 +5,30 @@ image-only, test.txt (1,525), "image label" per line, relative to --out.
 
     python scripts/prepare_cityscapes.py --root cityscapes --out cityscapes_fcrn
 
-The labelId -> trainId table comes from cityscapesscripts when installed,
-else from data/cityscapes.json (a copy of it). Bad input is listed file by
+The labelId -> trainId table is fcrn/datasets/cityscapes.json, a copy of
+cityscapesscripts' (a test keeps them equal). Bad input is listed file by
 file and nothing is written, unless --skip-bad. Re-running on unchanged
-input does nothing.
+input does nothing. --out is replaced as a whole when it is an earlier
+output of this script (or with --force); it may never hold or lie inside
+the input tree.
 """
-import argparse
-import logging
 import sys
 
-from fcrn.data.common import run_preparation
+from fcrn import cli
 from fcrn.data.cityscapes import prepare_cityscapes
+from fcrn.data.common import summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = cli.parser(__doc__)
     ap.add_argument("--root", required=True, help="directory holding leftImg8bit/ and gtFine/")
     ap.add_argument("--out", required=True, help="output directory (replaced as a whole)")
     ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=int, default=None, help="reader threads")
+    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
+    cli.add_force(ap, "an output folder")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_preparation("prepare_cityscapes", prepare_cityscapes, args.root, args.out, args.skip_bad,
-                           args.workers)
+    return cli.run(lambda: print(summary(prepare_cityscapes(
+        args.root, args.out, args.skip_bad, args.workers, args.force))), "prepare_cityscapes")
 
 
 if __name__ == "__main__":

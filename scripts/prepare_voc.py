@@ -5,30 +5,31 @@ val.txt (1,449), "image label" per line, relative to --out.
 
     python scripts/prepare_voc.py --voc VOCdevkit --sbd benchmark_RELEASE --out voc_aug
 
-Bad input (missing/unreadable file, size mismatch, label outside 0..20/255)
-is listed file by file and nothing is written, unless --skip-bad. Re-running
-on unchanged input does nothing.
+Bad input (missing/unreadable file, size mismatch, label outside 0..20/255,
+an id in both train and val) is listed file by file and nothing is written,
+unless --skip-bad. Re-running on unchanged input does nothing. --out is
+replaced as a whole when it is an earlier output of this script (or with
+--force); it may never hold or lie inside an input tree.
 """
-import argparse
-import logging
 import sys
 
-from fcrn.data.common import run_preparation
+from fcrn import cli
+from fcrn.data.common import summary
 from fcrn.data.voc import prepare_voc
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = cli.parser(__doc__)
     ap.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 or a directory above it")
     ap.add_argument("--sbd", help="SBD benchmark_RELEASE/dataset or a directory above it; "
                                   "without it no train_aug list is made")
     ap.add_argument("--out", required=True, help="output directory (replaced as a whole)")
     ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=int, default=None, help="reader threads")
+    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
+    cli.add_force(ap, "an output folder")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_preparation("prepare_voc", prepare_voc, args.voc, args.sbd, args.out, args.skip_bad,
-                           args.workers)
+    return cli.run(lambda: print(summary(prepare_voc(
+        args.voc, args.sbd, args.out, args.skip_bad, args.workers, args.force))), "prepare_voc")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,10 @@ import logging
 import os
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path.insert(0, ROOT)
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from fcrn.net import zoo  # noqa: E402
+from fcrn import ROOT
+from fcrn.net import zoo
 
 
 def main(argv=None):

@@ -16,8 +16,7 @@ import os
 import cv2
 import numpy as np
 
-VOC_PALETTE = json.load(open(os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "data", "voc.json")))["palette"]
+from fcrn import datasets
 
 
 def _blocks(rng, h, w, values, block=8):
@@ -34,10 +33,7 @@ def _jpeg(path, rng, h, w):
 def write_palette_png(path, lbl):
     from PIL import Image
     im = Image.fromarray(lbl, mode="P")
-    pal = [c for rgb in VOC_PALETTE for c in rgb]
-    pal += [0] * (768 - len(pal))
-    pal[255 * 3:256 * 3] = [224, 224, 192]
-    im.putpalette(pal)
+    im.putpalette(datasets.get("voc").palette().ravel().tolist())
     os.makedirs(os.path.dirname(path), exist_ok=True)
     im.save(path)
 

@@ -7,20 +7,16 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-import fcrn  # noqa: F401  (loads LeanBatchNorm before any caffe.Net)
 import caffe
 from caffe.proto import caffe_pb2
+from fcrn import ROOT, caffeio
 from fcrn.net import convert, netgen, resnet
-from test_shift import randomise
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'convert_weights.py')
-
-caffe.set_mode_cpu()
 
 
 @pytest.fixture(scope='module')
-def imagenet(tmp_path_factory):
+def imagenet(tmp_path_factory, randomise):
     """A ResNet-50 ImageNet classifier in the released format, random weights."""
     folder = tmp_path_factory.mktemp('imagenet')
     prototxt = str(folder / 'resnet50.prototxt')
@@ -75,8 +71,8 @@ def test_converted_fcrn_computes_the_imagenet_features(imagenet, batch_norm):
 
 
 def test_lean_batch_norm_gets_batchnorm_then_scale_blobs(imagenet):
-    source = convert.read(imagenet['model'], binary=True)
-    target = convert.read(fcrn_prototxt(imagenet['folder'], 'lean'), binary=False)
+    source = caffeio.read_caffemodel(imagenet['model'])
+    target = caffeio.read_net_param(fcrn_prototxt(imagenet['folder'], 'lean'))
     weights, report = convert.convert(source, target)
     assert report.problems == []
     assert ('bn4c_branch2b', ['bn4c_branch2b', 'scale4c_branch2b']) in report.copied
@@ -102,7 +98,7 @@ def test_refuses_a_deeper_net_listing_the_uninitialised_layers(imagenet, tmp_pat
 
 
 def test_refuses_a_shape_mismatch_naming_the_layer(imagenet, tmp_path):
-    source = convert.read(imagenet['model'], binary=True)
+    source = caffeio.read_caffemodel(imagenet['model'])
     layer = next(layer for layer in source.layer if layer.name == 'res3a_branch2b')
     del layer.blobs[0].shape.dim[:]
     layer.blobs[0].shape.dim.extend([128, 64, 3, 3])   # half the input channels
@@ -116,18 +112,30 @@ def test_refuses_a_shape_mismatch_naming_the_layer(imagenet, tmp_path):
     assert not os.path.exists(str(tmp_path / 'o.caffemodel'))
 
 
-def test_legacy_blob_dimensions_compare_equal():
+def test_blob_shapes_compare_as_caffe_compares_them():
+    """Legacy (num, channels, height, width) blobs match the expected shape
+    padded with leading 1s; shaped blobs match exactly; None is any size."""
     legacy = caffe_pb2.BlobProto(num=1, channels=1, height=1, width=64)
-    assert convert.blob_shape(legacy) == (64,)
+    assert caffeio.blob_shape(legacy) == ((1, 1, 1, 64), True)
+    assert caffeio.shape_matches((64,), legacy) and caffeio.shape_matches((1, 64), legacy)
+    assert not caffeio.shape_matches((32,), legacy)
     shaped = caffe_pb2.BlobProto()
     shaped.shape.dim.extend([64, 3, 7, 7])
-    assert convert.blob_shape(shaped) == (64, 3, 7, 7)
+    assert caffeio.shape_matches((64, 3, 7, 7), shaped)
+    assert caffeio.shape_matches((64, None, 7, 7), shaped)
+    assert not caffeio.shape_matches((1, 64, 3, 7, 7), shaped)
+    assert not caffeio.shape_matches((64, 3, 5, 5), shaped)
 
 
-def test_script_needs_no_pycaffe():
-    code = ('import sys, runpy; sys.argv = ["x", "--help"]\n'
+def test_script_converts_without_pycaffe(imagenet, tmp_path):
+    """The whole conversion, not just --help, runs without importing pycaffe."""
+    output = str(tmp_path / 'init.caffemodel')
+    code = ('import sys, runpy\n'
+            'sys.argv = ["x", %r, %r, %r]\n'
             'try:\n    runpy.run_path(%r, run_name="__main__")\n'
-            'except SystemExit:\n    pass\n'
-            'assert "caffe._caffe" not in sys.modules, "pycaffe was imported"\n' % SCRIPT)
+            'except SystemExit as e:\n    assert e.code == 0, e.code\n'
+            'assert "caffe._caffe" not in sys.modules, "pycaffe was imported"\n'
+            % (imagenet['model'], fcrn_prototxt(tmp_path, 'lean'), output, SCRIPT))
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert os.path.getsize(output) > 1e6

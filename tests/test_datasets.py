@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import fake_datasets as fake
-import project_scripts
-from fcrn.data import load_classes
-from fcrn.data.common import DatasetError, read_pair_list
 from fcrn.data.sources import META_KEY, decode_record, read_lmdb_meta
+from fcrn.errors import InputError
+from fcrn.lists import read_pairs as read_pair_list
 
-def script(name):
-    return project_scripts.load(name).main
+
+@pytest.fixture
+def run(script):
+    return lambda name: script(name).main
 
 
 # VOC train a1-a3, VOC val v1-v2; SBD train a1, s1, v1 (v1 is VOC val: must
@@ -34,10 +35,10 @@ def list_ids(path):
     return [os.path.basename(img)[:-4] for img, _ in read_pair_list(path)]
 
 
-def test_voc_sbd_splits_and_labels(voc_trees):
+def test_voc_sbd_splits_and_labels(voc_trees, run):
     root, voc, sbd = voc_trees
     out = root / "out"
-    assert script("prepare_voc")(["--voc", str(root), "--sbd", str(root), "--out", str(out)]) == 0
+    assert run("prepare_voc")(["--voc", str(root), "--sbd", str(root), "--out", str(out)]) == 0
     assert list_ids(out / "train_aug.txt") == ["a1", "a2", "a3", "s1", "s2", "s3"]
     assert list_ids(out / "train.txt") == VOC_TRAIN
     assert list_ids(out / "val.txt") == VOC_VAL
@@ -53,11 +54,11 @@ def test_voc_sbd_splits_and_labels(voc_trees):
     assert (cv2.imread(str(out / "SegmentationClassAug" / "a1.png"), 0)[0] == 255).all()
 
 
-def test_voc_rerun_is_noop_and_changes_redo(voc_trees):
+def test_voc_rerun_is_noop_and_changes_redo(voc_trees, run):
     root, voc, sbd = voc_trees
     args = ["--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE"),
             "--out", str(root / "out")]
-    main = script("prepare_voc")
+    main = run("prepare_voc")
     assert main(args) == 0
     label = root / "out" / "SegmentationClassAug" / "s1.png"
     before = os.stat(label).st_mtime_ns, os.stat(root / "out").st_ino
@@ -70,7 +71,7 @@ def test_voc_rerun_is_noop_and_changes_redo(voc_trees):
     assert (cv2.imread(str(label), 0) == 7).all()
 
 
-def test_voc_bad_files_are_all_named_and_nothing_is_written(voc_trees, caplog):
+def test_voc_bad_files_are_all_named_and_nothing_is_written(voc_trees, caplog, run):
     root, voc, sbd = voc_trees
     voc_dir = root / "VOCdevkit" / "VOC2012"
     os.remove(voc_dir / "JPEGImages" / "a2.jpg")
@@ -80,7 +81,7 @@ def test_voc_bad_files_are_all_named_and_nothing_is_written(voc_trees, caplog):
     fake.write_sbd_mat(str(root / "benchmark_RELEASE" / "dataset" / "cls" / "s1.mat"), seg)
     (root / "benchmark_RELEASE" / "dataset" / "cls" / "s2.mat").write_bytes(b"not a mat file")
     args = ["--voc", str(root), "--sbd", str(root), "--out", str(root / "out")]
-    main = script("prepare_voc")
+    main = run("prepare_voc")
     assert main(args) == 1
     log = caplog.text
     for bad in ("a2.jpg", "a3.png", "s1.mat", "s2.mat"):
@@ -96,13 +97,13 @@ def test_voc_bad_files_are_all_named_and_nothing_is_written(voc_trees, caplog):
     assert list_ids(root / "out" / "train_aug.txt") == ["a1", "s3"]
 
 
-def test_voc_empty_list_and_missing_tree(voc_trees):
+def test_voc_empty_list_and_missing_tree(voc_trees, run):
     root, _, _ = voc_trees
-    with pytest.raises(DatasetError, match="not a VOC2012 tree"):
+    with pytest.raises(InputError, match="not a VOC2012 tree"):
         from fcrn.data.voc import prepare_voc
         prepare_voc(str(root / "nowhere"), None, str(root / "out"))
     open(root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt", "w").close()
-    assert script("prepare_voc")(["--voc", str(root), "--out", str(root / "out")]) == 1
+    assert run("prepare_voc")(["--voc", str(root), "--out", str(root / "out")]) == 1
     assert not (root / "out").exists()
 
 
@@ -119,24 +120,15 @@ def test_sbd_mat_reads_like_the_real_files(tmp_path):
     np.testing.assert_array_equal(read_sbd_label(path), seg)
 
 
-def test_voc_palette_and_names():
-    voc = load_classes("voc")
-    assert len(voc["classes"]) == voc["num_classes"] == 21
-    assert voc["classes"][15] == "person" and voc["classes"][20] == "tvmonitor"
-    pal = voc["palette"]
-    assert pal[0] == [0, 0, 0] and pal[1] == [128, 0, 0] and pal[15] == [192, 128, 128]
-    assert pal[20] == [0, 64, 128] and voc["ignore_color"] == [224, 224, 192]
-
-
 CS_SPLITS = {"train": {"aachen": 3, "bochum": 2}, "val": {"lindau": 2}, "test": {"berlin": 2}}
 
 
-def test_cityscapes_train_ids_and_lists(tmp_path):
+def test_cityscapes_train_ids_and_lists(tmp_path, run):
     ids = fake.make_cityscapes(str(tmp_path / "cs"), CS_SPLITS)
     out = tmp_path / "out"
-    assert script("prepare_cityscapes")(["--root", str(tmp_path / "cs"), "--out", str(out)]) == 0
+    assert run("prepare_cityscapes")(["--root", str(tmp_path / "cs"), "--out", str(out)]) == 0
     from fcrn.data.cityscapes import label_lut
-    lut, _ = label_lut()
+    lut = label_lut()
     # known entries of the official table: road, car, bicycle, unlabeled, guard rail
     assert (lut[7], lut[26], lut[33], lut[0], lut[14]) == (0, 13, 18, 255, 255)
     assert sorted(set(lut[lut >= 0].tolist())) == list(range(19)) + [255]
@@ -151,39 +143,24 @@ def test_cityscapes_train_ids_and_lists(tmp_path):
     assert json.load(open(out / "manifest.json"))["counts"] == {"train": 5, "val": 2, "test": 2}
 
 
-def test_cityscapes_bad_label_ids_named(tmp_path, caplog):
+def test_cityscapes_bad_label_ids_named(tmp_path, caplog, run):
     ids = fake.make_cityscapes(str(tmp_path / "cs"), CS_SPLITS)
     stem = fake.cityscapes_stem("bochum", 1)
     bad = ids[stem].copy()
     bad[0, 0] = 40
     cv2.imwrite(str(tmp_path / "cs" / "gtFine" / "train" / "bochum" / (stem + "_gtFine_labelIds.png")), bad)
-    assert script("prepare_cityscapes")(["--root", str(tmp_path / "cs"), "--out", str(tmp_path / "o")]) == 1
+    assert run("prepare_cityscapes")(["--root", str(tmp_path / "cs"), "--out", str(tmp_path / "o")]) == 1
     assert stem + "_gtFine_labelIds.png" in caplog.text and "[40]" in caplog.text
     assert not (tmp_path / "o").exists()
 
 
-def test_cityscapes_table_copy_matches_official_package():
-    labels = pytest.importorskip("cityscapesscripts.helpers.labels").labels
-    official = [{"id": l.id, "name": l.name, "trainId": l.trainId, "color": list(l.color)}
-                for l in labels]
-    assert load_classes("cityscapes")["labels"] == official
-
-
-def test_cityscapes_table_copy_is_consistent():
-    cs = load_classes("cityscapes")
-    train = sorted((l for l in cs["labels"] if 0 <= l["trainId"] < 255), key=lambda l: l["trainId"])
-    assert [l["trainId"] for l in train] == list(range(19))
-    assert cs["classes"] == [l["name"] for l in train]
-    assert cs["palette"] == [l["color"] for l in train]
-
-
-def test_lmdb_records_round_trip_and_rerun_is_noop(voc_trees):
+def test_lmdb_records_round_trip_and_rerun_is_noop(voc_trees, run):
     import lmdb
     root, voc, sbd = voc_trees
     from fcrn.data.voc import prepare_voc
     prepare_voc(str(root), str(root), str(root / "out"))
     lst, db = str(root / "out" / "train_aug.txt"), str(root / "train.lmdb")
-    main = script("make_lmdb")
+    main = run("make_lmdb")
     assert main(["--list", lst, "--out", db]) == 0
     meta = read_lmdb_meta(db)
     assert meta["count"] == 6 and meta["num_classes"] == 21  # from the manifest
@@ -202,12 +179,12 @@ def test_lmdb_records_round_trip_and_rerun_is_noop(voc_trees):
     assert os.stat(os.path.join(db, "data.mdb")).st_mtime_ns == mtime
 
 
-def test_lmdb_bad_input_leaves_previous_output(voc_trees, caplog):
+def test_lmdb_bad_input_leaves_previous_output(voc_trees, caplog, run):
     root, voc, sbd = voc_trees
     from fcrn.data.voc import prepare_voc
     prepare_voc(str(root), str(root), str(root / "out"))
     lst, db = root / "out" / "train_aug.txt", str(root / "train.lmdb")
-    main = script("make_lmdb")
+    main = run("make_lmdb")
     assert main(["--list", str(lst), "--out", db]) == 0
     with open(lst, "a") as f:
         f.write("missing.jpg SegmentationClassAug/a1.png\n")
@@ -219,15 +196,15 @@ def test_lmdb_bad_input_leaves_previous_output(voc_trees, caplog):
     assert not [p for p in os.listdir(root) if "partial" in p]
     assert main(["--list", str(lst), "--out", db, "--skip-bad"]) == 0
     assert read_lmdb_meta(db)["count"] == 5  # a2 itself (wrong size now) is skipped too
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         read_lmdb_meta(str(root / "nope.lmdb"))
 
 
 def test_record_decoder_rejects_garbage():
-    with pytest.raises(DatasetError, match="bad magic"):
+    with pytest.raises(InputError, match="bad magic"):
         decode_record(b"\x80\x04pickle")
     from fcrn.data.sources import encode_record
     rec = encode_record("x", b"img", b"lbl")
     assert decode_record(rec) == ("x", b"img", b"lbl")
-    with pytest.raises(DatasetError, match="truncated"):
+    with pytest.raises(InputError, match="truncated"):
         decode_record(rec[:-1])

@@ -1,5 +1,7 @@
-"""The demo's pieces (synthetic dataset, log parsing, plot, resumable steps)
-and `scripts/demo.py --quick` end to end."""
+"""The demo's pieces (synthetic dataset, resumable steps), the training-log
+reports it shares with scripts/train.py (fcrn.train), and `scripts/demo.py
+--quick` end to end."""
+import dataclasses
 import errno
 import json
 import os
@@ -11,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcrn.demo import plot, steps, synthetic, traininglog
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fcrn import ROOT, lists, train
+from fcrn.demo import steps, synthetic
 
 FAKE_LOG = """\
 I1125 14:10:47.431783 32254 caffe.cpp:239] Starting Optimization
@@ -60,14 +61,18 @@ def test_synthetic_voc_tree_passes_prepare_voc(tmp_path):
     assert len((tmp_path / 'data' / 'val.txt').read_text().splitlines()) == 3
 
 
-def test_synthetic_is_reproducible(tmp_path):
+def test_synthetic_is_reproducible_and_varies_with_the_seed():
     a = synthetic.sample(np.random.default_rng(5), 50, 60)
     b = synthetic.sample(np.random.default_rng(5), 50, 60)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    c = synthetic.sample(np.random.default_rng(6), 50, 60)
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1])
+    # an image is a scene, not a constant: several labels, textured pixels
+    assert len(np.unique(a[1])) >= 3 and a[0].std() > 10
 
 
 def test_parse_log_with_resume_test_and_nan():
-    log = traininglog.parse(FAKE_LOG)
+    log = train.parse_log(FAKE_LOG)
     assert [i for i, _ in log.train_loss] == [0, 5, 10, 15, 20]
     assert dict(log.train_loss)[10] == 2.8          # the resumed run's value wins
     assert np.isnan(dict(log.train_loss)[15])
@@ -75,20 +80,26 @@ def test_parse_log_with_resume_test_and_nan():
     assert log.test == {'accuracy': [(20, 0.75)], 'loss': [(20, 0.9)]}
     assert log.resumed_from == ['snap/r50_iter_10.solverstate']
     assert log.finished and log.last_iteration == 20
-    assert not traininglog.parse(FAKE_LOG.split('Resuming')[0]).finished
+    assert not train.parse_log(FAKE_LOG.split('Resuming')[0]).finished
 
 
-def test_plot_of_fabricated_log(tmp_path):
-    path = str(tmp_path / 'sub' / 'curves.png')
-    img = plot.training_curves({'a': traininglog.parse(FAKE_LOG)}, path, size=(600, 400))
-    read = cv2.imread(path)
-    assert read.shape == (400, 600, 3) and np.array_equal(read, img)
-    assert (read != 255).any(axis=2).mean() > 0.01   # something was drawn
-    ticks = plot.nice_ticks(0.0013, 0.0098)
-    assert ticks[0] <= 0.0013 and ticks[-1] >= 0.0098 and 3 <= len(ticks) <= 7
-    assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
-    assert plot.nice_ticks(0, 400) == [0, 100, 200, 300, 400]
-    assert plot.nice_ticks(3, 3)[0] <= 3 <= plot.nice_ticks(3, 3)[-1]
+def test_reports_of_fabricated_log(tmp_path):
+    """CSV and JSON hold what the log says; the plot is a PNG with something drawn."""
+    log_path = tmp_path / 'run.log'
+    log_path.write_text(FAKE_LOG)
+    files = {k: str(tmp_path / ('run.' + ext)) for k, ext in
+             (('log', 'log'), ('csv', 'csv'), ('json', 'json'), ('plot', 'png'))}
+    parsed = train.write_reports(files)
+    rows = open(files['csv']).read().splitlines()
+    assert rows[0] == 'iteration,loss,lr,test_accuracy,test_loss'
+    assert rows[1] == '0,6.27618,0.01,,' and rows[-1] == '20,1.5,,0.75,0.9'
+    assert len(rows) == 1 + 5 and 'nan' in rows[4]
+    data = json.load(open(files['json']))
+    assert data['train_loss'][2] == [10, 2.8] and data['finished'] is True
+    assert data == json.loads(json.dumps(dataclasses.asdict(parsed)))
+    img = cv2.imread(files['plot'])
+    assert img is not None and img.shape[0] > 300 and img.shape[1] > 400
+    assert (img != 255).any(axis=2).mean() > 0.01   # something was drawn
 
 
 def test_steps_skip_complete_and_redo_interrupted(tmp_path):
@@ -163,14 +174,17 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     for path in ('summary.md', 'report/training.png', 'report/examples.jpg',
                  'eval/bootstrap.json', 'eval/bootstrap.md', 'eval/majority.json',
-                 'train/bootstrap/caffe.log', 'train/bootstrap/snapshot_iter_6.caffemodel',
+                 'train/bootstrap/training.log', 'train/bootstrap/training.csv',
+                 'train/bootstrap/training.png', 'train/bootstrap/snapshot_iter_6.caffemodel',
                  'train/bootstrap/snapshot_iter_6.solverstate',
                  'nets/bootstrap/solver.prototxt', 'data/val.txt',
                  'synthetic/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt'):
         assert os.path.exists(os.path.join(out, path)), path
     # Intermediate snapshots go once training is complete.
     assert not os.path.exists(os.path.join(out, 'train/bootstrap/snapshot_iter_3.caffemodel'))
-    ids = open(os.path.join(out, 'eval', 'val_ids.txt')).read().split()
+    ids = [os.path.basename(img)[:-4]
+           for img, _ in lists.read_pairs(os.path.join(out, 'data', 'val.txt'))]
+    assert len(ids) == 4
     for image_id in ids:
         assert os.path.exists(os.path.join(out, 'infer', 'bootstrap', 'labels', image_id + '.png'))
         assert os.listdir(os.path.join(out, 'infer', 'bootstrap', 'overlay'))
@@ -182,15 +196,15 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path):
     assert 'report/training.png' in summary and 'report/examples.jpg' in summary
     records = [json.load(open(os.path.join(out, '.steps', f)))
                for f in os.listdir(os.path.join(out, '.steps'))]
-    assert len(records) == 8
+    assert len(records) == 7
     assert 'Every step, as it last ran: %.0f s in all, on %d CPU cores' % (
         sum(r['seconds'] for r in records), os.cpu_count()) in summary
 
     # Rerun: everything reused. After a lost step record (as if interrupted
     # during inference), inference and what follows it run again, nothing before.
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0 and '(0 steps run, 8 reused)' in second.stderr
+    assert second.returncode == 0 and '(0 steps run, 7 reused)' in second.stderr
     os.remove(os.path.join(out, '.steps', 'infer_bootstrap.json'))
     third = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert third.returncode == 0 and '(2 steps run, 6 reused)' in third.stderr
+    assert third.returncode == 0 and '(2 steps run, 5 reused)' in third.stderr
     assert '[train_bootstrap] already complete' in third.stderr

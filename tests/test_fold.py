@@ -9,11 +9,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import fcrn  # noqa: E402,F401  (registers the project's layers when built)
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
-from fcrn import fold  # noqa: E402
-import project_scripts  # noqa: E402
+from fcrn import caffeio, fold  # noqa: E402
 
 SHAPE = (1, 3, 21, 26)
 
@@ -93,7 +91,7 @@ def make_model(tmp_path, proto, tag="net"):
 
 def _outputs(prototxt, weights, x):
     net = caffe.Net(prototxt, caffe.TEST, weights=weights)
-    return fold.forward(net, {"data": x})["score"]
+    return caffeio.forward(net, {"data": x})["score"]
 
 
 def _export(tmp_path, lean=False):
@@ -107,13 +105,13 @@ def _check_equivalence(proto, weights, out_p, out_w, folds):
     # conv1, conv2, conv3 fold (BN 1-3); BN 4 follows an Eltwise and BN 5 follows
     # a conv whose output is read twice: both become Scale layers.
     assert sorted(f["conv"] is not None for f in folds) == [False, False, True, True, True]
-    types = [l.type for l in fold.read_net_param(out_p).layer]
+    types = [l.type for l in caffeio.read_net_param(out_p).layer]
     assert "BatchNorm" not in types and "LeanBatchNorm" not in types
     assert types.count("Scale") == 2
     x = np.random.RandomState(7).uniform(-128, 128, (2, 3, 33, 27)).astype(np.float32)
     ref, got = _outputs(proto, weights, x), _outputs(out_p, out_w, x)
     assert np.abs(ref).max() > 1  # the check compares something
-    assert fold.relative_error(ref, got) < 1e-4
+    assert caffeio.relative_error(ref, got) < 1e-4
     return x, got
 
 
@@ -143,7 +141,7 @@ def test_opencv_dnn_reads_folded_net_and_agrees(tmp_path):
     net.setInput(x)
     got = net.forward("score")
     assert got.shape == caffe_out.shape
-    assert fold.relative_error(caffe_out, got) < 1e-4
+    assert caffeio.relative_error(caffe_out, got) < 1e-4
 
 
 def _has_lean():
@@ -163,7 +161,7 @@ def test_mismatched_weights_refused_with_layer_names(tmp_path):
     _, weights = make_model(tmp_path, small_net(), "good")
     proto, _ = make_model(tmp_path, small_net(kernel2=5), "other")
     out_p, out_w = str(tmp_path / "o.prototxt"), str(tmp_path / "o.caffemodel")
-    with pytest.raises(fold.FoldError) as e:
+    with pytest.raises(caffeio.WeightsError) as e:
         fold.export(proto, weights, out_p, out_w)
     msg = str(e.value)
     assert "conv2: blob 0 stored as 8x4x3x3, the net expects 8x4x5x5" in msg
@@ -183,7 +181,7 @@ def test_missing_layer_weights_refused(tmp_path):
     other = str(tmp_path / "extra.prototxt")
     with open(other, "w") as f:
         f.write(str(n))
-    with pytest.raises(fold.FoldError, match="score_extra: no weights"):
+    with pytest.raises(caffeio.WeightsError, match="score_extra: no weights"):
         fold.export(other, weights, str(tmp_path / "o.prototxt"), str(tmp_path / "o.caffemodel"))
 
 
@@ -193,16 +191,15 @@ def test_batch_statistics_refused(tmp_path):
         fold.export(proto, weights, str(tmp_path / "o.prototxt"), str(tmp_path / "o.caffemodel"))
 
 
-def _script():
-    return project_scripts.load("fold_bn")
-
-
-def test_script_exit_codes(tmp_path, caplog):
+def test_script_exit_codes(tmp_path, caplog, script):
     caplog.set_level(logging.INFO)
     proto, weights = make_model(tmp_path, small_net())
     out = ["--out-net", str(tmp_path / "f.prototxt"), "--out-weights", str(tmp_path / "f.cm")]
-    assert _script().main(["--net", proto, "--weights", weights] + out) == 0
+    fold_bn = script("fold_bn").main
+    assert fold_bn(["--net", proto, "--weights", weights] + out) == 0
     assert "3 BN layer(s) into convolutions, 2 into stock Scale" in caplog.text
     other, _ = make_model(tmp_path, small_net(kernel2=5), "other")
-    assert _script().main(["--net", other, "--weights", weights] + out) == 2
+    assert fold_bn(["--net", other, "--weights", weights, "--force"] + out) == 1
     assert "conv2: blob 0" in caplog.text
+    assert fold_bn(["--net", proto, "--weights", weights] + out) == 2  # outputs exist
+    assert "use --force" in caplog.text

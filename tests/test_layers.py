@@ -213,37 +213,70 @@ def test_caffe_tool_reports_bad_labels(tmp_path):
             "ignore_label") in result.stderr
 
 
-def test_shared_im2col_buffer_equals_private_buffers(tmp_path, monkeypatch):
+IM2COL_CHILD = """
+import json, re, sys
+import numpy as np
+import caffe
+from caffe import layers as L, params as P
+n = caffe.NetSpec()
+n.data = L.Input(shape=dict(dim=[1, 64, 96, 96]))
+n.c1 = L.Convolution(n.data, num_output=64, kernel_size=3, pad=1)
+n.c2 = L.Convolution(n.c1, num_output=64, kernel_size=3, dilation=2, pad=2)
+n.c3 = L.Convolution(n.c2, num_output=64, kernel_size=1, stride=2)
+n.c4 = L.Convolution(n.c3, num_output=5, kernel_size=5, dilation=3, pad=6)
+n.loss = L.Reduction(n.c4, operation=P.Reduction.SUMSQ, loss_weight=1)
+proto = n.to_proto()
+proto.force_backward = True
+open(sys.argv[1], 'w').write(str(proto))
+net = caffe.Net(sys.argv[1], caffe.TRAIN)
+weights = np.random.RandomState(4)  # the same weights in both processes
+for name in net.params:
+    for blob in net.params[name]:
+        blob.data[...] = weights.randn(*blob.data.shape) * 0.1
+net.blobs['data'].data[...] = np.random.RandomState(3).randn(1, 64, 96, 96)
+def peak_kb():  # this process image's own peak (ru_maxrss keeps the parent's across exec)
+    return int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))
+before = peak_kb()
+net.forward()
+net.backward()
+grown = peak_kb() - before
+np.savez(sys.argv[2], out=net.blobs['c4'].data, data_diff=net.blobs['data'].diff,
+         **{name: net.params[name][0].diff for name in net.params})
+print(json.dumps({'grown_kb': grown}))
+"""
+
+
+def test_shared_im2col_buffer_equals_private_buffers(tmp_path):
     """The Caffe patch that shares one im2col buffer between convolutions
     gives the results of upstream's per-layer buffers, forward and backward,
-    through convolutions of every kind (k x k, 1x1, strided, dilated)."""
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[2, 3, 23, 19]))
-    n.c1 = L.Convolution(n.data, num_output=8, kernel_size=3, pad=1)
-    n.c2 = L.Convolution(n.c1, num_output=16, kernel_size=1, stride=2)
-    n.c3 = L.Convolution(n.c2, num_output=8, kernel_size=3, dilation=2, pad=2)
-    n.c4 = L.Convolution(n.c3, num_output=5, kernel_size=5, dilation=3, pad=6)
-    n.loss = L.Reduction(n.c4, operation=P.Reduction.SUMSQ, loss_weight=1)
-    rng = np.random.RandomState(3)
-    data = rng.randn(2, 3, 23, 19)
-    results = []
+    through convolutions of every kind (k x k, 1x1 strided, dilated); and
+    FCRN_PRIVATE_IM2COL=1 really restores the per-layer buffers: a fresh
+    process then grows by the columns of every convolution, not of the
+    largest alone. Each side runs in its own process (the buffers live as
+    long as the process)."""
+    import json
+    import sys
+    # im2col columns (floats) of c1, c2 (64*9 x 96*96), c3 (64 x 48*48), c4 (64*25 x 48*48)
+    columns = [64 * 9 * 96 * 96, 64 * 9 * 96 * 96, 64 * 48 * 48, 64 * 25 * 48 * 48]
+    extra_kb = (sum(columns) - max(columns)) * 4 / 1024
+    results = {}
     for private in (True, False):
+        env = dict(os.environ, GLOG_minloglevel="2")
+        env.pop("FCRN_PRIVATE_IM2COL", None)
         if private:
-            monkeypatch.setenv("FCRN_PRIVATE_IM2COL", "1")
-        else:
-            monkeypatch.delenv("FCRN_PRIVATE_IM2COL")
-        net = make_net(tmp_path, n, name="net%d.prototxt" % private)
-        weights = np.random.RandomState(4)  # the same weights for both nets
-        for name in net.params:
-            for blob in net.params[name]:
-                blob.data[...] = weights.randn(*blob.data.shape) * 0.3
-        net.blobs["data"].data[...] = data
-        net.forward()
-        net.backward()
-        results.append([net.blobs["c4"].data.copy(), net.blobs["data"].diff.copy()] +
-                        [net.params[name][0].diff.copy() for name in net.params])
-    for private, shared in zip(*results):
-        np.testing.assert_array_equal(private, shared)
+            env["FCRN_PRIVATE_IM2COL"] = "1"
+        out = subprocess.run([sys.executable, "-c", IM2COL_CHILD, str(tmp_path / "net.prototxt"),
+                              str(tmp_path / ("r%d.npz" % private))], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        results[private] = (json.loads(out.stdout.splitlines()[-1])["grown_kb"],
+                            np.load(str(tmp_path / ("r%d.npz" % private))))
+    (private_kb, private), (shared_kb, shared) = results[True], results[False]
+    assert sorted(private.files) == sorted(shared.files) and len(private.files) == 6
+    for name in private.files:
+        np.testing.assert_array_equal(private[name], shared[name], err_msg=name)
+    assert np.abs(private["out"]).max() > 0 and np.abs(private["c1"]).max() > 0
+    assert private_kb - shared_kb > 0.7 * extra_kb, (private_kb, shared_kb, extra_kb)
 
 
 def test_caffe_tool_stops_on_a_non_finite_loss(tmp_path):

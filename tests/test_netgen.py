@@ -7,17 +7,15 @@ import tempfile
 import pytest
 from google.protobuf import text_format
 
-import fcrn  # noqa: F401  (loads LeanBatchNorm etc. before any caffe.Net)
 import caffe
 from caffe.proto import caffe_pb2
-from fcrn.net import cli, netgen, resnet, zoo
+from fcrn import ROOT
+from fcrn.net import netgen, options, resnet, zoo
 
-import project_scripts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-make_net = project_scripts.load('make_net')
-
-caffe.set_mode_cpu()
+@pytest.fixture
+def make_net(script):
+    return script('make_net')
 
 
 def layers(proto):
@@ -33,7 +31,7 @@ def read_net(path):
 
 # --- field of view and the paper's tables -----------------------------------
 
-def test_every_table_row_reproduces_the_papers_fov(tmp_path, capsys):
+def test_every_table_row_reproduces_the_papers_fov(tmp_path, capsys, make_net):
     checked = 0
     for i, entry in enumerate(zoo.entries()):
         if entry.paper_fov is None:
@@ -186,23 +184,28 @@ def test_caffe_batch_norm_emits_batchnorm_and_scale_with_the_released_names():
     (['--depth', '34'], "invalid choice: 34 (choose from 50, 101, 152)"),
     (['--resolution', '1/3'], 'resolution must be one of 1/16, 1/8, 1/4'),
     (['--resolution', 'eighth'], 'resolution must be one of 1/16, 1/8, 1/4'),
-    (['--kernel', '0'], 'kernel must be a positive odd integer'),
+    (['--kernel', '0'], 'argument --kernel: must be >= 1, not 0'),
     (['--kernel', '4'], 'kernel must be a positive odd integer'),
-    (['--dilation', '0'], 'dilation must be a positive integer'),
-    (['--dilation', '-2'], 'dilation must be a positive integer'),
+    (['--dilation', '0'], 'argument --dilation: must be >= 1, not 0'),
+    (['--dilation', '-2'], 'argument --dilation: must be >= 1, not -2'),
+    (['--crop', '100000000'], 'argument --crop: must be in [1, 2048], not 100000000'),
+    (['--momentum', '1'], 'argument --momentum: must be in [0, 1), not 1'),
+    (['--base-lr', 'nan'], 'argument --base-lr: must be > 0, not nan'),
+    (['--seed', '-1'], 'argument --seed: must be >= 0, not -1'),
     (['--resolution', '1/16', '--simulate-resolution', '1/4'],
      'with resolution 1/16 it can only be 1/8, not 1/4'),
     (['--resolution', '1/4', '--simulate-resolution', '1/2'],
      'resolution must be one of 1/16, 1/8, 1/4'),
     (['--resolution', '1/8', '--test-resolution', '1/16'], 'no coarser than the training 1/8'),
     (['--threshold', '0.5'], 'threshold needs bootstrapping'),
-    (['--dropout', '--dropout-ratio', '1.5'], 'dropout ratio must lie in (0, 1)'),
+    (['--dropout', '--dropout-ratio', '1.5'],
+     'argument --dropout-ratio: must be in (0, 1), not 1.5'),
     (['--batch-norm', 'sync'], "invalid choice: 'sync' (choose from 'lean', 'caffe')"),
     (['--scale', '2,1'], 'scale must be (min, max) with 0 < min <= max, not (2.0, 1.0)'),
     (['--scale', 'big'], "'big' is not MIN,MAX"),
 ])
 def test_bad_options_are_argparse_errors_naming_the_allowed_values(options, message, tmp_path,
-                                                                    capsys):
+                                                                    capsys, make_net):
     with pytest.raises(SystemExit) as exit_info:
         make_net.main(options + ['--out', str(tmp_path / 'net')])
     assert exit_info.value.code == 2
@@ -210,19 +213,18 @@ def test_bad_options_are_argparse_errors_naming_the_allowed_values(options, mess
     assert not (tmp_path / 'net').exists()
 
 
-def test_fov_larger_than_the_crop_warns_naming_both(tmp_path, caplog):
+def test_fov_larger_than_the_crop_warns_naming_both(tmp_path, caplog, make_net):
     make_net.main(['--kernel', '7', '--dilation', '12', '--crop', '321',
                    '--out', str(tmp_path / 'net')])
     assert 'FoV 584 is larger than the crop 321' in caplog.text
 
 
-def test_existing_folder_is_kept_without_force(tmp_path, capsys):
+def test_existing_folder_is_kept_without_force(tmp_path, caplog, make_net):
     out = tmp_path / 'net'
-    make_net.main(['--depth', '50', '--out', str(out)])
+    assert make_net.main(['--depth', '50', '--out', str(out)]) == 0
     before = (out / 'train.prototxt').read_text()
-    with pytest.raises(SystemExit):
-        make_net.main(['--depth', '101', '--out', str(out)])
-    assert 'use --force' in capsys.readouterr().err
+    assert make_net.main(['--depth', '101', '--out', str(out)]) == 2
+    assert 'use --force' in caplog.text
     assert (out / 'train.prototxt').read_text() == before
     make_net.main(['--depth', '101', '--out', str(out), '--force'])
     assert (out / 'train.prototxt').read_text() != before
@@ -235,7 +237,7 @@ def test_to_argv_round_trips_through_the_parser():
                        bootstrap=512, dropout=True, test_resolution=8, batch_norm='caffe',
                        scale=(0.75, 1.25))
     s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU')
-    _, v2, s2 = cli.parse(cli.to_argv(v, s) + ['--out', 'x'])
+    _, v2, s2 = options.parse(options.to_argv(v, s) + ['--out', 'x'])
     assert (v2, s2) == (v, s)
 
 
@@ -270,19 +272,33 @@ def test_regeneration_reproduces_the_committed_prototxt(tmp_path):
     assert differing == [], 'run scripts/regen_prototxt.py'
 
 
-def test_each_files_header_command_reproduces_it(tmp_path, monkeypatch):
+def test_each_files_header_names_the_command_that_made_it(tmp_path, monkeypatch, make_net):
+    """The header of every committed file parses to its own row of the zoo
+    (the file contents are compared once, by the regeneration test above);
+    one header is also run through make_net.py, which must reproduce its files."""
     committed = tree(ROOT)
-    monkeypatch.chdir(tmp_path)
+    prefix = '# Generated by: scripts/make_net.py '
+    headers = {}
     for entry in zoo.entries():
         folder = zoo.folder(entry)
-        header = committed[os.path.join(folder, 'train.prototxt')].splitlines()[1]
-        prefix = '# Generated by: scripts/make_net.py '
-        assert header.startswith(prefix)
-        make_net.main(shlex.split(header[len(prefix):]))
         for name in ('train', 'test', 'deploy', 'solver'):
-            path = os.path.join(folder, name + '.prototxt')
-            with open(path) as f:
-                assert f.read() == committed[path], path
+            header = committed[os.path.join(folder, name + '.prototxt')].splitlines()[1]
+            assert header.startswith(prefix)
+            headers.setdefault(folder, set()).add(header)
+        assert len(headers[folder]) == 1, folder
+        argv = shlex.split(headers[folder].pop()[len(prefix):])
+        args, variant, settings = options.parse(argv)
+        assert (args.out, variant, settings) == (folder, zoo.variant(entry),
+                                                 netgen.SolverSettings()), folder
+    assert len(headers) == len(zoo.entries()) == 60
+    monkeypatch.chdir(tmp_path)
+    folder = zoo.folder(zoo.entries()[-1])
+    header = committed[os.path.join(folder, 'train.prototxt')].splitlines()[1]
+    assert make_net.main(shlex.split(header[len(prefix):])) == 0
+    for name in ('train', 'test', 'deploy', 'solver'):
+        path = os.path.join(folder, name + '.prototxt')
+        with open(path) as f:
+            assert f.read() == committed[path], path
 
 
 def with_inputs(proto, size):
@@ -333,7 +349,7 @@ def test_every_committed_net_loads_in_pycaffe_with_its_output_stride():
 
 
 @pytest.mark.parametrize('bootstrap', [None, 64])
-def test_simulated_train_net_learns_from_all_four_passes(bootstrap):
+def test_simulated_train_net_learns_from_all_four_passes(bootstrap, randomise):
     """A generated train net (data layer replaced by Inputs) runs forward and
     backward on every pass, with labels sampled on the pass's phase."""
     import numpy as np
@@ -344,7 +360,6 @@ def test_simulated_train_net_learns_from_all_four_passes(bootstrap):
         f.write(text_format.MessageToString(proto))
         f.flush()
         net = caffe.Net(f.name, caffe.TRAIN)
-    from test_shift import randomise
     randomise(net, seed=5)
     rng = np.random.RandomState(6)
     net.blobs['data'].data[...] = rng.randn(1, 3, 65, 65) * 50

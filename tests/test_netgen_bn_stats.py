@@ -6,7 +6,7 @@ prototxt/ byte for byte); here, what batch statistics change.
 import numpy as np
 import pytest
 
-from fcrn.net import cli, netgen, resnet
+from fcrn.net import netgen, options, resnet
 
 
 def _layers(variant, phase, kind):
@@ -41,31 +41,37 @@ def test_batch_stats_train_test_deploy(batch_norm):
 def test_frozen_default_has_no_fillers_or_learnt_affine():
     v = netgen.Variant(depth=50, crop=96)
     bns = _layers(v, 'train', 'LeanBatchNorm')
+    convs = [c for c in _layers(v, 'train', 'Convolution') if c.name != 'score']
+    assert len(bns) == len(convs) == 53  # every backbone convolution has its BN
     assert all(bn.batch_norm_param.use_global_stats for bn in bns)
-    assert all(p.lr_mult == 0 for bn in bns for p in bn.param)
-    assert not any(c.convolution_param.HasField('weight_filler')
-                   for c in _layers(v, 'train', 'Convolution') if c.name != 'score')
+    params = [p for bn in bns for p in bn.param]
+    assert len(params) == 5 * 53 and all(p.lr_mult == 0 for p in params)
+    assert not any(c.convolution_param.HasField('weight_filler') for c in convs)
     assert 'bn' not in v.tag.split('_')[-1]
 
 
-def test_cli_and_validation():
-    args, v, s = cli.parse(['--out', 'x', '--depth', '50', '--bn-stats', 'batch',
+def test_cli_and_validation(capsys):
+    args, v, s = options.parse(['--out', 'x', '--depth', '50', '--bn-stats', 'batch',
                             '--bn-fraction', '0.9', '--random-seed', '3'])
     assert (v.bn_stats, v.bn_fraction, s.random_seed) == ('batch', 0.9, 3)
     assert netgen.solver(v, s, 'n').random_seed == 3
     assert not netgen.solver(v, netgen.SolverSettings(), 'n').HasField('random_seed')
-    assert '--bn-stats batch' in ' '.join(cli.to_argv(v, s))
-    with pytest.raises(SystemExit):
-        cli.parse(['--out', 'x', '--bn-fraction', '0.9'])      # needs --bn-stats batch
-    with pytest.raises(SystemExit):
-        cli.parse(['--out', 'x', '--bn-stats', 'batch', '--bn-fraction', '1.5'])
+    assert '--bn-stats batch' in ' '.join(options.to_argv(v, s))
+    for argv, message in (
+            (['--bn-fraction', '0.9'],                         # needs --bn-stats batch
+             'bn-fraction (moving-average fraction) needs bn-stats batch'),
+            (['--bn-stats', 'batch', '--bn-fraction', '1.5'],
+             'argument --bn-fraction: must be in (0, 1), not 1.5')):
+        with pytest.raises(SystemExit) as exit_info:
+            options.parse(['--out', 'x'] + argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_random_init_gives_a_working_deploy_net(tmp_path):
     """Loaded without weights, the fillers alone give finite, varied scores
     (with frozen stats and no fillers every backbone weight would be 0)."""
     import caffe
-    import fcrn  # noqa: F401  (loads the C++ layers)
     v = netgen.Variant(depth=50, crop=64, kernel=3, dilation=2, bn_stats='batch')
     path = tmp_path / 'deploy.prototxt'
     path.write_text(netgen.net_text(netgen.net(v, 'deploy')))

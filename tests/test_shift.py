@@ -1,24 +1,9 @@
 """Multi-pass shifted resolution (layers/fcrn_shift.py), through real caffe.Nets."""
-import os
-import tempfile
-
 import numpy as np
 import pytest
 
-import fcrn  # noqa: F401  (loads the project's C++ layers before any caffe.Net)
-import caffe
+from fcrn.infer import interleave
 from fcrn.net import netgen
-
-caffe.set_mode_cpu()
-
-
-def make_net(text, phase=caffe.TEST):
-    with tempfile.NamedTemporaryFile('w', suffix='.prototxt', delete=False) as f:
-        f.write(text)
-    try:
-        return caffe.Net(f.name, phase)
-    finally:
-        os.unlink(f.name)
 
 
 SHIFT_NET = """
@@ -31,8 +16,8 @@ layer { name: "shift" type: "Python" bottom: "x" bottom: "pass" top: "y"
 
 
 @pytest.mark.parametrize('index', range(4))
-def test_shift_crops_the_phase_and_routes_gradient_back(index):
-    net = make_net(SHIFT_NET % '')
+def test_shift_crops_the_phase_and_routes_gradient_back(index, text_net):
+    net = text_net(SHIFT_NET % '')
     x = np.random.RandomState(index).randn(2, 3, 5, 6).astype(np.float32)
     net.blobs['x'].data[...] = x
     net.blobs['pass'].data[...] = index
@@ -52,16 +37,16 @@ def test_shift_crops_the_phase_and_routes_gradient_back(index):
 
 
 @pytest.mark.parametrize('value', [4, -1, 1.5])
-def test_shift_rejects_a_bad_pass_index(value):
-    net = make_net(SHIFT_NET % '')
+def test_shift_rejects_a_bad_pass_index(value, text_net):
+    net = text_net(SHIFT_NET % '')
     net.blobs['pass'].data[...] = value
     with pytest.raises(Exception, match='pass must be 0, 1, 2 or 3'):
         net.forward()
 
 
-def test_shift_rejects_unknown_param_keys():
-    with pytest.raises(Exception, match=r'ShiftLayer: unknown param_str keys \[.phase.\]'):
-        make_net(SHIFT_NET % 'param_str: "{\\"phase\\": 1}"')
+def test_shift_rejects_unknown_param_keys(text_net):
+    with pytest.raises(Exception, match=r'ShiftLayer: unknown param_str key\(s\) \[.phase.\]'):
+        text_net(SHIFT_NET % 'param_str: "{\\"phase\\": 1}"')
 
 
 LABEL_NET = """
@@ -74,10 +59,10 @@ layer { name: "sample" type: "Python" bottom: "label" bottom: "score" bottom: "p
 
 
 @pytest.mark.parametrize('index', range(4))
-def test_label_sample_reads_the_centre_of_each_score_pixel_on_the_pass_phase(index):
+def test_label_sample_reads_the_centre_of_each_score_pixel_on_the_pass_phase(index, text_net):
     # stride 4, origin 2, phase step 2: score (i, j) of pass (dy, dx) sits on
     # label (2 + 2 dy + 4 i, 2 + 2 dx + 4 j); 6 x 5 scores overrun a 21 x 19 label.
-    net = make_net(LABEL_NET % (6, 5, '{"stride": 4, "origin": 2, "phase_step": 2}'))
+    net = text_net(LABEL_NET % (6, 5, '{"stride": 4, "origin": 2, "phase_step": 2}'))
     height, width = 21, 19
     rows, cols = np.mgrid[:height, :width]
     net.blobs['label'].data[...] = rows * 100 + cols   # each value names its position
@@ -93,53 +78,33 @@ def test_label_sample_reads_the_centre_of_each_score_pixel_on_the_pass_phase(ind
             assert out[1, 0, i, j] == expected, (i, j)
 
 
-def test_label_sample_needs_a_stride():
+def test_label_sample_needs_a_stride(text_net):
     with pytest.raises(Exception, match=r'LabelSampleLayer: param_str lacks \[.stride.\]'):
-        make_net(LABEL_NET % (6, 5, '{"origin": 2}'))
+        text_net(LABEL_NET % (6, 5, '{"origin": 2}'))
 
 
 def test_interleave_places_each_pass_on_its_phase():
+    """The interleave inference uses (fcrn.infer.Segmenter.predict)."""
     full = np.arange(2 * 7 * 6).reshape(2, 7, 6)
     phases = [full[:, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
-    np.testing.assert_array_equal(netgen.interleave(phases), full)
+    np.testing.assert_array_equal(interleave(phases), full)
     with pytest.raises(ValueError, match='pass 3 has shape'):
-        netgen.interleave(phases[:3] + [phases[0]])
+        interleave(phases[:3] + [phases[0]])
 
 
-def randomise(net, seed):
-    """Random weights of sane magnitude; BN statistics with positive variance."""
-    rng = np.random.RandomState(seed)
-    for name, layer in zip(net._layer_names, net.layers):
-        blobs = layer.blobs
-        if layer.type in ('BatchNorm', 'LeanBatchNorm'):
-            channels = blobs[0].data.shape
-            blobs[0].data[...] = rng.uniform(-0.1, 0.1, channels)
-            blobs[1].data[...] = rng.uniform(0.5, 1.5, channels)
-            blobs[2].data[...] = 1
-            for blob in blobs[3:]:         # lean: gamma, beta
-                blob.data[...] = rng.uniform(0.5, 1.0, channels)
-        elif layer.type == 'Scale':
-            for blob in blobs:
-                blob.data[...] = rng.uniform(0.5, 1.0, blob.data.shape)
-        elif layer.type == 'Convolution':
-            weights = blobs[0].data
-            weights[...] = rng.randn(*weights.shape) / np.sqrt(weights[0].size)
-            for blob in blobs[1:]:
-                blob.data[...] = rng.uniform(-0.1, 0.1, blob.data.shape)
-
-
-def deploy_net(variant):
-    return make_net(netgen.net_text(netgen.net(variant, 'deploy')))
+def deploy_net(text_net, variant):
+    return text_net(netgen.net_text(netgen.net(variant, 'deploy')))
 
 
 @pytest.mark.parametrize('batch_norm', ['lean', 'caffe'])
 @pytest.mark.parametrize('size', [(64, 64), (67, 59)], ids=['even', 'odd'])
-def test_four_shifted_passes_of_the_eighth_net_equal_the_quarter_net(size, batch_norm):
+def test_four_shifted_passes_of_the_eighth_net_equal_the_quarter_net(size, batch_norm, text_net,
+                                                                      randomise):
     """Sec. 3.2: identical weights; the interleaved 4-pass 1/8 output is the
     true 1/4 output (res3 stride removed, later dilations doubled) everywhere."""
     common = dict(depth=50, kernel=3, dilation=2, batch_norm=batch_norm, dataset='cityscapes')
-    simulated = deploy_net(netgen.Variant(resolution=8, simulate=4, **common))
-    quarter = deploy_net(netgen.Variant(resolution=8, test_resolution=4, **common))
+    simulated = deploy_net(text_net, netgen.Variant(resolution=8, simulate=4, **common))
+    quarter = deploy_net(text_net, netgen.Variant(resolution=8, test_resolution=4, **common))
     randomise(quarter, seed=1)
     for name, blobs in quarter.params.items():
         for source, target in zip(blobs, simulated.params[name]):
@@ -160,7 +125,7 @@ def test_four_shifted_passes_of_the_eighth_net_equal_the_quarter_net(size, batch
         simulated.blobs['pass'].data[...] = index
         simulated.forward()
         passes.append(simulated.blobs['score'].data[0].copy())
-    got = netgen.interleave(passes)
+    got = interleave(passes)
 
     assert got.shape == expected.shape
     score_range = expected.max() - expected.min()

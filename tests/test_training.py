@@ -1,9 +1,11 @@
-"""Training as users run it: `caffe train -solver`, killed, resumed with -snapshot.
+"""Training as users run it (fcrn.train, scripts/train.py): `caffe train
+-solver`, killed, resumed from the last snapshot; initial weights, the NaN
+stop, the reports.
 
-A tiny deterministic net is trained
-uninterrupted, then again but killed once a snapshot exists and resumed with
-`-snapshot`: the resumed run must continue at the snapshot's iteration and
-end with exactly the weights of the uninterrupted run.
+A tiny deterministic net is trained uninterrupted, then again but killed once
+a snapshot exists and resumed: the resumed run must continue at the
+snapshot's iteration and end with exactly the weights of the uninterrupted
+run.
 """
 import json
 import os
@@ -14,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from fcrn.demo import training, traininglog
+from fcrn import train as training
 
 import fake_datasets
 
@@ -75,9 +77,8 @@ def _weights(path):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
     folder = _setup(str(tmp_path_factory.mktemp('whole')))
-    parsed, final = training.train('solver.prototxt', os.path.join(folder, 'caffe.log'),
-                                   'snap/tiny', MAX_ITER, cwd=folder)
-    return parsed, final
+    result = training.train('solver.prototxt', log_prefix='caffe', cwd=folder)
+    return result.log, result.weights
 
 
 def test_uninterrupted_run_learns(uninterrupted):
@@ -101,7 +102,7 @@ def _run_until_snapshot(folder, log_path, min_iteration):
         try:
             while time.time() < deadline and proc.poll() is None:
                 done = training.latest_snapshot(prefix)[0]
-                last = traininglog.parse_file(log_path).last_iteration or 0
+                last = training.parse_log_file(log_path).last_iteration or 0
                 if done >= min_iteration and last > done:
                     break
                 time.sleep(0.005)
@@ -115,20 +116,20 @@ def test_killed_run_resumes_from_last_snapshot(tmp_path, uninterrupted):
     folder = _setup(str(tmp_path))
     log_path = os.path.join(folder, 'caffe.log')
     _run_until_snapshot(folder, log_path, 2 * SNAPSHOT)
-    killed = traininglog.parse_file(log_path)
+    killed = training.parse_log_file(log_path)
     assert not killed.finished
     snapshot_iter, state = training.latest_snapshot(os.path.join(folder, 'snap', 'tiny'))
     assert snapshot_iter >= 2 * SNAPSHOT and killed.last_iteration > snapshot_iter
     assert not os.path.exists(os.path.join(folder, 'snap', 'tiny_iter_%d.caffemodel' % MAX_ITER))
 
-    parsed, final = training.train('solver.prototxt', log_path, 'snap/tiny', MAX_ITER,
-                                   cwd=folder)
+    result = training.train('solver.prototxt', log_prefix='caffe', cwd=folder)
+    parsed, final = result.log, result.weights
     assert parsed.finished
     assert parsed.resumed_from == ['snap/tiny_iter_%d.solverstate' % snapshot_iter]
     # The resumed run's first logged iteration is the snapshot's.
     with open(log_path) as f:
         resumed_part = f.read().split('Resuming from')[1]
-    first = traininglog.parse(resumed_part).train_loss[0][0]
+    first = training.parse_log(resumed_part).train_loss[0][0]
     assert first == snapshot_iter
     # The learning-rate schedule continues and the weights end where the
     # uninterrupted run's did.
@@ -138,3 +139,82 @@ def test_killed_run_resumes_from_last_snapshot(tmp_path, uninterrupted):
     for name in want:
         for a, b in zip(got[name], want[name]):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_snapshot_prefix_is_completed_as_caffe_completes_it(tmp_path):
+    (tmp_path / 'snaps').mkdir()
+    for prefix, expected in (('', 'solver'), ('snapshot_prefix: "snaps"', 'snaps/solver'),
+                             ('snapshot_prefix: "snaps/x"', 'snaps/x')):
+        (tmp_path / 'solver.prototxt').write_text('net: "n" max_iter: 7 ' + prefix)
+        assert training.snapshot_prefix('solver.prototxt', str(tmp_path)) == (expected, 7)
+
+
+def test_script_starts_from_weights_and_writes_its_reports(tmp_path, uninterrupted, script):
+    """scripts/train.py -weights: with a zero learning rate the final weights
+    are the initial ones (the batch-norm statistics, blobs 0-2, keep being
+    averaged); log, CSV, JSON and plot land beside the snapshots."""
+    folder = _setup(str(tmp_path))
+    with open(os.path.join(folder, 'solver.prototxt')) as f:
+        solver = f.read().replace('base_lr: 0.01', 'base_lr: 0').replace(
+            'max_iter: %d' % MAX_ITER, 'max_iter: 3').replace(
+            'snapshot: %d' % SNAPSHOT, 'snapshot: 3')
+    with open(os.path.join(folder, 'solver.prototxt'), 'w') as f:
+        f.write(solver)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert script('train').main(['-solver', 'solver.prototxt', '-weights',
+                                     uninterrupted[1], '-q']) == 0
+    finally:
+        os.chdir(cwd)
+    got, want = _weights(os.path.join(folder, 'snap', 'tiny_iter_3.caffemodel')), \
+        _weights(uninterrupted[1])
+    learnt = {'conv': want['conv'], 'score': want['score'], 'bn': want['bn'][3:]}
+    for name, blobs in learnt.items():
+        for a, b in zip(got[name][-len(blobs):], blobs):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    for ext in ('log', 'csv', 'json', 'png'):
+        assert os.path.getsize(os.path.join(folder, 'snap', 'tiny.' + ext)) > 0, ext
+    rows = open(os.path.join(folder, 'snap', 'tiny.csv')).read().splitlines()
+    assert rows[0] == 'iteration,loss,lr' and [r.split(',')[0] for r in rows[1:]] == \
+        ['0', '1', '2', '3']
+
+
+NAN_NET = """
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 }
+    data_filler { type: "gaussian" } data_filler { type: "constant" value: 0 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "bad" type: "Power" bottom: "conv" top: "bad" power_param { power: 0.5 shift: -1e6 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "bad" bottom: "label" top: "loss" }
+"""
+
+
+def test_non_finite_loss_stops_with_the_iteration_named(tmp_path, caplog, script):
+    (tmp_path / 'net.prototxt').write_text(NAN_NET)
+    (tmp_path / 'solver.prototxt').write_text(
+        'net: "%s" base_lr: 0.1 lr_policy: "fixed" max_iter: 5 display: 1 '
+        'snapshot_prefix: "%s" solver_mode: CPU'
+        % (tmp_path / 'net.prototxt', tmp_path / 'nan'))
+    with pytest.raises(training.TrainingError,
+                       match=r'iteration 0: the loss is -?nan; training stopped before the '
+                             r'update\. Lower base_lr'):
+        training.train(str(tmp_path / 'solver.prototxt'))
+    assert script('train').main(['--solver', str(tmp_path / 'solver.prototxt'), '-q']) == 1
+    assert 'the loss is' in caplog.text and 'nan.log' in caplog.text
+    assert os.path.getsize(str(tmp_path / 'nan.csv')) > 0
+
+
+def test_gpu_on_a_cpu_build_quotes_caffes_reason(tmp_path, caplog, script):
+    from fcrn import caffeio
+    if caffeio.gpu_build():
+        pytest.skip('a CUDA build can use -gpu')
+    folder = _setup(str(tmp_path))
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert script('train').main(['--solver', 'solver.prototxt', '--gpu', '0', '-q']) == 1
+    finally:
+        os.chdir(cwd)
+    assert 'Cannot use GPU in CPU-only Caffe' in caplog.text

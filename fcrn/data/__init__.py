@@ -5,7 +5,6 @@
 - `sources.write_lmdb`: self-contained encoded records in an LMDB;
 - `augment`, `prefetch`: what the `SegDataLayer` Python layer
   (layers/fcrn_data.py) runs.
-"""
-from .common import DATA_DIR, IGNORE_LABEL, DatasetError, load_classes
 
-__all__ = ["DATA_DIR", "IGNORE_LABEL", "DatasetError", "load_classes"]
+What each dataset is (classes, palette, ignore label) is in `fcrn.datasets`.
+"""

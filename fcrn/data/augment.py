@@ -9,7 +9,7 @@ position in the stream, not on which worker process produced it.
 import cv2
 import numpy as np
 
-from .common import DatasetError, bad_label_values
+from .. import datasets
 
 # INTER_NEAREST in OpenCV samples at floor(x / s), half a pixel off the
 # pixel-centre convention of INTER_LINEAR; the exact variant keeps labels
@@ -22,7 +22,7 @@ class Augmenter:
     crop size and take the centred crop of larger images (deterministic)."""
 
     def __init__(self, crop_size, scale=(0.5, 2.0), mirror=True,
-                 mean=(104.008, 116.669, 122.675), ignore_label=255,
+                 mean=datasets.MEAN_BGR, ignore_label=datasets.IGNORE_LABEL,
                  num_classes=None, train=True):
         self.crop = tuple(int(c) for c in crop_size)
         self.scale = tuple(float(s) for s in scale)
@@ -72,10 +72,3 @@ class Augmenter:
             np.subtract(patch[:, :, c], self.mean[c], out=out_img[c, :hh, xs], dtype=np.float32)
         out_lbl[:hh, xs] = lpatch
         return out_img, out_lbl
-
-    def check_label(self, lbl, name):
-        if self.num_classes is not None:
-            bad = bad_label_values(lbl, self.num_classes, self.ignore)
-            if bad:
-                raise DatasetError("%s: label values %s outside [0, %d) and not %d"
-                                   % (name, bad[:10], self.num_classes, self.ignore))

@@ -26,7 +26,8 @@ import sys
 
 import numpy as np
 
-from .common import DatasetError, decode_image, decode_label
+from ..imageio import decode_image, decode_label
+from .common import check_pair
 
 _HEADER = 4096  # per slot: int32 status, int32 message length, message
 
@@ -60,10 +61,7 @@ class BatchMaker:
             name, lbl_name, img_buf, lbl_buf = self.source.get(self._item(g))
             img = decode_image(img_buf, name)
             lbl = decode_label(lbl_buf, lbl_name)
-            if img.shape[:2] != lbl.shape:
-                raise DatasetError("%s: label %dx%d differs from image %s (%dx%d)" % (
-                    lbl_name, lbl.shape[1], lbl.shape[0], name, img.shape[1], img.shape[0]))
-            self.aug.check_label(lbl, lbl_name)
+            check_pair(img, lbl, self.aug.num_classes, name, lbl_name, self.aug.ignore)
             params = self.aug.draw(np.random.default_rng([self.seed, self.rank, 1, g]))
             self.aug.apply(img, lbl, params, data[k], label[k, 0])
 

@@ -19,8 +19,10 @@ import os
 import struct
 import threading
 
-from .common import (DatasetError, atomic_dir, check_pair, decode_image,
-                     decode_label, fingerprint, read_bytes, read_pair_list)
+from .. import fileio, lists
+from ..errors import InputError
+from ..imageio import decode_image, decode_label, read_bytes
+from .common import check_pair, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +38,14 @@ def encode_record(name, image, label):
 
 
 def decode_record(buf, what="record"):
-    """-> (name, image bytes, label bytes); DatasetError on a malformed record."""
+    """-> (name, image bytes, label bytes); InputError on a malformed record."""
     buf = bytes(buf)
     start = len(MAGIC) + HEADER.size
     if len(buf) < start or buf[:len(MAGIC)] != MAGIC:
-        raise DatasetError("%s: not an FCRN LMDB record (bad magic)" % what)
+        raise InputError("%s: not an FCRN LMDB record (bad magic)" % what)
     n, i, l = HEADER.unpack_from(buf, len(MAGIC))
     if start + n + i + l != len(buf):
-        raise DatasetError("%s: truncated or corrupt record" % what)
+        raise InputError("%s: truncated or corrupt record" % what)
     name = buf[start:start + n].decode("utf-8", "replace")
     return name, buf[start + n:start + n + i], buf[start + n + i:]
 
@@ -102,7 +104,7 @@ def shared_env(path):
 def read_lmdb_meta(path):
     import lmdb
     if not is_lmdb(path):
-        raise DatasetError("%s: LMDB does not exist (no data.mdb)" % path)
+        raise InputError("%s: LMDB does not exist (no data.mdb)" % path)
     with _ENVS_LOCK:
         env = _ENVS.get(_env_key(path))
     private = env is None
@@ -112,44 +114,57 @@ def read_lmdb_meta(path):
         with env.begin() as txn:
             raw = txn.get(META_KEY)
     except lmdb.Error as e:
-        raise DatasetError("%s: cannot open LMDB (%s)" % (path, e))
+        raise InputError("%s: cannot open LMDB (%s)" % (path, e))
     finally:
         if private and env is not None:
             env.close()
     if raw is None:
-        raise DatasetError("%s: not an FCRN LMDB (no %s key); write it with "
+        raise InputError("%s: not an FCRN LMDB (no %s key); write it with "
                            "scripts/make_lmdb.py" % (path, META_KEY.decode()))
-    meta = json.loads(raw.decode("utf-8"))
-    if meta.get("format") != FORMAT:
-        raise DatasetError("%s: LMDB format %r, expected %r" % (path, meta.get("format"), FORMAT))
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError("%s: LMDB format %r, expected %r" % (
+            path, meta.get("format") if isinstance(meta, dict) else meta, FORMAT))
     return meta
 
 
+def is_fcrn_lmdb(path):
+    try:
+        read_lmdb_meta(path)
+        return True
+    except InputError:
+        return False
+
+
 def write_lmdb(list_path, out_path, root=None, num_classes=None, skip_bad=False,
-               workers=None, chunk=64):
+               workers=None, chunk=64, force=False):
     """Validate every pair of the list and store it, encoded as found, into
     the LMDB `out_path`, complete or absent. Returns the meta dict; a no-op
-    when `out_path` already holds this list with unchanged files."""
+    when `out_path` already holds this list with unchanged files. A folder
+    that is not an FCRN LMDB is replaced only with `force`, an input never."""
     import lmdb
     from tqdm import tqdm
-    pairs = read_pair_list(list_path, root, need_label=True)
+    pairs = lists.read_pairs(list_path, root, need_label=True)
     if num_classes is None:
         num_classes = _list_num_classes(list_path)
     if num_classes is None:
-        raise DatasetError("%s: number of classes unknown (no manifest.json beside the "
+        raise InputError("%s: number of classes unknown (no manifest.json beside the "
                            "list); pass it explicitly" % list_path)
     files = [p for pair in pairs for p in pair]
+    fileio.check_disjoint([out_path], [list_path] + files)
     fp = fingerprint([list_path] + files, {"format": FORMAT, "num_classes": num_classes,
                                            "skip_bad": bool(skip_bad), "root": root})
     try:
         if read_lmdb_meta(out_path).get("fingerprint") == fp:
             log.info("%s is up to date", out_path)
             return read_lmdb_meta(out_path)
-    except DatasetError:
+    except InputError:
         pass
 
-    with open(list_path) as f:
-        names = [line.split()[0] for line in f if line.strip()]
+    names = [row[0] for row in lists.read(list_path)]
     size = sum(os.path.getsize(p) for p in files if os.path.exists(p))
     # Large values take whole overflow pages; the map only reserves address
     # space (a sparse file), so a generous bound costs nothing.
@@ -165,7 +180,7 @@ def write_lmdb(list_path, out_path, root=None, num_classes=None, skip_bad=False,
 
     problems, count = [], 0
     workers = workers or min(8, (os.cpu_count() or 1) + 1)
-    with atomic_dir(out_path) as tmp:
+    with fileio.output_dir(out_path, [list_path] + files, force, is_fcrn_lmdb) as tmp:
         env = lmdb.open(tmp, map_size=map_size, subdir=True, meminit=False)
         try:
             with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
@@ -179,17 +194,17 @@ def write_lmdb(list_path, out_path, root=None, num_classes=None, skip_bad=False,
                         for fut in futures:
                             try:
                                 rec = fut.result()
-                            except DatasetError as e:
+                            except InputError as e:
                                 problems.append(str(e))
                             else:
                                 txn.put(b"%08d" % count, rec)
                                 count += 1
                             bar.update(1)
             if problems and not skip_bad:
-                raise DatasetError("%d bad input file(s) in %s; fix them or pass --skip-bad"
+                raise InputError("%d bad input file(s) in %s; fix them or pass --skip-bad"
                                    % (len(problems), list_path), problems)
             if count == 0:
-                raise DatasetError("%s: no usable image" % list_path)
+                raise InputError("%s: no usable image" % list_path)
             for msg in problems:
                 log.warning("skipped: %s", msg)
             if problems:
@@ -212,10 +227,10 @@ class ListSource:
 
     def __init__(self, path, root=None):
         self.path = path
-        self.pairs = read_pair_list(path, root, need_label=True)
+        self.pairs = lists.read_pairs(path, root, need_label=True)
         missing = [p for pair in self.pairs for p in pair if not os.path.isfile(p)]
         if missing:
-            raise DatasetError("%s: %d listed file(s) missing" % (path, len(missing)), missing)
+            raise InputError("%s: %d listed file(s) missing" % (path, len(missing)), missing)
         self.num_classes = _list_num_classes(path)
 
     def __len__(self):
@@ -239,11 +254,11 @@ class LmdbSource:
         meta = read_lmdb_meta(path)
         self.count, self.num_classes = int(meta["count"]), meta.get("num_classes")
         if self.count <= 0:
-            raise DatasetError("%s: LMDB holds no records" % path)
+            raise InputError("%s: LMDB holds no records" % path)
         try:
             self.env = shared_env(path)
         except lmdb.Error as e:
-            raise DatasetError("%s: cannot open LMDB (%s)" % (path, e))
+            raise InputError("%s: cannot open LMDB (%s)" % (path, e))
 
     def __len__(self):
         return self.count
@@ -254,7 +269,7 @@ class LmdbSource:
             buf = txn.get(key)
         what = "%s[%s]" % (self.path, key.decode())
         if buf is None:
-            raise DatasetError("%s: record missing" % what)
+            raise InputError("%s: record missing" % what)
         name, img, lbl = decode_record(buf, what)
         return "%s (%s)" % (what, name), "%s (label of %s)" % (what, name), img, lbl
 
@@ -266,8 +281,8 @@ def open_source(source, root=None):
     """LMDB directory or list file -> a source with len(), get(i), num_classes."""
     if os.path.isdir(source):
         if not is_lmdb(source):
-            raise DatasetError("%s: directory is not an LMDB (no data.mdb)" % source)
+            raise InputError("%s: directory is not an LMDB (no data.mdb)" % source)
         return LmdbSource(source)
     if source.endswith(".lmdb") and not os.path.exists(source):
-        raise DatasetError("%s: LMDB does not exist" % source)
+        raise InputError("%s: LMDB does not exist" % source)
     return ListSource(source, root)

@@ -1,11 +1,15 @@
 """`make demo`: an FCRN-50 trained end to end on a synthetic VOC-layout dataset.
 
-Everything runs as a user would run it, each tool in its own process:
-synthetic VOCdevkit -> scripts/prepare_voc.py -> scripts/make_net.py ->
-`caffe train -solver` -> scripts/infer.py -> scripts/evaluate.py, then the
-training log is plotted and a one-page summary written. Every path inside
-the run folder is relative to it (tools run with it as working directory),
-so the folder can be moved. Steps are resumable (see steps.py).
+The demo composes the library calls behind the scripts: a synthetic
+VOCdevkit -> `fcrn.data.voc.prepare_voc` (scripts/prepare_voc.py) ->
+`fcrn.net.netgen.write` (scripts/make_net.py) -> `fcrn.train.train`
+(scripts/train.py: `caffe train -solver`, resumed from the last snapshot) ->
+`fcrn.infer.run` (scripts/infer.py) -> `fcrn.evaluate.run`
+(scripts/evaluate.py), with the majority-class baseline from
+`fcrn.evaluate.majority_baseline`, the loss and learning rate plotted by
+`fcrn.train.plot` and a one-page summary. Caffe runs in the run folder, so
+the solvers' paths are relative to it and the folder can be moved. Steps are
+resumable (see steps.py).
 
 Training from random weights: the nets use `--bn-stats batch` (batch
 statistics in the train net, learnt gamma/beta, MSRA-initialised
@@ -19,18 +23,14 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 
-import numpy as np
-
-from fcrn.demo import plot, synthetic, summary, training, traininglog
+from fcrn import evaluate, fileio, infer, lists, train
+from fcrn.data import voc
+from fcrn.demo import summary, synthetic
 from fcrn.demo.steps import Steps
-from fcrn.net.fileio import atomic_write
+from fcrn.net import netgen, options
 
 log = logging.getLogger(__name__)
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclasses.dataclass
@@ -79,23 +79,6 @@ NET_FIELDS = ('depth', 'resolution', 'kernel', 'dilation', 'crop', 'scale', 'bat
               'val_images')
 
 
-def _tqdm(**kwargs):
-    from tqdm import tqdm
-
-    def make(total, initial=0):
-        return tqdm(total=total, initial=initial, **kwargs)
-    return make
-
-
-def _script(name, *args, cwd):
-    """Run one of the project's scripts as a user would, in `cwd`."""
-    command = [sys.executable, os.path.join(REPO, 'scripts', name)] + [str(a) for a in args]
-    log.info('%s', ' '.join(command[1:]))
-    # pycaffe's INFO lines (every layer of the net) would bury the progress.
-    env = dict(os.environ, GLOG_minloglevel=os.environ.get('GLOG_minloglevel', '2'))
-    subprocess.run(command, cwd=cwd, check=True, env=env)
-
-
 class Run:
     """Variants trained by the demo: name -> bootstrap K (None: plain softmax)."""
 
@@ -107,44 +90,46 @@ class Run:
         if config.compare:
             self.variants['softmax'] = None
 
+    def path(self, *parts):
+        return os.path.join(self.out, *parts)
+
     # ---------------------------------------------------------------- data
     def dataset(self):
         c = self.config
-
-        def make():
-            synthetic.write_voc('synthetic', c.train_images, c.val_images, c.image_size,
-                                c.seed, progress=_progress('images'))
-        self._in_out(make)
-
-    def _in_out(self, action):
-        here = os.getcwd()
-        os.chdir(self.out)
-        try:
-            action()
-        finally:
-            os.chdir(here)
+        synthetic.write_voc(self.path('synthetic'), c.train_images, c.val_images,
+                            c.image_size, c.seed, progress=_progress('images'))
 
     def prepare(self):
-        _script('prepare_voc.py', '--voc', 'synthetic/VOCdevkit', '--out', 'data', cwd=self.out)
+        voc.prepare_voc(self.path('synthetic', 'VOCdevkit'), None, self.path('data'))
+
+    def val_set(self):
+        """(ids, image paths) of the held-out images, from the prepared list."""
+        images = [img for img, _ in lists.read_pairs(self.path('data', 'val.txt'))]
+        return [os.path.splitext(os.path.basename(p))[0] for p in images], images
 
     # ---------------------------------------------------------------- nets
-    def make_net(self, name):
+    def variant(self, name):
         c = self.config
-        argv = ['--dataset', 'voc', '--depth', c.depth, '--resolution', c.resolution,
-                '--kernel', c.kernel, '--dilation', c.dilation, '--crop', c.crop,
-                '--scale', '%g,%g' % c.scale,
-                '--batch-size', c.batch_size, '--iter-size', 1,
-                '--bn-stats', 'batch', '--bn-fraction', c.bn_fraction,
-                '--train-source', 'data/train.txt', '--val-source', 'data/val.txt',
-                '--seed', c.seed, '--random-seed', c.seed,
-                '--base-lr', c.base_lr, '--max-iter', c.max_iter, '--snapshot', c.snapshot,
-                '--display', c.display, '--test-interval', c.max_iter,
-                '--test-iter', c.val_images, '--solver-mode', 'CPU',
-                '--snapshot-prefix', self.prefix(name), '--out', 'nets/' + name]
         k = self.variants[name]
-        if k:
-            argv += ['--bootstrap', k] + (['--threshold', c.threshold] if c.threshold else [])
-        _script('make_net.py', *argv, cwd=self.out)
+        return netgen.Variant(
+            dataset='voc', depth=c.depth, resolution=netgen.parse_resolution(c.resolution),
+            kernel=c.kernel, dilation=c.dilation, crop=c.crop, scale=tuple(c.scale),
+            batch_size=c.batch_size, bn_stats='batch', bn_fraction=c.bn_fraction,
+            train_source='data/train.txt', val_source='data/val.txt', seed=c.seed,
+            bootstrap=k, threshold=c.threshold if k else 0.0)
+
+    def settings(self, name):
+        c = self.config
+        return netgen.SolverSettings(
+            iter_size=1, random_seed=c.seed, base_lr=c.base_lr, max_iter=c.max_iter,
+            snapshot=c.snapshot, display=c.display, test_interval=c.max_iter,
+            test_iter=c.val_images, solver_mode='CPU', snapshot_prefix=self.prefix(name))
+
+    def make_net(self, name):
+        variant, settings = self.variant(name), self.settings(name)
+        folder = 'nets/' + name
+        netgen.write(self.path(folder), variant, settings, net_dir=folder,
+                     command=options.command(options.to_argv(variant, settings), folder))
 
     @staticmethod
     def prefix(name):
@@ -153,7 +138,7 @@ class Run:
     def train(self, name, key):
         """Snapshots left by an interrupted training are resumed only if they
         were made with the same settings (recorded when training started)."""
-        folder = os.path.join(self.out, 'train', name)
+        folder = self.path('train', name)
         record = os.path.join(folder, 'settings.json')
         try:
             with open(record) as f:
@@ -163,78 +148,54 @@ class Run:
         if not same:
             shutil.rmtree(folder, ignore_errors=True)
             os.makedirs(folder)
-            atomic_write(record, json.dumps(key, sort_keys=True))
-        training.train('nets/%s/solver.prototxt' % name,
-                       os.path.join(self.out, 'train', name, 'caffe.log'), self.prefix(name),
-                       self.config.max_iter, cwd=self.out,
-                       progress=_tqdm(desc='train %s' % name, unit='it'))
+            fileio.atomic_write(record, json.dumps(key, sort_keys=True))
+        train.train('nets/%s/solver.prototxt' % name, log_prefix=self.log_prefix(name),
+                    cwd=self.out, progress=True)
         # Intermediate snapshots (about 100 MB each for FCRN-50) only serve
         # resuming; the finished run keeps its last one.
-        for iteration, state in training.snapshots(os.path.join(self.out, self.prefix(name))):
+        for iteration, state in train.snapshots(self.path(self.prefix(name))):
             if iteration != self.config.max_iter:
                 os.remove(state)
                 os.remove(state[:-len('.solverstate')] + '.caffemodel')
 
+    @staticmethod
+    def log_prefix(name):
+        return 'train/%s/training' % name
+
     def weights(self, name):
-        return '%s_iter_%d.caffemodel' % (self.prefix(name), self.config.max_iter)
+        return self.path('%s_iter_%d.caffemodel' % (self.prefix(name), self.config.max_iter))
 
     # ---------------------------------------------------------------- test
-    def val_ids(self):
-        with open(os.path.join(self.out, 'data', 'val.txt')) as f:
-            images = [line.split()[0] for line in f if line.strip()]
-        return [os.path.splitext(os.path.basename(p))[0] for p in images], \
-            [os.path.normpath(os.path.join('data', p)) for p in images]
-
-    def write_val_lists(self):
-        ids, images = self.val_ids()
-        os.makedirs(os.path.join(self.out, 'eval'), exist_ok=True)
-        with open(os.path.join(self.out, 'eval', 'val_ids.txt'), 'w') as f:
-            f.write(''.join(i + '\n' for i in ids))
-        with open(os.path.join(self.out, 'eval', 'val_images.txt'), 'w') as f:
-            f.write(''.join(i + '\n' for i in images))
-
     def infer(self, name):
-        _script('infer.py', '--net', 'nets/%s/deploy.prototxt' % name,
-                '--weights', self.weights(name), '--list', 'eval/val_images.txt',
-                '--out', 'infer/%s/labels' % name, '--overlay', 'infer/%s/overlay' % name,
-                cwd=self.out)
+        infer.run(self.path('nets', name, 'deploy.prototxt'), self.weights(name),
+                  self.val_set()[1], self.path('infer', name, 'labels'),
+                  overlay_dir=self.path('infer', name, 'overlay'), progress=True)
 
     def evaluate(self, name):
-        _script('evaluate.py', '--dataset', 'voc', '--gt', 'data/SegmentationClassAug',
-                '--list', 'eval/val_ids.txt', '--pred', 'infer/%s/labels' % name,
-                '--name', 'FCRN-%d %s' % (self.config.depth, name),
-                '--out-md', 'eval/%s.md' % name, '--out-json', 'eval/%s.json' % name,
-                cwd=self.out)
+        evaluate.run(self.path('data', 'SegmentationClassAug'),
+                     self.path('infer', name, 'labels'), 'voc', ids=self.val_set()[0],
+                     name='FCRN-%d %s' % (self.config.depth, name),
+                     out_md=self.path('eval', name + '.md'),
+                     out_json=self.path('eval', name + '.json'))
 
     def baseline(self):
         """Scores of predicting the training set's majority class everywhere."""
-        from PIL import Image
-        from fcrn import evaluate as ev
-        from fcrn.data.voc import NUM_CLASSES
-        counts = np.zeros(256, np.int64)
-        with open(os.path.join(self.out, 'data', 'train.txt')) as f:
-            for line in f:
-                if line.strip():
-                    lbl = np.asarray(Image.open(os.path.join(self.out, 'data', line.split()[1])))
-                    counts += np.bincount(lbl.ravel(), minlength=256)
-        majority = int(np.argmax(counts[:NUM_CLASSES]))
-        cm = ev.ConfusionMatrix(NUM_CLASSES)
-        for image_id in self.val_ids()[0]:
-            gt = np.asarray(Image.open(os.path.join(
-                self.out, 'data', 'SegmentationClassAug', image_id + '.png')))
-            cm.update(gt, np.full_like(gt, majority))
-        names = list(ev.DATASETS['voc']['classes'])
-        ev.write_atomic(os.path.join(self.out, 'eval', 'majority.json'), ev.json_report(
+        train_labels = [lbl for _, lbl in lists.read_pairs(self.path('data', 'train.txt'))]
+        gt = self.path('data', 'SegmentationClassAug')
+        pairs = [(i, os.path.join(gt, i + '.png')) for i in self.val_set()[0]]
+        names = evaluate.class_names('voc')
+        cm, majority = evaluate.majority_baseline(train_labels, pairs, len(names))
+        fileio.atomic_write(self.path('eval', 'majority.json'), evaluate.json_report(
             cm, cm.scores(), names, {'majority_class': names[majority]}))
 
     # ---------------------------------------------------------------- report
     def report(self):
-        logs = {name: traininglog.parse_file(os.path.join(self.out, 'train', name, 'caffe.log'))
+        logs = {name: train.parse_log_file(self.path(self.log_prefix(name) + '.log'))
                 for name in self.variants}
-        plot.training_curves(logs, os.path.join(self.out, 'report', 'training.png'))
-        ids = self.val_ids()[0]
+        train.plot(logs, self.path('report', 'training.png'))
+        ids = self.val_set()[0]
         summary.mosaic(self.out, ids[:4], list(self.variants),
-                       os.path.join(self.out, 'report', 'examples.jpg'))
+                       self.path('report', 'examples.jpg'))
         summary.write(self.out, self.config, list(self.variants), logs, self.steps)
 
     # ---------------------------------------------------------------- all
@@ -242,8 +203,6 @@ class Run:
         c, s = self.config, self.steps
         s.run('dataset', ['synthetic'], c.key(*DATA_FIELDS), self.dataset)
         s.run('prepare', ['data'], s.stamp('dataset'), self.prepare)
-        s.run('lists', ['eval/val_ids.txt', 'eval/val_images.txt'], s.stamp('prepare'),
-              self.write_val_lists)
         s.run('baseline', ['eval/majority.json'], s.stamp('prepare'), self.baseline)
         for name, k in self.variants.items():
             s.run('net_' + name, ['nets/' + name], dict(c.key(*NET_FIELDS), bootstrap=k),
@@ -252,7 +211,7 @@ class Run:
             # Training keeps its snapshots when interrupted: the rerun resumes.
             s.run('train_' + name, ['train/' + name], key, lambda: self.train(name, key),
                   keep_partial=True)
-            s.run('infer_' + name, ['infer/' + name], s.stamp('train_' + name, 'lists'),
+            s.run('infer_' + name, ['infer/' + name], s.stamp('train_' + name, 'prepare'),
                   lambda: self.infer(name))
             s.run('eval_' + name, ['eval/%s.json' % name, 'eval/%s.md' % name],
                   s.stamp('infer_' + name), lambda: self.evaluate(name))

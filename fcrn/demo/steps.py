@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 
-from fcrn.net.fileio import atomic_write
+from fcrn.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

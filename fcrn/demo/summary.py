@@ -10,9 +10,8 @@ import os
 import cv2
 import numpy as np
 
+from fcrn import datasets, fileio, imageio
 from fcrn.demo.synthetic import SHAPES
-from fcrn.infer import voc_palette
-from fcrn.net.fileio import atomic_write, atomic_write_bytes
 
 SUMMARY = 'summary.md'
 
@@ -28,17 +27,16 @@ def _pct(x):
 
 def mosaic(out, ids, variants, path, height=120):
     """Rows of (image | ground truth | prediction of each variant), as JPEG."""
-    from PIL import Image
-    palette = voc_palette()[:, ::-1]           # RGB -> BGR for OpenCV
+    palette = datasets.get('voc').palette()[:, ::-1]   # RGB -> BGR for OpenCV
     rows = []
     for image_id in ids:
-        image = cv2.imread(os.path.join(out, 'synthetic', 'VOCdevkit', 'VOC2012', 'JPEGImages',
-                                        image_id + '.jpg'))
+        image = imageio.read_image(os.path.join(out, 'synthetic', 'VOCdevkit', 'VOC2012',
+                                                'JPEGImages', image_id + '.jpg'))
         cells = [image]
         labels = [os.path.join(out, 'data', 'SegmentationClassAug', image_id + '.png')]
         labels += [os.path.join(out, 'infer', v, 'labels', image_id + '.png') for v in variants]
         for label in labels:
-            cells.append(palette[np.asarray(Image.open(label))])
+            cells.append(palette[imageio.read_label(label)])
         scale = height / image.shape[0]
         cells = [cv2.resize(c, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
                  for c in cells]
@@ -47,11 +45,7 @@ def mosaic(out, ids, variants, path, height=120):
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
             for r in rows]
-    ok, buf = cv2.imencode('.jpg', np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if not ok:
-        raise OSError('cannot encode %s' % path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_bytes(path, buf.tobytes())
+    imageio.write_image(path, np.vstack(rows), quality=90)
 
 
 def _machine():
@@ -79,14 +73,15 @@ def write(out, config, variants, logs, steps):
         '# FCRN demo: FCRN-%d trained from scratch on synthetic shapes' % c.depth,
         '',
         'A synthetic PASCAL VOC 2012 tree (`synthetic/VOCdevkit`: %d train and %d val '
-        'images, %d-%d px, %d shape classes on textured backgrounds) went through '
-        '`scripts/prepare_voc.py` into `data/`; `scripts/make_net.py` generated the nets '
-        'in `nets/` (resolution %s, kernel %d, dilation %d, crop %d, resize %g-%g, batch %d, '
-        'batch-statistics normalisation from random weights, residual branches starting at '
-        'zero); `caffe train -solver` trained them for %d '
-        'iterations (snapshots in `train/*/`); `scripts/infer.py` segmented the val images '
-        '(`infer/*/labels`, overlays in `infer/*/overlay`) and `scripts/evaluate.py` scored '
-        'them (`eval/`).'
+        'images, %d-%d px, %d shape classes on textured backgrounds) was prepared into '
+        '`data/` as `scripts/prepare_voc.py` does; the nets in `nets/` were generated as '
+        '`scripts/make_net.py` does (resolution %s, kernel %d, dilation %d, crop %d, resize '
+        '%g-%g, batch %d, batch-statistics normalisation from random weights, residual '
+        'branches starting at zero; each file names its command); `caffe train -solver` '
+        'trained them for %d iterations as `scripts/train.py` does (snapshots, log, CSV and '
+        'plot in `train/*/`); the val images were segmented as `scripts/infer.py` does '
+        '(`infer/*/labels`, overlays in `infer/*/overlay`) and scored as '
+        '`scripts/evaluate.py` does (`eval/`).'
         % (c.train_images, c.val_images, c.image_size[0], c.image_size[1],
            len(SHAPES), c.resolution, c.kernel, c.dilation, c.crop, c.scale[0], c.scale[1],
            c.batch_size, c.max_iter),
@@ -120,14 +115,14 @@ def write(out, config, variants, logs, steps):
         log = logs[v]
         first = log.train_loss[0][1] if log.train_loss else float('nan')
         last = log.train_loss[-1][1] if log.train_loss else float('nan')
-        lines.append('- %s: train loss %.3g at iteration 0, %.3g at %d (`train/%s/caffe.log`)%s'
+        lines.append('- %s: train loss %.3g at iteration 0, %.3g at %d (`train/%s/training.log`)%s'
                      % (v, first, last, log.last_iteration or 0, v,
                         '; resumed from %s' % ', '.join(log.resumed_from)
                         if log.resumed_from else ''))
     lines += ['', '## Examples (image, ground truth, %s)' % ', '.join(variants), '',
               '![examples](report/examples.jpg)', '']
     text = '\n'.join(lines)
-    atomic_write(os.path.join(out, SUMMARY), text)
+    fileio.atomic_write(os.path.join(out, SUMMARY), text)
     return text
 
 

@@ -22,12 +22,12 @@ import os
 import cv2
 import numpy as np
 
-from fcrn.infer import voc_palette, write_label_png
+from fcrn import datasets, imageio, lists
 
 # Shape classes, in VOC label order 1, 2, ...
 SHAPES = ('disc', 'square', 'triangle', 'cross')
 NUM_LABELS = len(SHAPES) + 1          # plus background (0)
-VOID = 255
+VOID = datasets.IGNORE_LABEL
 VOID_WIDTH = 2                        # VOC's void band around objects, in pixels
 
 
@@ -128,18 +128,16 @@ def write_voc(root, train=200, val=50, size=(128, 192), seed=0, progress=None):
         os.makedirs(os.path.join(voc, sub), exist_ok=True)
     splits = {'train': image_ids('train', train), 'val': image_ids('val', val)}
     ids = splits['train'] + splits['val']
-    palette = voc_palette()
+    palette = datasets.get('voc').palette()
     for image_id in (progress(ids) if progress else ids):
         h, w = (int(v) for v in rng.integers(size[0], size[1] + 1, 2))
         img, label = sample(rng, h, w)
-        if not cv2.imwrite(os.path.join(voc, 'JPEGImages', image_id + '.jpg'), img,
-                           [cv2.IMWRITE_JPEG_QUALITY, 95]):
-            raise OSError('cannot write %s.jpg under %s' % (image_id, voc))
-        write_label_png(os.path.join(voc, 'SegmentationClass', image_id + '.png'), label,
-                        palette)
+        imageio.write_image(os.path.join(voc, 'JPEGImages', image_id + '.jpg'), img, quality=95)
+        imageio.write_label_png(os.path.join(voc, 'SegmentationClass', image_id + '.png'),
+                                label, palette)
     splits['trainval'] = ids
     for name, names in splits.items():
-        with open(os.path.join(voc, 'ImageSets', 'Segmentation', name + '.txt'), 'w') as f:
-            f.write(''.join(i + '\n' for i in names))
+        lists.write(os.path.join(voc, 'ImageSets', 'Segmentation', name + '.txt'),
+                    [[i] for i in names])
     del splits['trainval']
     return splits

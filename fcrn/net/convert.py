@@ -10,52 +10,18 @@ any mismatch, or a layer with parameters that gets no weights and is not a
 declared new layer (the classifier), is a problem: nothing is written then.
 """
 import collections
-import importlib.util
-import os
-import sys
+import logging
 
-from google.protobuf import text_format
+from .. import caffeio, fileio
+from ..errors import InputError
 
-
-def _caffe_pb2():
-    """caffe_pb2 without importing pycaffe (caffe/__init__ loads _caffe)."""
-    spec = importlib.util.find_spec('caffe')
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError('caffe_pb2 not found: put Caffe\'s python folder on PYTHONPATH')
-    path = os.path.join(list(spec.submodule_search_locations)[0], 'proto', 'caffe_pb2.py')
-    module_spec = importlib.util.spec_from_file_location('fcrn_caffe_pb2', path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-try:  # the same module object as pycaffe's, when pycaffe is already loaded
-    caffe_pb2 = sys.modules['caffe.proto.caffe_pb2']
-except KeyError:
-    caffe_pb2 = _caffe_pb2()
+log = logging.getLogger(__name__)
 
 # The project's data layer's tops and their channels.
 DATA_CHANNELS = {'data': 3, 'label': 1, 'pass': None}
 NEW_LAYERS = ('score',)
 
 Report = collections.namedtuple('Report', 'copied skipped new problems')
-
-
-def blob_shape(blob):
-    """Shape of a BlobProto, legacy 4-d (num, channels, height, width) or not,
-    with leading 1s dropped so that both spellings compare equal."""
-    dims = list(blob.shape.dim) if blob.HasField('shape') else \
-        [blob.num, blob.channels, blob.height, blob.width]
-    while dims and dims[0] == 1:
-        dims.pop(0)
-    return tuple(dims)
-
-
-def _squeeze(shape):
-    shape = list(shape)
-    while shape and shape[0] == 1:
-        shape.pop(0)
-    return tuple(shape)
 
 
 def expected_shapes(net):
@@ -96,11 +62,6 @@ def expected_shapes(net):
     return shapes
 
 
-def _matches(expected, got):
-    expected, got = _squeeze(expected), _squeeze(got)
-    return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
-
-
 def _sources(name, type_, source):
     """Source layer names whose blobs, concatenated, initialise target `name`."""
     if type_ == 'LeanBatchNorm' and source.get(name, (None,))[0] == 'BatchNorm' \
@@ -113,11 +74,11 @@ def convert(source, target, new_layers=NEW_LAYERS):
     """Weights for `target` (NetParameter, prototxt) from `source` (NetParameter,
     caffemodel). Returns (NetParameter of weights, Report)."""
     if len(source.layers):
-        raise ValueError('the source model uses the V1 `layers` format; upgrade it with '
+        raise InputError('the source model uses the V1 `layers` format; upgrade it with '
                          'Caffe\'s upgrade_net_proto_binary first')
     blobs = {layer.name: (layer.type, list(layer.blobs)) for layer in source.layer if layer.blobs}
     shapes = expected_shapes(target)
-    out = caffe_pb2.NetParameter(name=target.name)
+    out = caffeio.caffe_pb2().NetParameter(name=target.name)
     copied, new, problems, used = [], [], [], set()
     for layer in target.layer:
         if layer.name not in shapes:
@@ -132,36 +93,48 @@ def convert(source, target, new_layers=NEW_LAYERS):
             continue
         found = [blob for name in names for blob in blobs[name][1]]
         expected = shapes[layer.name]
-        got = [blob_shape(blob) for blob in found]
-        if len(got) != len(expected) or not all(map(_matches, expected, got)):
+        if len(found) != len(expected) or not all(map(caffeio.shape_matches, expected, found)):
             problems.append('%s: shape mismatch, the net needs %s, %s has %s' % (
-                layer.name, _format(expected), '+'.join(names), _format(got)))
+                layer.name, _format(expected), '+'.join(names),
+                _format(caffeio.blob_shape(blob)[0] for blob in found)))
             continue
         copy = out.layer.add(name=layer.name, type=layer.type)
         for blob, shape in zip(found, expected):
             target_blob = copy.blobs.add()
             target_blob.data.extend(blob.data)
-            target_blob.shape.dim.extend(s if s is not None else g for s, g in
-                                         zip(shape, _pad(blob_shape(blob), len(shape))))
+            stored = caffeio.blob_shape(blob)[0]
+            stored = stored[len(stored) - len(shape):]  # legacy blobs pad with leading 1s
+            target_blob.shape.dim.extend(s if s is not None else g for s, g in zip(shape, stored))
         used.update(names)
         copied.append((layer.name, names))
     skipped = [name for name in blobs if name not in used]
     return out, Report(copied, skipped, new, problems)
 
 
-def _pad(shape, length):
-    return (1,) * (length - len(shape)) + tuple(shape)
-
-
 def _format(shapes):
     return ' '.join('(%s)' % ','.join('?' if d is None else str(d) for d in s) for s in shapes)
 
 
-def read(path, binary):
-    net = caffe_pb2.NetParameter()
-    with open(path, 'rb' if binary else 'r') as f:
-        if binary:
-            net.ParseFromString(f.read())
-        else:
-            text_format.Merge(f.read(), net)
-    return net
+def convert_files(source, target, output, new_layers=NEW_LAYERS, force=False):
+    """Convert the caffemodel `source` for the prototxt `target` into the
+    caffemodel `output` (written atomically; an existing one only with
+    `force`), logging every copied, skipped and new layer. On any problem
+    every one is logged and InputError raised: nothing is written. Returns
+    the Report."""
+    fileio.check_targets([output], [source, target], force)
+    weights, report = convert(caffeio.read_caffemodel(source), caffeio.read_net_param(target),
+                              new_layers)
+    for name, sources in report.copied:
+        log.debug('copied %s <- %s', name, ' + '.join(sources))
+    log.info('copied %d layers', len(report.copied))
+    for name in report.skipped:
+        log.info('skipped %s (not in the target net)', name)
+    for name in report.new:
+        log.info('new %s (left to its filler)', name)
+    for problem in report.problems:
+        log.error('%s', problem)
+    if report.problems:
+        raise InputError('%d problems; nothing written' % len(report.problems))
+    fileio.atomic_write(output, weights.SerializeToString())
+    log.info('wrote %s', output)
+    return report

@@ -24,31 +24,21 @@ import logging
 import os
 from typing import Optional
 
-import numpy as np
 
 from caffe import NetSpec, layers as L
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from . import resnet
-from .fileio import atomic_write
+from .. import datasets, fileio
 
 log = logging.getLogger(__name__)
 
-IGNORE_LABEL = 255
-# BGR mean of ImageNet, as FCN and DeepLab subtract it.
-MEAN_BGR = (104.008, 116.669, 122.675)
-# Per dataset: classes, validation images (one test iteration each), the
-# default training crop (VOC images are at most 500 px; Cityscapes' 584 px FoV
-# needs a crop at least that large) and the lists that scripts/prepare_voc.py
-# and prepare_cityscapes.py write (run with --out data/voc_aug, data/cityscapes_fcrn).
-DATASETS = {
-    'voc': dict(classes=21, val_images=1449, crop=500,
-                train='data/voc_aug/train_aug.txt', val='data/voc_aug/val.txt'),
-    'cityscapes': dict(classes=19, val_images=500, crop=600,
-                       train='data/cityscapes_fcrn/train.txt',
-                       val='data/cityscapes_fcrn/val.txt'),
-}
+# Per dataset, the registry (fcrn/datasets) gives the classes, the validation
+# images (one test iteration each), the default training crop (VOC images are
+# at most 500 px; Cityscapes' 584 px FoV needs a crop at least that large) and
+# the lists that scripts/prepare_voc.py and prepare_cityscapes.py write (run
+# with --out data/voc_aug, data/cityscapes_fcrn).
 RESOLUTIONS = (16, 8, 4)
 PHASES = ('train', 'test', 'deploy')
 # The input pixel that score pixel (0, 0) is centred on: conv1 (7x7, stride 2,
@@ -104,11 +94,11 @@ class Variant:
 
     @property
     def classes(self):
-        return DATASETS[self.dataset]['classes']
+        return datasets.get(self.dataset).num_classes
 
     @property
     def train_crop(self):
-        return self.crop or DATASETS[self.dataset]['crop']
+        return self.crop or datasets.get(self.dataset).crop
 
     @property
     def passes(self):
@@ -147,8 +137,8 @@ class Variant:
         def check(ok, message):
             if not ok:
                 raise ValueError(message)
-        check(self.dataset in DATASETS, 'dataset must be one of %s, not %r'
-              % (', '.join(sorted(DATASETS)), self.dataset))
+        check(self.dataset in datasets.names(), 'dataset must be one of %s, not %r'
+              % (', '.join(datasets.names()), self.dataset))
         check(self.depth in resnet.BLOCKS, 'depth must be one of %s, not %r'
               % (', '.join(map(str, sorted(resnet.BLOCKS))), self.depth))
         check(self.resolution in RESOLUTIONS, 'resolution must be one of %s, not 1/%s'
@@ -201,7 +191,7 @@ class Variant:
 
     def source(self, phase):
         split = 'train' if phase == 'train' else 'val'
-        return getattr(self, split + '_source') or DATASETS[self.dataset][split]
+        return getattr(self, split + '_source') or datasets.get(self.dataset).default_list(split)
 
 
 def _data_layer(n, variant, phase):
@@ -213,7 +203,8 @@ def _data_layer(n, variant, phase):
     """
     params = dict(source=variant.source(phase), crop_size=variant.train_crop,
                   batch_size=variant.batch_size if phase == 'train' else 1,
-                  passes=variant.passes, mean=list(MEAN_BGR), ignore_label=IGNORE_LABEL,
+                  passes=variant.passes, mean=list(datasets.MEAN_BGR),
+                  ignore_label=datasets.IGNORE_LABEL,
                   num_classes=variant.classes, seed=variant.seed)
     if variant.scale is not None and phase == 'train':
         params['scale'] = list(variant.scale)
@@ -310,7 +301,8 @@ def _loss(n, variant, stride, phase):
                               propagate_down=[False] * len(bottoms))
     # The sampled label descends from the score (for its shape), so Caffe would
     # ask the loss for a label gradient unless told otherwise.
-    loss = dict(loss_param=dict(ignore_label=IGNORE_LABEL), propagate_down=[True, False])
+    loss = dict(loss_param=dict(ignore_label=datasets.IGNORE_LABEL),
+                propagate_down=[True, False])
     if variant.bootstrap:
         n.loss = L.BootstrappedSoftmaxWithLoss(
             n.score, n.label_sample,
@@ -320,7 +312,7 @@ def _loss(n, variant, stride, phase):
         n.loss = L.SoftmaxWithLoss(n.score, n.label_sample, **loss)
     if phase == 'test':
         n.accuracy = L.Accuracy(n.score, n.label_sample,
-                                accuracy_param=dict(ignore_label=IGNORE_LABEL))
+                                accuracy_param=dict(ignore_label=datasets.IGNORE_LABEL))
 
 
 @dataclasses.dataclass
@@ -359,8 +351,9 @@ def solver(variant, settings, net_dir):
     s = caffe_pb2.SolverParameter()
     s.train_net = os.path.join(net_dir, 'train.prototxt')
     s.test_net.append(os.path.join(net_dir, 'test.prototxt'))
+    data = datasets.get(variant.dataset)
     s.test_iter.append(settings.test_iter or
-                       DATASETS[variant.dataset]['val_images'] * variant.passes)
+                       data.split_size(data.eval_split) * variant.passes)
     s.test_interval = settings.test_interval
     s.test_initialization = False
     s.base_lr = settings.base_lr
@@ -383,24 +376,6 @@ def solver(variant, settings, net_dir):
     if settings.random_seed is not None:
         s.random_seed = settings.random_seed
     return s
-
-
-def interleave(phases):
-    """Four pass outputs (..., h_p, w_p), pass p = 2*dy + dx, -> the map (..., H, W)
-    whose phase [dy::2, dx::2] is pass (dy, dx): the simulated finer output."""
-    if len(phases) != 4:
-        raise ValueError('need the outputs of 4 passes, got %d' % len(phases))
-    height = phases[0].shape[-2] + phases[2].shape[-2]
-    width = phases[0].shape[-1] + phases[1].shape[-1]
-    out = np.empty(phases[0].shape[:-2] + (height, width), phases[0].dtype)
-    for index, phase in enumerate(phases):
-        dy, dx = divmod(index, 2)
-        view = out[..., dy::2, dx::2]
-        if view.shape != phase.shape:
-            raise ValueError('pass %d has shape %s, expected %s'
-                             % (index, phase.shape, view.shape))
-        view[...] = phase
-    return out
 
 
 def with_input_layers(proto, size):
@@ -447,18 +422,23 @@ def render(variant, settings, net_dir, command=None):
 
 
 def write(out, variant, settings, force=False, net_dir=None, command=None):
-    """Write train/test/deploy/solver.prototxt into `out`, each atomically.
+    """Write train/test/deploy/solver.prototxt into the folder `out`.
 
-    Refuses a non-empty `out` unless `force`. `net_dir` is how the solver
-    names the folder (default: `out` as given).
+    A new (or empty) folder appears complete or not at all; a folder that is
+    not empty is refused unless `force`, and then only the four files are
+    replaced, each atomically (other files in it stay). `net_dir` is how the
+    solver names the folder (default: `out` as given).
     """
     warnings = variant.validate()
     for warning in warnings:
         log.warning(warning)
     files = render(variant, settings, out if net_dir is None else net_dir, command)
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise FileExistsError('%s exists and is not empty; use --force to overwrite' % out)
-    os.makedirs(out, exist_ok=True)
-    for name, text in sorted(files.items()):
-        atomic_write(os.path.join(out, name), text)
+    fileio.check_free([out], force)
+    if os.path.isdir(out) and os.listdir(out):
+        for name, text in sorted(files.items()):
+            fileio.atomic_write(os.path.join(out, name), text)
+        return warnings
+    with fileio.output_dir(out, force=True) as tmp:
+        for name, text in sorted(files.items()):
+            fileio.atomic_write(os.path.join(tmp, name), text)
     return warnings

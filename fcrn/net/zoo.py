@@ -9,7 +9,8 @@ generator, not computed from it.
 import collections
 import os
 
-from . import cli, fileio, netgen
+from . import netgen, options
+from .. import fileio
 
 Entry = collections.namedtuple('Entry', 'tables dataset argv paper_fov')
 
@@ -63,7 +64,7 @@ def folder(entry):
 
 
 def variant(entry):
-    return cli.parse(entry.argv + ['--out', '-'])[1]
+    return options.parse(entry.argv + ['--out', '-'])[1]
 
 
 def entries():
@@ -120,6 +121,6 @@ def regenerate(root, progress=None):
         out = os.path.join(root, rel)
         v = variant(entry)
         netgen.write(out, v, netgen.SolverSettings(), force=True, net_dir=rel,
-                     command=cli.command(cli.to_argv(v), rel))
+                     command=options.command(options.to_argv(v), rel))
     fileio.atomic_write(os.path.join(root, 'prototxt', 'README.md'), _index(rows))
     return rows

@@ -8,6 +8,11 @@ import dataclasses
 import shlex
 
 from . import netgen, resnet
+from .. import cli, datasets
+
+# The largest training crop: Cityscapes' full width. Beyond it the widest
+# blobs of a 1/4-resolution net approach Caffe's limit of 2^31 elements.
+MAX_CROP = 2048
 
 
 def _resolution(text):
@@ -25,40 +30,27 @@ def _scale_range(text):
     return low, high
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError('%r is not a %s' % (text, kind.__name__))
-        if value <= 0:
-            raise argparse.ArgumentTypeError('must be positive, not %s' % text)
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
 # option -> (Variant or SolverSettings field, argparse keywords). The defaults
 # come from the dataclasses, so that to_argv() can leave them out.
 VARIANT_OPTIONS = [
-    ('--dataset', 'dataset', dict(choices=sorted(netgen.DATASETS),
+    ('--dataset', 'dataset', dict(choices=datasets.names(),
                                   help='voc: 21 classes; cityscapes: 19 (ignore label 255)')),
     ('--depth', 'depth', dict(type=int, choices=sorted(resnet.BLOCKS))),
     ('--resolution', 'resolution', dict(type=_resolution, metavar='1/S',
                                         help='output stride: 1/16, 1/8 or 1/4')),
-    ('--kernel', 'kernel', dict(type=int, help='classifier kernel size (odd)')),
-    ('--dilation', 'dilation', dict(type=int, help='classifier dilation')),
-    ('--bootstrap', 'bootstrap', dict(type=int, metavar='K',
+    ('--kernel', 'kernel', dict(type=cli.positive_int, help='classifier kernel size (odd)')),
+    ('--dilation', 'dilation', dict(type=cli.positive_int, help='classifier dilation')),
+    ('--bootstrap', 'bootstrap', dict(type=cli.positive_int, metavar='K',
                                       help='BootstrappedSoftmaxWithLoss keeping at least the K '
                                            'hardest pixels per image (default: SoftmaxWithLoss)')),
-    ('--threshold', 'threshold', dict(type=float, metavar='T',
+    ('--threshold', 'threshold', dict(type=cli.ranged(float, 0, 1), metavar='T',
                                       help='with --bootstrap, also keep every pixel whose '
                                            'true-class probability is below T')),
     ('--dropout', 'dropout', dict(action='store_true',
                                   help='dropout on the outputs of the top-most blocks')),
-    ('--dropout-blocks', 'dropout_blocks', dict(type=int, metavar='N',
+    ('--dropout-blocks', 'dropout_blocks', dict(type=cli.positive_int, metavar='N',
                                                 help='how many top-most blocks get dropout')),
-    ('--dropout-ratio', 'dropout_ratio', dict(type=float)),
+    ('--dropout-ratio', 'dropout_ratio', dict(type=cli.ranged(float, 0, 1, True, True))),
     ('--simulate-resolution', 'simulate', dict(type=_resolution, metavar='1/S',
                                                help='train and test in four shifted passes '
                                                     'that compute the 1/S output (S = half '
@@ -66,11 +58,12 @@ VARIANT_OPTIONS = [
     ('--test-resolution', 'test_resolution', dict(type=_resolution, metavar='1/S',
                                                   help='deploy at a finer resolution: same '
                                                        'weights, dilations doubled')),
-    ('--crop', 'crop', dict(type=_positive(int), help='training crop (default: per dataset)')),
+    ('--crop', 'crop', dict(type=cli.ranged(int, 1, MAX_CROP),
+                            help='training crop (default: per dataset)')),
     ('--scale', 'scale', dict(type=_scale_range, metavar='MIN,MAX',
                               help='random resize range of training images (default: '
                                    'the data layer\'s 0.5,2)')),
-    ('--batch-size', 'batch_size', dict(type=_positive(int))),
+    ('--batch-size', 'batch_size', dict(type=cli.positive_int)),
     ('--batch-norm', 'batch_norm', dict(choices=resnet.BATCH_NORMS,
                                         help='lean: LeanBatchNorm; caffe: BatchNorm + Scale')),
     ('--bn-stats', 'bn_stats', dict(choices=resnet.BN_STATS,
@@ -79,7 +72,7 @@ VARIANT_OPTIONS = [
                                          'batch statistics in the train net, learnt '
                                          'gamma/beta, MSRA-initialised convolutions, to '
                                          'train from random weights')),
-    ('--bn-fraction', 'bn_fraction', dict(type=float, metavar='F',
+    ('--bn-fraction', 'bn_fraction', dict(type=cli.ranged(float, 0, 1, True, True), metavar='F',
                                           help='with --bn-stats batch: moving_average_'
                                                'fraction of the statistics the test/deploy '
                                                'nets use (default: Caffe\'s 0.999)')),
@@ -88,38 +81,40 @@ VARIANT_OPTIONS = [
                                                  'data/cityscapes_fcrn/train.txt)')),
     ('--val-source', 'val_source', dict(help='default: data/voc_aug/val.txt, '
                                              'data/cityscapes_fcrn/val.txt')),
-    ('--seed', 'seed', dict(type=int)),
+    ('--seed', 'seed', dict(type=cli.nonnegative_int,
+                            help='seed of the data layer\'s augmentation and order')),
 ]
 SOLVER_OPTIONS = [
-    ('--iter-size', 'iter_size', dict(type=_positive(int),
+    ('--iter-size', 'iter_size', dict(type=cli.positive_int,
                                       help='images per update; times 4 with '
                                            '--simulate-resolution')),
-    ('--base-lr', 'base_lr', dict(type=_positive(float))),
+    ('--base-lr', 'base_lr', dict(type=cli.positive_float)),
     ('--lr-policy', 'lr_policy', dict(choices=netgen.LR_POLICIES)),
-    ('--power', 'power', dict(type=float)),
-    ('--gamma', 'gamma', dict(type=float)),
-    ('--stepsize', 'stepsize', dict(type=_positive(int))),
-    ('--momentum', 'momentum', dict(type=float)),
-    ('--weight-decay', 'weight_decay', dict(type=float)),
-    ('--max-iter', 'max_iter', dict(type=_positive(int))),
-    ('--display', 'display', dict(type=_positive(int))),
-    ('--snapshot', 'snapshot', dict(type=_positive(int))),
+    ('--power', 'power', dict(type=cli.positive_float)),
+    ('--gamma', 'gamma', dict(type=cli.ranged(float, 0, 1, low_open=True))),
+    ('--stepsize', 'stepsize', dict(type=cli.positive_int)),
+    ('--momentum', 'momentum', dict(type=cli.unit_fraction)),
+    ('--weight-decay', 'weight_decay', dict(type=cli.ranged(float, 0))),
+    ('--max-iter', 'max_iter', dict(type=cli.positive_int)),
+    ('--display', 'display', dict(type=cli.positive_int)),
+    ('--snapshot', 'snapshot', dict(type=cli.positive_int)),
     ('--snapshot-prefix', 'snapshot_prefix', dict(help='default: snapshots/DATASET_VARIANT')),
-    ('--test-interval', 'test_interval', dict(type=_positive(int))),
-    ('--test-iter', 'test_iter', dict(type=_positive(int),
+    ('--test-interval', 'test_interval', dict(type=cli.positive_int)),
+    ('--test-iter', 'test_iter', dict(type=cli.positive_int,
                                       help='default: every validation image, every pass')),
     ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper)),
-    ('--random-seed', 'random_seed', dict(type=int, help='Caffe\'s random_seed (fillers, '
-                                                       'dropout): reproducible training')),
+    ('--random-seed', 'random_seed', dict(type=cli.nonnegative_int,
+                                          help='Caffe\'s random_seed (fillers, '
+                                               'dropout): reproducible training')),
 ]
 
 
-def build_parser(prog=None):
-    parser = argparse.ArgumentParser(
-        prog=prog, description='Write train/test/deploy/solver.prototxt of one FCRN variant '
-        '(Wu, Shen, van den Hengel 2016) and print its field of view.')
+def build_parser(prog=None, description='Write train/test/deploy/solver.prototxt of one FCRN '
+                 'variant (Wu, Shen, van den Hengel 2016) and print its field of view.'):
+    parser = cli.parser(description, prog=prog)
     parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--force', action='store_true', help='overwrite a non-empty --out')
+    parser.add_argument('--force', action='store_true',
+                        help='write into a non-empty --out (its four files are replaced)')
     for title, options, cls in (('network', VARIANT_OPTIONS, netgen.Variant),
                                 ('solver', SOLVER_OPTIONS, netgen.SolverSettings)):
         group = parser.add_argument_group(title)

@@ -1,0 +1,239 @@
+"""Caffe's files and nets: reading prototxt and caffemodels with errors that
+name the file, checking weights against a net before Caffe sees them, and
+building nets with the project's layers loaded.
+
+Weights are checked before anything is loaded because Caffe itself aborts
+the process on a shape mismatch and silently keeps random fillers for a layer
+missing from the caffemodel. Here both are refused with every offending layer
+named. Blob shapes compare as Caffe compares them: a legacy (num, channels,
+height, width) blob matches the expected shape padded to 4 axes with leading
+ones, a shaped blob matches exactly.
+
+Only `caffe()`, `load_net`, `set_mode` and what runs nets import pycaffe;
+the readers use Caffe's protobuf module alone, so that weight conversion runs
+without pycaffe.
+"""
+import importlib.util
+import logging
+import os
+import re
+import sys
+
+import numpy as np
+from google.protobuf import message, text_format
+
+from . import load_layers
+from .errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+class WeightsError(InputError):
+    """The caffemodel does not fit the net; `problems` names every layer."""
+
+
+def caffe():
+    """pycaffe, with the project's layers registered (what a net needs)."""
+    load_layers()
+    import caffe as module
+    return module
+
+
+def caffe_pb2():
+    """Caffe's protobuf module; pycaffe's own when it is loaded, else loaded
+    from its file without importing pycaffe (whose __init__ loads _caffe)."""
+    if "caffe.proto.caffe_pb2" in sys.modules:
+        return sys.modules["caffe.proto.caffe_pb2"]
+    if "fcrn_caffe_pb2" in sys.modules:
+        return sys.modules["fcrn_caffe_pb2"]
+    spec = importlib.util.find_spec("caffe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("caffe_pb2 not found: put Caffe's python folder on PYTHONPATH "
+                          "(source scripts/env.sh)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "proto", "caffe_pb2.py")
+    module_spec = importlib.util.spec_from_file_location("fcrn_caffe_pb2", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    sys.modules["fcrn_caffe_pb2"] = module
+    return module
+
+
+def _read(path, what, binary):
+    try:
+        with open(path, "rb" if binary else "r") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError("%s: no such file (%s)" % (path, what))
+    except IsADirectoryError:
+        raise InputError("%s: is a folder, not a %s" % (path, what))
+    except UnicodeDecodeError:
+        raise InputError("%s: not a text %s" % (path, what))
+    except OSError as e:
+        raise InputError("%s: cannot read (%s)" % (path, e.strerror or e))
+
+
+def read_text_proto(path, proto, what):
+    """Merge the text-format file `path` into `proto`; InputError naming the file."""
+    try:
+        text_format.Merge(_read(path, what, False), proto)
+    except text_format.ParseError as e:
+        raise InputError("%s: not a %s (%s)" % (path, what, e))
+    return proto
+
+
+def read_net_param(path):
+    """NetParameter of a prototxt (V1 'layers' nets are refused)."""
+    net = read_text_proto(path, caffe_pb2().NetParameter(), "net prototxt")
+    if len(net.layers):
+        raise InputError("%s uses the V1 'layers' format; upgrade it with Caffe's "
+                         "upgrade_net_proto_text first" % path)
+    if not len(net.layer):
+        raise InputError("%s: not a net prototxt (no layer)" % path)
+    return net
+
+
+def read_solver(path):
+    return read_text_proto(path, caffe_pb2().SolverParameter(), "solver prototxt")
+
+
+def read_caffemodel(path):
+    """NetParameter of a caffemodel, refusing what cannot be one: a truncated
+    or foreign file (protobuf's DecodeError names no file) and files that
+    parse but hold no weights (an empty or text file parses as an empty net)."""
+    data = _read(path, "caffemodel", True)
+    model = caffe_pb2().NetParameter()
+    try:
+        model.ParseFromString(data)
+    except (message.DecodeError, RuntimeError, ValueError) as e:
+        raise InputError("%s: not a caffemodel (truncated or another format: %s)" % (path, e))
+    if not any(len(l.blobs) for l in list(model.layer) + list(model.layers)):
+        raise InputError("%s: not a caffemodel (%s)" % (
+            path, "empty file" if not data else "no layer holds weights"))
+    return model
+
+
+def blob_shape(blob):
+    """(shape, legacy) of a BlobProto; legacy blobs carry num/channels/height/width."""
+    if blob.HasField("shape"):
+        return tuple(blob.shape.dim), False
+    return (blob.num, blob.channels, blob.height, blob.width), True
+
+
+def shape_matches(expected, blob):
+    """Whether `blob` fits a parameter of shape `expected` as Caffe decides
+    (None in `expected`: any size on that axis)."""
+    stored, legacy = blob_shape(blob)
+    if legacy:
+        expected = (1,) * (4 - len(expected)) + tuple(expected)
+    return len(stored) == len(expected) and all(e is None or e == s
+                                                for e, s in zip(expected, stored))
+
+
+def stored_blobs(model):
+    """{layer name: [BlobProto]} of the layers of a caffemodel that carry any."""
+    return {l.name: list(l.blobs) for l in list(model.layer) + list(model.layers) if len(l.blobs)}
+
+
+def check_weights(net, caffemodel):
+    """Raise WeightsError naming every layer of `net` whose weights in
+    `caffemodel` (path) are missing or of another count or shape. Returns the
+    names of stored layers the net does not use (Caffe ignores those)."""
+    blobs = stored_blobs(read_caffemodel(caffemodel))
+    problems = []
+    for name, params in net.params.items():
+        expected = [p.data.shape for p in params]
+        if name not in blobs:
+            problems.append("%s: no weights in %s" % (name, os.path.basename(caffemodel)))
+            continue
+        got = blobs[name]
+        if len(got) != len(expected):
+            problems.append("%s: %d blobs stored, the net has %d"
+                            % (name, len(got), len(expected)))
+            continue
+        for i, (e, g) in enumerate(zip(expected, got)):
+            if not shape_matches(e, g):
+                problems.append("%s: blob %d stored as %s, the net expects %s" % (
+                    name, i, "x".join(map(str, blob_shape(g)[0])), "x".join(map(str, e))))
+    if problems:
+        raise WeightsError("%s does not fit %s (%d layer(s))"
+                           % (caffemodel, "the net", len(problems)), problems)
+    return sorted(set(blobs) - set(net.params.keys()))
+
+
+def load_net(prototxt, weights=None, phase="test"):
+    """caffe.Net of `prototxt` in TEST (or TRAIN) phase with checked weights."""
+    param = read_net_param(prototxt)  # a readable message rather than Caffe's abort
+    module = caffe()
+    unknown = sorted({l.type for l in param.layer} - set(module.layer_type_list()))
+    if unknown:
+        raise InputError("%s: layer type(s) %s unknown to this Caffe%s" % (
+            prototxt, ", ".join(unknown), " (is the project's layer library built? run make)"
+            if set(unknown) & {"LeanBatchNorm", "BootstrappedSoftmaxWithLoss"} else ""))
+    net = module.Net(prototxt, module.TEST if phase == "test" else module.TRAIN)
+    if weights:
+        unused = check_weights(net, weights)
+        if unused:
+            log.info("%d stored layer(s) not in the net, ignored: %s", len(unused),
+                     ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
+        net.copy_from(weights)
+    return net
+
+
+def gpu_build():
+    """Whether the loaded libcaffe was built with CUDA (it then maps libcudart)."""
+    caffe()
+    try:
+        with open("/proc/self/maps") as f:
+            return re.search(r"libcudart|libcublas", f.read()) is not None
+    except OSError:
+        return False
+
+
+def set_mode(gpu=None):
+    """CPU mode, or GPU `gpu` (UsageError on a CPU-only build)."""
+    module = caffe()
+    if gpu is None:
+        module.set_mode_cpu()
+        return
+    if not gpu_build():
+        raise UsageError("--gpu %d: this Caffe is a CPU-only build (make CUDA=1)" % gpu)
+    module.set_mode_gpu()
+    module.set_device(gpu)
+
+
+def random_inputs(net, shape=None, seed=0):
+    """Inputs for a comparison: image-like values (mean-subtracted pixels span about
+    +-128) for 4-D inputs, zeros for others (e.g. the shifted net's ``pass``)."""
+    rng = np.random.RandomState(seed)
+    feeds = {}
+    for name in net.inputs:
+        blob = net.blobs[name]
+        if blob.data.ndim == 4:
+            s = tuple(shape) if shape else blob.data.shape
+            feeds[name] = (rng.uniform(-128, 128, s)).astype(np.float32)
+        else:
+            feeds[name] = np.zeros(blob.data.shape, np.float32)
+    return feeds
+
+
+def forward(net, feeds):
+    """Run ``net`` on ``feeds`` ({input: array}); copies of its outputs and of the
+    inputs of its Softmax layers."""
+    for name, value in feeds.items():
+        if net.blobs[name].data.shape != value.shape:
+            net.blobs[name].reshape(*value.shape)
+    net.reshape()
+    for name, value in feeds.items():
+        net.blobs[name].data[...] = value
+    net.forward()
+    names = list(net.outputs)
+    # A saturated softmax hides differences: compare what goes into it too.
+    for name, layer in net.layer_dict.items():
+        if layer.type == "Softmax":
+            names += [b for b in net.bottom_names[name] if b not in names]
+    return {n: net.blobs[n].data.copy() for n in names}
+
+
+def relative_error(ref, other):
+    """max |ref - other| / max |ref|: one number for a whole score map."""
+    return float(np.abs(ref - other).max() / max(float(np.abs(ref).max()), 1e-30))

@@ -1,0 +1,80 @@
+"""The command-line convention of scripts/ (README, "Command-line convention").
+
+- `parser(doc)`: `--help` shows the script's whole docstring, examples included.
+- `ranged(...)`: numeric options are range-checked at parse time; a bad
+  value is a usage error naming the option (exit status 2).
+- `run(job)`: logging set up, then the job. UsageError gives exit status 2,
+  InputError and OSError 1, each as one message naming the file and the
+  problem, never a traceback; otherwise the job's own status if it returns
+  an int, else 0.
+"""
+import argparse
+import logging
+import math
+
+from .errors import InputError, UsageError, describe_oserror
+
+
+def parser(doc, **kwargs):
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   **kwargs)
+
+
+def _interval(low, high, low_open, high_open):
+    if high is None:
+        return "%s %g" % (">" if low_open else ">=", low)
+    if low is None:
+        return "%s %g" % ("<" if high_open else "<=", high)
+    return "in %s%g, %g%s" % ("(" if low_open else "[", low, high, ")" if high_open else "]")
+
+
+def ranged(kind, low=None, high=None, low_open=False, high_open=False):
+    """argparse `type` converting with `kind` (int or float) and refusing
+    values outside the interval (and NaN or infinity)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                "%r is not %s" % (text, "an integer" if kind is int else "a number"))
+        if isinstance(value, float) and not math.isfinite(value) or \
+                low is not None and (value < low or low_open and value == low) or \
+                high is not None and (value > high or high_open and value == high):
+            raise argparse.ArgumentTypeError("must be %s, not %s" % (
+                _interval(low, high, low_open, high_open), text))
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = ranged(int, 1)
+nonnegative_int = ranged(int, 0)
+positive_float = ranged(float, 0, low_open=True)
+unit_fraction = ranged(float, 0, 1, high_open=True)  # [0, 1)
+
+
+def add_force(parser, what="an existing output"):
+    parser.add_argument("--force", action="store_true",
+                        help="replace %s that is not this tool's own (never an input)" % what)
+
+
+def run(job, name=None):
+    """Run `job()` under the convention above; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger(name)
+    try:
+        status = job()
+    except UsageError as e:
+        log.error("%s", e)
+        return 2
+    except InputError as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        log.error("%s", describe_oserror(e))
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return status if isinstance(status, int) else 0

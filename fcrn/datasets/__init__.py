@@ -1,0 +1,130 @@
+"""The dataset registry: what the project knows about each dataset, in one
+JSON file per dataset beside this module (voc.json, cityscapes.json).
+
+The generator (classes, default crop and lists, validation size), the data
+layer and the preparation scripts (ignore label, Cityscapes id mapping,
+expected split sizes), inference (palettes), evaluation (class names) and the
+demo all read it from here. A file holds:
+
+  name, title, source    what it is and where the facts come from
+  ignore_label           the label of pixels that are not scored (255)
+  classes                class names in label order (or derived from labels)
+  colours                RGB per class (optional; default: `colormap`)
+  labels                 Cityscapes-style table {id, name, trainId, color}:
+                         classes and colours are the rows with a train id
+  splits                 image count of each split of the full dataset
+  eval_split             the split the paper scores (its size is the test_iter)
+  crop                   the default training crop
+  lists                  default train/val lists (scripts/prepare_*.py --out data/...)
+"""
+import dataclasses
+import functools
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+# BGR mean of the ImageNet ResNets (He et al.) that initialise FCRN, as FCN
+# and DeepLab subtract it: the input normalisation of every net here.
+MEAN_BGR = (104.008, 116.669, 122.675)
+# Label of pixels that are not scored (VOC's void band, Cityscapes' unused ids).
+IGNORE_LABEL = 255
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def colormap(n=256):
+    """The PASCAL VOC devkit colour map (RGB rows): the bits of the label
+    spread over R, G, B from the most significant bit down (1 = dark red,
+    255 = cream). The default palette of any dataset without colours."""
+    pal = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = r, g, b
+    return pal
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str
+    classes: tuple
+    ignore_label: int = IGNORE_LABEL
+    colours: Optional[tuple] = None
+    label_ids: Optional[tuple] = None   # labelId of each class (Cityscapes train ids)
+    splits: tuple = ()                  # ((split, images), ...) of the full dataset
+    eval_split: Optional[str] = None
+    crop: Optional[int] = None
+    lists: tuple = ()                   # ((split, path), ...)
+    title: str = ""
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    def split_size(self, split):
+        return dict(self.splits).get(split)
+
+    def default_list(self, split):
+        return dict(self.lists)[split]
+
+    def palette(self):
+        """256 x 3 uint8 RGB palette: the class colours, `colormap` elsewhere."""
+        pal = colormap(256)
+        if self.colours:
+            pal[:len(self.colours)] = self.colours
+        return pal
+
+    def label_to_class_lut(self):
+        """256-entry lookup labelId -> class index (ignore_label for ids not
+        evaluated); only for datasets with a label table."""
+        lut = np.full(256, self.ignore_label, np.uint8)
+        lut[list(self.label_ids)] = np.arange(self.num_classes, dtype=np.uint8)
+        return lut
+
+    def class_to_label_lut(self):
+        """256-entry lookup class index -> labelId, for submissions (0 elsewhere)."""
+        lut = np.zeros(256, np.uint8)
+        lut[:self.num_classes] = self.label_ids
+        return lut
+
+
+def names():
+    """Names of the datasets in the registry."""
+    return sorted(f[:-len(".json")] for f in os.listdir(HERE) if f.endswith(".json"))
+
+
+def table(name):
+    """The raw JSON of a dataset (e.g. Cityscapes' full label table)."""
+    if name not in names():
+        raise ValueError("unknown dataset %r; known: %s" % (name, ", ".join(names())))
+    with open(os.path.join(HERE, name + ".json")) as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def get(name):
+    """The Dataset called `name` (ValueError naming the known ones otherwise)."""
+    raw = table(name)
+    fields = dict(name=raw["name"], title=raw.get("title", ""),
+                  ignore_label=raw.get("ignore_label", IGNORE_LABEL),
+                  splits=tuple(raw.get("splits", {}).items()),
+                  eval_split=raw.get("eval_split"), crop=raw.get("crop"),
+                  lists=tuple(raw.get("lists", {}).items()))
+    if "labels" in raw:
+        rows = sorted((l for l in raw["labels"] if 0 <= l["trainId"] < fields["ignore_label"]),
+                      key=lambda l: l["trainId"])
+        if [l["trainId"] for l in rows] != list(range(len(rows))):
+            raise ValueError("%s.json: train ids are not 0..%d" % (name, len(rows) - 1))
+        fields.update(classes=tuple(l["name"] for l in rows),
+                      colours=tuple(tuple(l["color"]) for l in rows),
+                      label_ids=tuple(l["id"] for l in rows))
+    else:
+        fields.update(classes=tuple(raw["classes"]),
+                      colours=tuple(map(tuple, raw["colours"])) if "colours" in raw else None)
+    return Dataset(**fields)

@@ -1,0 +1,273 @@
+"""Writing outputs: complete or absent, with the umask's permissions, never
+over something that is not the tool's own.
+
+- `atomic_write(path, data)` / `atomic_save(path, save)`: a file is written
+  under a temporary name in its folder and renamed into place.
+- `output_dir(out, ...)`: a folder is built under a temporary name beside it
+  and swapped in whole when complete (an atomic exchange where an old output
+  is replaced), so the previous output survives a failed or killed run.
+- `check_targets(...)`: the guard every writer runs before writing: no
+  output equal to, inside or around one of its inputs (even with --force),
+  no existing target replaced unless it is the tool's own earlier output or
+  --force is given.
+- `clean_leftovers(...)`: temporaries of killed runs, recognised by their
+  name and by a lock that only a live writer holds, removed by the next run.
+"""
+import bisect
+import contextlib
+import ctypes
+import errno
+import fcntl
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+from .errors import UsageError
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".fcrn-tmp"
+PARTIAL, OLD = ".partial-", ".old-"
+LOCK_NAME = ".fcrn-writer"  # inside a partial folder, locked by its writer
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _lock(fd):
+    """Take the writer's lock on an open file; the kernel drops it when the
+    process dies, which is how leftovers of killed runs are recognised."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _is_locked(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def atomic_save(path, save):
+    """Call ``save(tmp)`` with a temporary path beside ``path`` and rename it
+    into place: a reader never sees half a file, a failure leaves none."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=TMP_SUFFIX, dir=directory)
+    try:
+        _lock(fd)
+        save(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data):
+    """Write ``data`` (str or bytes) to ``path`` atomically."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_save(path, save)
+
+
+# ---------------------------------------------------------------- guards
+
+def _real(path):
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _within(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_disjoint(targets, inputs):
+    """Refuse (UsageError, whatever --force says) a target equal to an input,
+    inside an input folder, or holding an input (replacing it would delete
+    that input). Fast for thousands of targets and inputs."""
+    given = {}
+    for p in inputs:
+        if p:
+            given.setdefault(_real(p), p)
+    reals = sorted(given)
+    clashes = []
+    for target in targets:
+        real = _real(target)
+        inside = next((a for a in _ancestors(real) if a in given), None)
+        j = bisect.bisect_left(reals, real.rstrip(os.sep) + os.sep)
+        holds = reals[j] if j < len(reals) and reals[j].startswith(real.rstrip(os.sep) + os.sep) \
+            else None
+        if real in given:
+            clashes.append("%s would overwrite the input %s" % (target, given[real]))
+        elif inside:
+            clashes.append("%s would be written inside the input %s" % (target, given[inside]))
+        elif holds:
+            clashes.append("%s would replace the input %s" % (target, given[holds]))
+    if clashes:
+        raise UsageError("refusing to write over an input (even with --force)", clashes)
+
+
+def _ancestors(path):
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        yield parent
+        path = parent
+
+
+def check_free(targets, force=False, is_own=None):
+    """Refuse (UsageError) a target that exists, is not an empty folder and
+    is not the tool's own earlier output (``is_own(path)``), unless ``force``."""
+    if force:
+        return
+    taken = [t for t in targets if _occupied(t) and not (is_own and is_own(t))]
+    if taken:
+        raise UsageError("%s: exists and is not this tool's output; use --force to replace "
+                         "it" % taken[0] if len(taken) == 1 else
+                         "these exist and are not this tool's output; use --force to replace "
+                         "them", taken if len(taken) > 1 else ())
+
+
+def check_targets(targets, inputs=(), force=False, is_own=None):
+    """Both guards every writer runs before writing (see the module docstring)."""
+    check_disjoint(targets, inputs)
+    check_free(targets, force, is_own)
+
+
+MARK = ".fcrn-output"
+
+
+def mark(folder, tool):
+    """Record in `folder` that `tool` writes its outputs there."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, MARK)
+    if not is_marked(folder, tool):
+        atomic_write(path, json.dumps({"tool": tool}) + "\n")
+
+
+def is_marked(folder, tool):
+    try:
+        with open(os.path.join(folder, MARK)) as f:
+            return json.load(f).get("tool") == tool
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _occupied(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        return bool(os.listdir(path))
+    return os.path.lexists(path)
+
+
+def clean_leftovers(folder, name=None):
+    """Remove what killed runs left in ``folder``: temporary files
+    ``.NAME.*.fcrn-tmp`` and folders ``.NAME.partial-*`` / ``.NAME.old-*``
+    (NAME = ``name``, or any) whose writer's lock is free. Raises UsageError
+    when a live run is writing the same output."""
+    base = glob.escape(name) if name else "*"
+    for path in glob.glob(os.path.join(glob.escape(folder), ".%s.*%s" % (base, TMP_SUFFIX))):
+        if not _is_locked(path):
+            log.info("removing %s, left by an interrupted run", path)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+    for kind in (PARTIAL, OLD):
+        for path in glob.glob(os.path.join(glob.escape(folder), ".%s%s*" % (base, kind))):
+            marker = os.path.join(path, LOCK_NAME)
+            if not os.path.isfile(marker):
+                continue  # not one of ours, or being swapped in right now
+            if _is_locked(marker):
+                if kind == PARTIAL and name:
+                    raise UsageError("%s is being written by another run right now (into "
+                                     "%s); wait for it to finish"
+                                     % (os.path.join(folder, name), path))
+                continue
+            log.info("removing %s, left by an interrupted run", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _exchange(a, b):
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False
+    where the file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+@contextlib.contextmanager
+def _marked_temp_dir(parent, base, kind):
+    path = tempfile.mkdtemp(prefix="." + base + kind, dir=parent)
+    os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes it private; the output is not
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        _lock(fd)
+        yield path
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_dir(out, inputs=(), force=False, is_own=None):
+    """Yield a temporary folder beside ``out``; when the block completes it
+    becomes ``out`` (the old one, if any, is swapped out and deleted); on any
+    error or kill it never does. Checks the target first (`check_targets`)
+    and removes the leftovers of killed runs of the same output."""
+    out = os.path.abspath(out)
+    check_targets([out], inputs, force, is_own)
+    parent, base = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    clean_leftovers(parent, base)
+    with _marked_temp_dir(parent, base, PARTIAL) as tmp:
+        try:
+            yield tmp
+            os.remove(os.path.join(tmp, LOCK_NAME))
+            if not os.path.lexists(out):
+                os.rename(tmp, out)
+            elif _exchange(tmp, out):
+                _remove(tmp)
+            else:  # two renames: the old output is set aside, then deleted
+                with _marked_temp_dir(parent, base, OLD) as old:
+                    os.rename(out, os.path.join(old, "previous"))
+                    os.rename(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            if os.path.lexists(tmp):
+                _remove(tmp)
+            raise
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(path)

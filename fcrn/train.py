@@ -1,0 +1,327 @@
+"""Training with Caffe's own `caffe train`, plus what a long run needs.
+
+- Resuming: Caffe snapshots to `<prefix>_iter_<N>.caffemodel` and
+  `.solverstate`; `caffe train -snapshot <prefix>_iter_<N>.solverstate`
+  continues at iteration N with the weights, momentum and iteration count of
+  the snapshot. `train()` resumes from the last complete snapshot of the
+  solver's prefix, so an interrupted run loses only the iterations since it.
+- A progress bar over iterations, read from the log as Caffe writes it.
+- A non-finite loss stops training (the project's Caffe patch 0004): the
+  error names the iteration; other failures quote Caffe's fatal line.
+- The log (Caffe's INFO lines, appended across resumes) is parsed into CSV and
+  JSON and plotted (loss and learning rate, matplotlib).
+
+Paths in the solver (net, snapshot_prefix, data lists) are relative to the
+working directory Caffe runs in (`cwd`), as with the caffe tool itself.
+
+The log lines read, as this Caffe (BVLC master, 2018) prints them:
+
+    solver.cpp:...] Iteration 20 (1.01 iter/s, 9.8s/10 iters), loss = 3.58
+    sgd_solver.cpp:...] Iteration 20, lr = 0.0077
+    solver.cpp:...] Iteration 150, Testing net (#0)
+    solver.cpp:...]     Test net output #0: accuracy = 0.66
+    solver.cpp:...]     Test net output #1: loss = 2.67 (* 1 = 2.67 loss)
+    solver.cpp:...] Iteration 150, loss = 1.55          (the last one)
+    caffe.cpp:...] Resuming from snapshot/x_iter_100.solverstate
+
+The train loss is Caffe's `average_loss` smoothing of the last `display`
+iterations, as printed. Several runs appended to one log (a run resumed with
+-snapshot) give one series: a later point for an iteration replaces an
+earlier one.
+"""
+import csv
+import dataclasses
+import glob
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from typing import Dict, List, Optional, Tuple
+
+from . import ROOT, caffeio, fileio
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(InputError):
+    """`caffe train` stopped before max_iter; the message says why and names the log."""
+
+
+# --------------------------------------------------------------------- the log
+
+_NUMBER = r'([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|-nan|-inf))'
+_TRAIN = re.compile(r'\] Iteration (\d+)(?: \([^)]*\))?, loss = ' + _NUMBER)
+_LR = re.compile(r'\] Iteration (\d+), lr = ' + _NUMBER)
+_TESTING = re.compile(r'\] Iteration (\d+), Testing net \(#(\d+)\)')
+_TEST_OUTPUT = re.compile(r'\]\s+Test net output #\d+: (\S+) = ' + _NUMBER)
+_RESUME = re.compile(r'\] (?:Resuming from|Restoring previous solver status from) (\S+)')
+_DONE = re.compile(r'\] Optimization Done')
+_NON_FINITE = re.compile(r'Iteration (\d+): the loss is (\S+); stopping before the update')
+_FATAL = re.compile(r'^F(?:\d{4}|\d{8}) [\d:.]+\s+\d+ \S+\] (.*)$')
+_PROGRESS = re.compile(r'\] Iteration (\d+)')
+_ITER = re.compile(r'_iter_(\d+)\.solverstate$')
+
+
+@dataclasses.dataclass
+class TrainingLog:
+    train_loss: List[Tuple[int, float]]
+    lr: List[Tuple[int, float]]
+    test: Dict[str, List[Tuple[int, float]]]   # output name -> (iteration, value)
+    resumed_from: List[str]
+    finished: bool
+
+    @property
+    def last_iteration(self) -> Optional[int]:
+        its = [i for i, _ in self.train_loss] + [i for i, _ in self.lr]
+        return max(its) if its else None
+
+
+def _series(points):
+    """Sort by iteration, keeping the last value logged for each."""
+    return sorted(dict(points).items())
+
+
+def _float(text):
+    return float(text.replace('-nan', 'nan'))
+
+
+def parse_log(lines):
+    """TrainingLog of an iterable of log lines (or one string)."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    train, lr, test, resumed = [], [], {}, []
+    finished = False
+    testing = None        # iteration of the test pass being read
+    for line in lines:
+        m = _TESTING.search(line)
+        if m:
+            testing = int(m.group(1))
+            continue
+        m = _TEST_OUTPUT.search(line)
+        if m and testing is not None:
+            test.setdefault(m.group(1), []).append((testing, _float(m.group(2))))
+            continue
+        m = _LR.search(line)
+        if m:
+            lr.append((int(m.group(1)), _float(m.group(2))))
+            continue
+        m = _TRAIN.search(line)
+        if m:
+            train.append((int(m.group(1)), _float(m.group(2))))
+            continue
+        m = _RESUME.search(line)
+        if m:
+            resumed.append(m.group(1))
+            finished = False
+            continue
+        if _DONE.search(line):
+            finished = True
+    return TrainingLog(_series(train), _series(lr),
+                       {k: _series(v) for k, v in test.items()}, resumed, finished)
+
+
+def parse_log_file(path):
+    with open(path, errors='replace') as f:
+        return parse_log(f)
+
+
+def log_csv(training_log):
+    """CSV text: iteration, train loss, learning rate, then each test output."""
+    tests = sorted(training_log.test)
+    rows = {}
+    for column, points in [('loss', training_log.train_loss), ('lr', training_log.lr)] + \
+            [('test_' + t, training_log.test[t]) for t in tests]:
+        for it, value in points:
+            rows.setdefault(it, {})[column] = value
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator='\n')
+    columns = ['loss', 'lr'] + ['test_' + t for t in tests]
+    writer.writerow(['iteration'] + columns)
+    for it in sorted(rows):
+        writer.writerow([it] + [repr(rows[it][c]) if c in rows[it] else '' for c in columns])
+    return out.getvalue()
+
+
+def log_json(training_log):
+    return json.dumps(dataclasses.asdict(training_log), indent=1) + '\n'
+
+
+def plot(logs, path, size=(9, 6.4)):
+    """PNG of the train (and test) loss above the learning rate of every run
+    in `logs` ({name: TrainingLog}), written atomically to `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=size, dpi=100)
+    FigureCanvasAgg(fig)
+    loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
+    for name, run in sorted(logs.items()):
+        label = '%s ' % name if len(logs) > 1 else ''
+        if run.train_loss:
+            line, = loss_ax.plot(*zip(*run.train_loss), label=label + 'train')
+            if run.test.get('loss'):
+                loss_ax.plot(*zip(*run.test['loss']), 'o--', color=line.get_color(),
+                             label=label + 'test')
+        if run.lr:
+            lr_ax.plot(*zip(*run.lr), label=name)
+    loss_ax.set_ylabel('loss')
+    loss_ax.grid(alpha=0.3)
+    if loss_ax.lines:
+        loss_ax.legend()
+    lr_ax.set_ylabel('learning rate')
+    lr_ax.set_xlabel('iteration')
+    lr_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png')
+    fileio.atomic_write(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------- running
+
+def caffe_tool():
+    """The project's `caffe` (the wrapper that preloads the custom layers)."""
+    built = os.path.join(ROOT, 'build', 'bin', 'caffe')
+    return built if os.access(built, os.X_OK) else shutil.which('caffe') or 'caffe'
+
+
+def caffe_env(env=None):
+    """Environment in which caffe logs every INFO line (iterations, losses,
+    learning rates) to stderr only, as the log parser needs."""
+    env = dict(os.environ if env is None else env)
+    env.update(GLOG_minloglevel='0', GLOG_logtostderr='1')
+    return env
+
+
+def snapshot_prefix(solver, cwd=None):
+    """(snapshot prefix, max_iter) of a solver file, the prefix completed as
+    Caffe completes it (the solver's own name when none is given, appended
+    to a folder)."""
+    where = cwd or '.'
+    param = caffeio.read_solver(os.path.join(where, solver))
+    stem = os.path.splitext(solver)[0]
+    prefix = param.snapshot_prefix
+    if not param.HasField('snapshot_prefix'):
+        prefix = stem
+    elif os.path.isdir(os.path.join(where, prefix)):
+        prefix = os.path.join(prefix, os.path.basename(stem))
+    return prefix, param.max_iter
+
+
+def snapshots(prefix):
+    """[(iteration, solverstate path)] of `prefix`, oldest first. A state
+    whose weights file is missing (a snapshot cut short) is left out."""
+    found = []
+    for state in glob.glob(glob.escape(prefix) + '_iter_*.solverstate'):
+        m = _ITER.search(state)
+        if m and os.path.exists(state[:-len('.solverstate')] + '.caffemodel'):
+            found.append((int(m.group(1)), state))
+    return sorted(found)
+
+
+def latest_snapshot(prefix):
+    found = snapshots(prefix)
+    return found[-1] if found else (0, None)
+
+
+@dataclasses.dataclass
+class Result:
+    log: TrainingLog
+    weights: str          # the final caffemodel
+    files: Dict[str, str]  # 'log', 'csv', 'json', 'plot' -> path
+
+
+def _why(log_path, returncode):
+    """The reason caffe stopped, from its log: the non-finite loss, else
+    glog's first fatal line."""
+    fatal = None
+    with open(log_path, errors='replace') as f:
+        for line in f:
+            m = _NON_FINITE.search(line)
+            if m:
+                return ('iteration %s: the loss is %s; training stopped before the update. '
+                        'Lower base_lr or check the data and labels, then run again to resume '
+                        'from the last snapshot' % m.groups())
+            m = _FATAL.match(line)
+            if m and fatal is None:
+                fatal = m.group(1)
+    return 'caffe train failed (exit %d)%s' % (returncode, ': ' + fatal if fatal else '')
+
+
+def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=False,
+          resume=True):
+    """`caffe train -solver solver`, resumed from the last snapshot of the
+    solver's prefix if there is one (else started from `weights`, if given),
+    on GPU `gpu` if given. `cwd`: the folder the solver's paths are relative
+    to (default: the current one).
+
+    Writes, beside `log_prefix` (default: the snapshot prefix): `.log`
+    (Caffe's output, appended), `.csv` and `.json` (the parsed log), `.png`
+    (loss and learning rate), also when training fails. Returns a Result;
+    raises TrainingError saying why training stopped before max_iter.
+    """
+    where = cwd or '.'
+    prefix, max_iter = snapshot_prefix(solver, cwd)
+    log_prefix = log_prefix or prefix
+    files = {k: os.path.join(where, log_prefix + ext)
+             for k, ext in (('log', '.log'), ('csv', '.csv'), ('json', '.json'),
+                            ('plot', '.png'))}
+    if weights and not os.path.isfile(os.path.join(where, weights)):
+        raise InputError('%s: no such file (initial weights)' % weights)
+    start, state = latest_snapshot(os.path.join(where, prefix)) if resume else (0, None)
+    command = [caffe_tool(), 'train', '-solver', solver]
+    if state:
+        command += ['-snapshot', os.path.relpath(state, where)]
+        log.info('resuming from %s (iteration %d)%s', os.path.relpath(state, where), start,
+                 '; -weights ignored' if weights else '')
+    elif weights:
+        command += ['-weights', weights]
+    if gpu is not None:
+        command += ['-gpu', str(gpu)]
+    log.info('%s', ' '.join(command))
+    os.makedirs(os.path.dirname(os.path.abspath(files['log'])), exist_ok=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=max_iter, initial=start, unit='it', desc='train')
+    done = start
+    try:
+        with open(files['log'], 'a') as out:
+            proc = subprocess.Popen(command, cwd=cwd, env=caffe_env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors='replace')
+            try:
+                for line in proc.stdout:
+                    out.write(line)
+                    out.flush()   # so that `tail -f` and a killed run see every line
+                    m = _PROGRESS.search(line)
+                    if m and int(m.group(1)) > done:
+                        if bar is not None:
+                            bar.update(int(m.group(1)) - done)
+                        done = int(m.group(1))
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+    finally:
+        if bar is not None:
+            bar.close()
+        parsed = write_reports(files)
+    final = os.path.join(where, '%s_iter_%d.caffemodel' % (prefix, max_iter))
+    if proc.returncode != 0:
+        raise TrainingError('%s; see %s' % (_why(files['log'], proc.returncode), files['log']))
+    if not parsed.finished or not os.path.exists(final):
+        raise TrainingError('caffe train stopped before iteration %d; see %s'
+                            % (max_iter, files['log']))
+    return Result(parsed, final, files)
+
+
+def write_reports(files):
+    """Parse the log at files['log'] and write its CSV, JSON and plot."""
+    parsed = parse_log_file(files['log'])
+    fileio.atomic_write(files['csv'], log_csv(parsed))
+    fileio.atomic_write(files['json'], log_json(parsed))
+    plot({'': parsed}, files['plot'])
+    return parsed

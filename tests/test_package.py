@@ -1,0 +1,56 @@
+"""What importing the package costs, and that whatever builds a net brings
+the project's layers along (each case in a fresh process: the test process
+itself has them loaded, see conftest.py)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+LEAN_NET = """
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }
+layer { name: "bn" type: "LeanBatchNorm" bottom: "x" top: "x" }
+"""
+
+
+def fresh(code, **env):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, env=dict(os.environ, GLOG_minloglevel="2", **env),
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
+def test_import_loads_neither_pycaffe_nor_the_layer_library():
+    assert fresh("""
+        import sys
+        import fcrn, fcrn.evaluate, fcrn.infer, fcrn.fold, fcrn.train, fcrn.cli
+        import fcrn.data.voc, fcrn.data.cityscapes, fcrn.net.convert
+        maps = open('/proc/self/maps').read()
+        print('caffe' in sys.modules, 'libfcrn_layers' in maps)
+        """) == ["False", "False"]
+
+
+def test_building_a_net_loads_the_layer_library(tmp_path):
+    (tmp_path / "lean.prototxt").write_text(LEAN_NET)
+    assert fresh("""
+        from fcrn import caffeio
+        net = caffeio.load_net(%r)
+        print(net.layers[1].type, 'libfcrn_layers' in open('/proc/self/maps').read())
+        """ % str(tmp_path / "lean.prototxt")) == ["LeanBatchNorm", "True"]
+
+
+def test_a_missing_library_is_named_when_a_net_needs_it(tmp_path):
+    (tmp_path / "lean.prototxt").write_text(LEAN_NET)
+    assert fresh("""
+        import warnings
+        from fcrn import caffeio
+        from fcrn.errors import InputError
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter('always')
+            try:
+                caffeio.load_net(%r)
+            except InputError as e:
+                print('refused:', 'LeanBatchNorm' in str(e), 'run make' in str(e))
+        print('warned:', any('FCRN_LAYERS_LIB' in str(w.message) for w in seen))
+        """ % str(tmp_path / "lean.prototxt"), FCRN_LAYERS_LIB=str(tmp_path / "none.so")) == \
+        ["refused:", "True", "True", "warned:", "True"]
