@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 
 import numpy as np
 from google.protobuf import message, text_format
@@ -103,9 +104,15 @@ def read_caffemodel(path):
     data = _read(path, "caffemodel", True)
     model = caffe_pb2().NetParameter()
     try:
-        model.ParseFromString(data)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            model.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
         raise InputError("%s: not a caffemodel (truncated or another format: %s)" % (path, e))
+    stopped = [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    if stopped:  # protobuf only warns when it stops before the end of the data
+        raise InputError("%s: not a caffemodel (truncated or another format: %s)"
+                         % (path, stopped[0].message))
     if not any(len(l.blobs) for l in list(model.layer) + list(model.layers)):
         raise InputError("%s: not a caffemodel (%s)" % (
             path, "empty file" if not data else "no layer holds weights"))

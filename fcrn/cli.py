@@ -22,6 +22,8 @@ def parser(doc, **kwargs):
 
 
 def _interval(low, high, low_open, high_open):
+    if low is None and high is None:
+        return "a finite number"
     if high is None:
         return "%s %g" % (">" if low_open else ">=", low)
     if low is None:
@@ -52,6 +54,7 @@ positive_int = ranged(int, 1)
 nonnegative_int = ranged(int, 0)
 positive_float = ranged(float, 0, low_open=True)
 unit_fraction = ranged(float, 0, 1, high_open=True)  # [0, 1)
+finite = ranged(float)
 
 
 def add_force(parser, what="an existing output"):

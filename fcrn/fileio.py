@@ -60,11 +60,23 @@ def _is_locked(path):
         os.close(fd)
 
 
+def ensure_dir(path):
+    """os.makedirs(path, exist_ok=True), with an error that names the file
+    standing in the way when one does."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((a for a in [path] + list(_ancestors(os.path.abspath(path)))
+                        if os.path.lexists(a) and not os.path.isdir(a)), path)
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, so %s cannot be created" % path,
+                                 blocker)
+
+
 def atomic_save(path, save):
     """Call ``save(tmp)`` with a temporary path beside ``path`` and rename it
     into place: a reader never sees half a file, a failure leaves none."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    ensure_dir(directory)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
                                suffix=TMP_SUFFIX, dir=directory)
     try:
@@ -105,6 +117,7 @@ def check_disjoint(targets, inputs):
     """Refuse (UsageError, whatever --force says) a target equal to an input,
     inside an input folder, or holding an input (replacing it would delete
     that input). Fast for thousands of targets and inputs."""
+    _named(targets)
     given = {}
     for p in inputs:
         if p:
@@ -127,6 +140,12 @@ def check_disjoint(targets, inputs):
         raise UsageError("refusing to write over an input (even with --force)", clashes)
 
 
+def _named(targets):
+    """An empty path would be the current folder to the file system."""
+    if any(not t for t in targets):
+        raise UsageError("an output path is empty")
+
+
 def _ancestors(path):
     while True:
         parent = os.path.dirname(path)
@@ -139,6 +158,7 @@ def _ancestors(path):
 def check_free(targets, force=False, is_own=None):
     """Refuse (UsageError) a target that exists, is not an empty folder and
     is not the tool's own earlier output (``is_own(path)``), unless ``force``."""
+    _named(targets)
     if force:
         return
     taken = [t for t in targets if _occupied(t) and not (is_own and is_own(t))]
@@ -160,7 +180,7 @@ MARK = ".fcrn-output"
 
 def mark(folder, tool):
     """Record in `folder` that `tool` writes its outputs there."""
-    os.makedirs(folder, exist_ok=True)
+    ensure_dir(folder)
     path = os.path.join(folder, MARK)
     if not is_marked(folder, tool):
         atomic_write(path, json.dumps({"tool": tool}) + "\n")
@@ -241,10 +261,13 @@ def output_dir(out, inputs=(), force=False, is_own=None):
     becomes ``out`` (the old one, if any, is swapped out and deleted); on any
     error or kill it never does. Checks the target first (`check_targets`)
     and removes the leftovers of killed runs of the same output."""
-    out = os.path.abspath(out)
     check_targets([out], inputs, force, is_own)
+    out = os.path.abspath(out)
+    if _within(_real(os.getcwd()), _real(out)):
+        raise UsageError("%s holds the current folder; refusing to replace it (even with "
+                         "--force)" % out)
     parent, base = os.path.split(out)
-    os.makedirs(parent, exist_ok=True)
+    ensure_dir(parent)
     clean_leftovers(parent, base)
     with _marked_temp_dir(parent, base, PARTIAL) as tmp:
         try:

@@ -41,9 +41,16 @@ def read_bytes(path):
 def decode_image(buf, what):
     """BGR uint8 image of encoded bytes; `what` names them in errors."""
     import cv2
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if not len(buf):
+        raise InputError("%s: not a readable image (empty file)" % what)
+    try:
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as e:
+        raise InputError("%s: not a readable image (%s)" % (what, str(e).strip().splitlines()[-1]))
     if img is None:
         raise InputError("%s: not a readable image" % what)
+    if not _jpeg_complete(buf):  # libjpeg decodes the part it has and only warns
+        raise InputError("%s: not a readable image (truncated JPEG)" % what)
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -53,6 +60,28 @@ def decode_image(buf, what):
 
 def read_image(path):
     return decode_image(read_bytes(path), path)
+
+
+def _jpeg_complete(buf):
+    """False for a JPEG whose main image has no end marker after its first
+    scan. Segments before the scan (EXIF with its thumbnail and end marker
+    among them) are skipped by their lengths; inside scan data 0xFFD9 can only
+    be the end marker. Not a JPEG: True."""
+    buf = memoryview(buf)
+    if bytes(buf[:2]) != b"\xff\xd8":
+        return True
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            return True  # not a layout this check knows: leave it to the decoder
+        marker = buf[pos + 1]
+        if marker == 0xDA:  # start of scan
+            return bytes(buf[pos:]).find(b"\xff\xd9") >= 0
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        pos += 2 + (buf[pos + 2] << 8 | buf[pos + 3])
+    return False
 
 
 def decode_label(buf, what):

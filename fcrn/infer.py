@@ -388,8 +388,12 @@ def unique_names(items):
     """Make the output names of [(path, name)] unique: inputs whose names
     collide are named by their paths relative to the folder they share
     (dir/a.jpg, dir/sub/a.jpg -> a, sub/a), or, in one folder, keep their
-    extension (c.png, c.jpg -> c.png, c.jpg). UsageError listing what still
-    collides (the same file given twice, say)."""
+    extension (c.png, c.jpg -> c.png, c.jpg). UsageError listing a file given
+    twice, or what still collides."""
+    given = collections.Counter(os.path.realpath(path) for path, _ in items)
+    twice = sorted("%s (%d times)" % (p, n) for p, n in given.items() if n > 1)
+    if twice:
+        raise UsageError("%d input(s) given more than once" % len(twice), twice)
     groups = collections.defaultdict(list)
     for i, (_, name) in enumerate(items):
         groups[name].append(i)

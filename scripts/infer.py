@@ -52,12 +52,12 @@ def parse_args(argv=None):
                    help="net inputs per forward")
     p.add_argument("--gpu", type=cli.nonnegative_int, metavar="N",
                    help="run on GPU N (CUDA build)")
-    p.add_argument("--mean", type=float, nargs=3, default=datasets.MEAN_BGR,
+    p.add_argument("--mean", type=cli.finite, nargs=3, default=datasets.MEAN_BGR,
                    metavar=("B", "G", "R"), help="BGR mean subtracted (default: ImageNet "
                    "ResNet means)")
     p.add_argument("--output-blob", dest="output", help="score blob (default: score, else prob)")
     p.add_argument("--stride", type=cli.positive_int, help="override the traced output stride")
-    p.add_argument("--offset", type=float, help="override the traced grid offset")
+    p.add_argument("--offset", type=cli.finite, help="override the traced grid offset")
     p.add_argument("--jobs", type=cli.positive_int, default=2,
                    help="threads reading and writing files")
     cli.add_force(p, "an output folder")

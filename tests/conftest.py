@@ -10,6 +10,7 @@ import pytest
 import fcrn
 
 SCRIPTS = os.path.join(fcrn.ROOT, "scripts")
+os.environ.setdefault("GLOG_minloglevel", "2")  # pycaffe's INFO lines would bury test output
 
 # Tests create caffe.Net themselves, as pycaffe users do after load_layers();
 # the library's own loading is tested in test_architecture.py, in a fresh process.

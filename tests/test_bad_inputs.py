@@ -1,0 +1,790 @@
+"""Bad and unusual inputs to every tool, one row each (issue 14).
+
+A row runs one of the project's tools as a user would (a script's main() on
+an argv, or the `caffe` tool), on a fresh small world of inputs built in a
+temporary folder, and checks:
+
+- the exit status (0 success, 1 bad input, 2 usage; "crash" for the caffe
+  tool, which aborts) and that no Python traceback escaped;
+- that the output names what was wrong: every listed fragment appears;
+- that nothing was lost: every file that existed before the run has the
+  same content afterwards (outputs go to new paths or to the tool's own);
+- the row's own extra check, if it has one.
+
+A watchdog turns a hang into a failure. The next bad input is one more row.
+"""
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+import cv2
+import numpy as np
+import pytest
+
+import fake_datasets as fake
+from fcrn import ROOT
+
+CAFFE = os.path.join(ROOT, "build", "bin", "caffe")
+
+TINY_NET = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "bn1" type: "LeanBatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+"""
+
+
+class World(dict):
+    """Paths of the inputs a row names as {placeholders}; each is made the
+    first time a row asks for it."""
+
+    def __init__(self, root):
+        super().__init__(tmp=root)
+        self.root = root
+
+    def __missing__(self, key):
+        make = getattr(self, "make_" + key)
+        self[key] = make()
+        return self[key]
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def make_file(self):
+        """A user's own file."""
+        path = self.path("notes.txt")
+        with open(path, "w") as f:
+            f.write("my notes\n")
+        return path
+
+    def make_voc(self):
+        fake.make_voc(self.path("ds"), ["a1", "a2"], ["v1"])
+        return self.path("ds", "VOCdevkit")
+
+    def make_prep(self):
+        from fcrn.data.voc import prepare_voc
+        prepare_voc(self["voc"], None, self.path("prep"))
+        return self.path("prep")
+
+    def make_net(self):
+        import caffe
+        path = self.path("model", "deploy.prototxt")
+        os.makedirs(os.path.dirname(path))
+        with open(path, "w") as f:
+            f.write(TINY_NET)
+        net = caffe.Net(path, caffe.TEST)
+        rng = np.random.RandomState(0)
+        for blobs in net.params.values():
+            for blob in blobs:
+                blob.data[...] = rng.uniform(0.5, 1.5, blob.data.shape)
+        net.save(self.path("model", "w.caffemodel"))
+        return path
+
+    def make_weights(self):
+        return self["net"] and self.path("model", "w.caffemodel")
+
+    def make_img(self):
+        """Two readable images."""
+        os.makedirs(self.path("img"))
+        rng = np.random.default_rng(1)
+        cv2.imwrite(self.path("img", "a.jpg"), rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+        cv2.imwrite(self.path("img", "b.png"), rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+        return self.path("img")
+
+    def make_dup(self):
+        """Images whose names collide: a.jpg and sub/a.jpg, c.png and c.jpg."""
+        rng = np.random.default_rng(2)
+        os.makedirs(self.path("dup", "sub"))
+        for name in ("a.jpg", "sub/a.jpg", "c.png", "c.jpg"):
+            cv2.imwrite(self.path("dup", name), rng.integers(0, 256, (12, 14, 3), dtype=np.uint8))
+        return self.path("dup")
+
+    def make_cs(self):
+        fake.make_cityscapes(self.path("cs"), {"train": {"aachen": 2}, "val": {"lindau": 1}})
+        return self.path("cs")
+
+    def make_gt(self):
+        """Ground truth a.png, b.png (3 classes) and matching predictions in {pred}."""
+        from PIL import Image
+        for folder in ("gt", "pred"):
+            os.makedirs(self.path(folder))
+            for name, value in (("a", 0), ("b", 2)):
+                Image.fromarray(np.full((4, 5), value, np.uint8)).save(
+                    self.path(folder, name + ".png"))
+        return self.path("gt")
+
+    def make_pred(self):
+        return self["gt"] and self.path("pred")
+
+    def make_spaced(self):
+        """A VOC tree under a folder whose name has a space."""
+        fake.make_voc(self.path("my data"), ["a1", "a2"], ["v1"])
+        return self.path("my data", "VOCdevkit")
+
+
+def snapshot(root):
+    state = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                state[path] = hashlib.sha1(f.read()).hexdigest()
+    return state
+
+
+class Hang(Exception):
+    pass
+
+
+def _hang(signum, frame):
+    raise Hang()
+
+
+def run_tool(script, tool, argv, capsys, caplog, cwd, seconds=120):
+    """(exit status, printed text, traceback or None) of one tool run in the
+    folder `cwd` (a bad relative path must not reach the checkout)."""
+    if tool == "caffe":
+        env = dict(os.environ, GLOG_minloglevel="0")
+        result = subprocess.run([CAFFE] + argv, capture_output=True, text=True, env=env,
+                                timeout=seconds, cwd=cwd)
+        status = result.returncode if result.returncode in (0, 1, 2) else "crash"
+        return status, result.stderr + result.stdout, None
+    module = script(tool)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    capsys.readouterr()
+    old = signal.signal(signal.SIGALRM, _hang)
+    signal.alarm(seconds)
+    trace = None
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        status = module.main(argv)
+    except SystemExit as e:
+        status = e.code
+    except Hang:
+        status = "hang"
+    except Exception:
+        status, trace = "traceback", traceback.format_exc()
+    finally:
+        os.chdir(here)
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    out = capsys.readouterr()
+    return status, out.err + out.out + caplog.text, trace
+
+
+def row(name, tool, argv, status, expect=(), check=None, changes=()):
+    """One bad input. `changes`: placeholders of files the run may alter."""
+    return pytest.param(tool, argv, status, expect, check, changes, id=name)
+
+
+def exists(*paths):
+    def check(w, out):
+        for p in paths:
+            assert os.path.exists(p.format_map(w)), p
+    return check
+
+
+def absent(*paths):
+    def check(w, out):
+        for p in paths:
+            assert not os.path.exists(p.format_map(w)), p
+    return check
+
+
+def one_error(w, out):
+    """One refusal, not one line per layer."""
+    assert sum(line.startswith("ERROR") for line in out.splitlines()) == 1, out
+
+
+INFER = ["--net", "{net}", "--weights", "{weights}", "-q"]
+
+
+# --- the eight defects of issue 14 ----------------------------------------------
+
+DEFECTS = [
+    row("infer-batch-0-hangs", "infer", ["{img}", "--out", "{tmp}/o", "--batch", "0"] + INFER,
+        2, ["argument --batch: must be >= 1, not 0"], absent("{tmp}/o")),
+    row("prepare-out-holds-the-input", "prepare_voc", ["--voc", "{voc}", "--out", "{tmp}/ds"],
+        2, ["{tmp}/ds would replace the input", "VOC2012"]),
+    row("lmdb-out-is-the-prepared-folder", "make_lmdb",
+        ["--list", "{prep}/train.txt", "--out", "{prep}"], 2, ["would replace the input"]),
+    row("prepare-out-is-a-file", "prepare_voc", ["--voc", "{voc}", "--out", "{file}"],
+        2, ["{file}: exists and is not this tool's output; use --force"]),
+    row("fold-over-its-inputs", "fold_bn", ["--net", "{net}", "--weights", "{weights}",
+                                            "--out-net", "{net}", "--out-weights",
+                                            "{weights}", "--force"],
+        2, ["{net} would overwrite the input {net}", "would overwrite the input {weights}"]),
+    row("infer-over-its-input-images", "infer", ["{img}", "--out", "{img}", "--overlay",
+                                                 "{img}", "--force"] + INFER,
+        2, ["must be different folders"]),
+    row("infer-into-its-input-folder", "infer", ["{img}", "--out", "{img}", "--force"] + INFER,
+        2, ["{img}/a.png would be written inside the input {img}"]),
+    row("infer-over-cityscapes-inputs", "infer",
+        ["{cs}/leftImg8bit/val", "--out", "{cs}/leftImg8bit/val", "--dataset", "cityscapes"]
+        + INFER, 2, ["lindau_000000_000019_leftImg8bit.png would overwrite the input"]),
+    row("infer-colliding-names", "infer", ["{dup}/a.jpg", "{dup}/sub/a.jpg", "{dup}/c.png",
+                                           "{dup}/c.jpg", "--out", "{tmp}/o"] + INFER,
+        0, ["4 image(s)"], exists("{tmp}/o/a.png", "{tmp}/o/sub/a.png", "{tmp}/o/c.png.png",
+                                  "{tmp}/o/c.jpg.png")),
+    row("infer-colliding-names-in-a-folder", "infer", ["{dup}", "--out", "{tmp}/o"] + INFER,
+        0, ["4 image(s)"], exists("{tmp}/o/a.png", "{tmp}/o/sub/a.png", "{tmp}/o/c.png.png",
+                                  "{tmp}/o/c.jpg.png")),
+    row("infer-same-image-twice", "infer", ["{img}/a.jpg", "{img}/a.jpg", "--out", "{tmp}/o"]
+        + INFER, 2, ["1 input(s) given more than once", "{img}/a.jpg (2 times)"],
+        absent("{tmp}/o")),
+    row("infer-tile-0", "infer", ["{img}", "--out", "{tmp}/o", "--tile", "0", "0"] + INFER,
+        2, ["argument --tile: must be >= 1, not 0"]),
+    row("infer-tile-negative", "infer", ["{img}", "--out", "{tmp}/o", "--tile", "-8", "-8"]
+        + INFER, 2, ["argument --tile: must be >= 1, not -8"]),
+    row("infer-overlap-negative", "infer", ["{img}", "--out", "{tmp}/o", "--overlap", "-1"]
+        + INFER, 2, ["argument --overlap: must be in [0, 1), not -1"]),
+    row("infer-scales-negative", "infer", ["{img}", "--out", "{tmp}/o", "--scales", "-1"]
+        + INFER, 2, ["argument --scales: must be > 0, not -1"]),
+    row("infer-stride-0", "infer", ["{img}", "--out", "{tmp}/o", "--stride", "0"] + INFER,
+        2, ["argument --stride: must be >= 1, not 0"]),
+    row("make-net-huge-crop", "make_net", ["--crop", "100000000", "--out", "{tmp}/n"],
+        2, ["argument --crop: must be in [1, 2048], not 100000000"], absent("{tmp}/n")),
+    row("dataset-path-with-a-space", "prepare_voc", ["--voc", "{spaced}", "--out", "{tmp}/o"],
+        0, [], lambda w, out: _lists_read_back(w)),
+    row("data-layer-wrong-num-classes-under-caffe", "caffe",
+        ["time", "-model", "{tmp}/data.prototxt", "-iterations", "1"], "crash",
+        ["SegDataLayer(source={prep}/train.txt) (forward): InputError:",
+         "label values", "outside [0, 3)"]),
+    row("data-layer-type-error-under-caffe", "caffe",
+        ["time", "-model", "{tmp}/badscale.prototxt", "-iterations", "1"], "crash",
+        ["SegDataLayer: scale must be [min, max] with 0 < min <= max"]),
+    row("shift-layer-bad-pass-under-caffe", "caffe",
+        ["time", "-model", "{tmp}/shift.prototxt", "-iterations", "1"], "crash",
+        ["fcrn_shift.ShiftLayer: pass must be 0, 1, 2 or 3, not 5.0"]),
+]
+
+
+def _lists_read_back(w):
+    """The lists of a tree under a path with a space are read by make_lmdb
+    and by the data layer's reader."""
+    from fcrn.data.sources import ListSource, write_lmdb
+    source = ListSource(os.path.join(w["tmp"], "o", "train.txt"))
+    assert len(source) == 2 and "my data" in source.pairs[0][0]
+    assert write_lmdb(os.path.join(w["tmp"], "o", "train.txt"),
+                      os.path.join(w["tmp"], "o.lmdb"))["count"] == 2
+
+
+# --- the weak cases of issue 14 -------------------------------------------------
+
+WEAK = [
+    row("unwritable-out-prepare", "prepare_voc", ["--voc", "{voc}", "--out", "{file}/o"],
+        1, ["{file}", "is a file, so"]),
+    row("unwritable-out-lmdb", "make_lmdb", ["--list", "{prep}/train.txt", "--out",
+                                             "{file}/o"], 1, ["{file}", "is a file, so"]),
+    row("unwritable-out-make-net", "make_net", ["--out", "{file}/n"], 1,
+        ["{file}", "is a file, so"]),
+    row("unwritable-out-infer", "infer", ["{img}", "--out", "{file}/o"] + INFER, 1,
+        ["{file}", "is a file, so"]),
+    row("unwritable-out-evaluate", "evaluate", ["--gt", "{gt}", "--pred", "{pred}",
+                                                "--dataset", "generic", "--num-classes", "3",
+                                                "--out-json", "{file}/r.json", "-q"],
+        1, ["{file}", "is a file, so"]),
+    row("unwritable-out-fold", "fold_bn", ["--net", "{net}", "--weights", "{weights}",
+                                           "--out-net", "{file}/f.prototxt",
+                                           "--out-weights", "{file}/f.caffemodel"],
+        1, ["{file}", "is a file, so"]),
+    row("unwritable-out-convert", "convert_weights", ["{weights}", "{net}", "{file}/i.caffemodel"],
+        1, ["{file}", "is a file, so"]),
+    row("missing-caffemodel-infer", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{net}",
+                                              "--weights", "{tmp}/none.caffemodel", "-q"],
+        1, ["{tmp}/none.caffemodel: no such file"]),
+    row("missing-caffemodel-fold", "fold_bn", ["--net", "{net}", "--weights",
+                                               "{tmp}/none.caffemodel", "--out-net",
+                                               "{tmp}/f.prototxt", "--out-weights",
+                                               "{tmp}/f.caffemodel"],
+        1, ["{tmp}/none.caffemodel: no such file"]),
+    row("missing-caffemodel-convert", "convert_weights", ["{tmp}/none.caffemodel", "{net}",
+                                                          "{tmp}/i.caffemodel"],
+        1, ["{tmp}/none.caffemodel: no such file"]),
+    row("truncated-caffemodel-infer", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{net}",
+                                                "--weights", "{tmp}/cut.caffemodel", "-q"],
+        1, ["{tmp}/cut.caffemodel: not a caffemodel (truncated"]),
+    row("truncated-caffemodel-fold", "fold_bn", ["--net", "{net}", "--weights",
+                                                 "{tmp}/cut.caffemodel", "--out-net",
+                                                 "{tmp}/f.prototxt", "--out-weights",
+                                                 "{tmp}/f.caffemodel"],
+        1, ["{tmp}/cut.caffemodel: not a caffemodel (truncated"]),
+    row("truncated-caffemodel-convert", "convert_weights", ["{tmp}/cut.caffemodel", "{net}",
+                                                            "{tmp}/i.caffemodel"],
+        1, ["{tmp}/cut.caffemodel: not a caffemodel (truncated"]),
+    row("text-file-as-caffemodel", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{net}",
+                                             "--weights", "{file}", "-q"],
+        1, ["{file}: not a caffemodel"], one_error),
+    row("empty-file-as-caffemodel", "fold_bn", ["--net", "{net}", "--weights",
+                                                "{tmp}/empty.caffemodel", "--out-net",
+                                                "{tmp}/f.prototxt", "--out-weights",
+                                                "{tmp}/f.caffemodel"],
+        1, ["{tmp}/empty.caffemodel: not a caffemodel (empty file)"], one_error),
+    row("workers-negative-prepare", "prepare_voc", ["--voc", "{voc}", "--out", "{tmp}/o",
+                                                    "--workers", "-1"],
+        2, ["argument --workers: must be >= 1, not -1"]),
+    row("workers-negative-lmdb", "make_lmdb", ["--list", "{prep}/train.txt", "--out",
+                                               "{tmp}/o", "--workers", "-1"],
+        2, ["argument --workers: must be >= 1, not -1"]),
+    row("duplicate-prediction-ids", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/dupred",
+                                                 "--dataset", "generic", "--num-classes", "3",
+                                                 "-q"],
+        1, ["two files for id 'a' under {tmp}/dupred"]),
+    row("id-in-train-and-val", "prepare_voc", ["--voc", "{tmp}/both", "--out", "{tmp}/o"],
+        1, ["1 id(s) listed in both train.txt and val.txt", "a2"], absent("{tmp}/o")),
+    row("missing-image-names-every-place-looked", "prepare_voc",
+        ["--voc", "{voc}", "--sbd", "{tmp}/sbd", "--out", "{tmp}/o"], 1,
+        ["zz: no image (looked for {voc}/VOC2012/JPEGImages/zz.jpg and "
+         "{tmp}/sbd/benchmark_RELEASE/dataset/img/zz.jpg)"], absent("{tmp}/o")),
+    row("gt-label-beyond-classes-names-the-file", "evaluate",
+        ["--gt", "{gt}", "--pred", "{pred}", "--dataset", "generic", "--num-classes", "2",
+         "-q"], 1, ["{gt}/b.png: ground truth has labels [2] outside 0..1"]),
+    row("empty-id-list", "evaluate", ["--gt", "{gt}", "--pred", "{pred}", "--list",
+                                      "{tmp}/empty.txt", "-q"],
+        1, ["{tmp}/empty.txt: the id list is empty"]),
+]
+
+
+# --- further bad inputs, tried beyond the issue's list ------------------------------
+
+EVAL = ["--gt", "{gt}", "--pred", "{pred}", "--dataset", "generic", "--num-classes", "3", "-q"]
+FOLD = ["--net", "{net}", "--weights", "{weights}", "--out-net", "{tmp}/f.prototxt",
+        "--out-weights", "{tmp}/f.caffemodel"]
+
+EXTRA = [
+    # infer
+    row("infer-list-missing", "infer", ["--list", "{tmp}/none.txt", "--out", "{tmp}/o"] + INFER,
+        1, ["{tmp}/none.txt: image list file not found"]),
+    row("infer-empty-folder", "infer", ["{tmp}/emptydir", "--out", "{tmp}/o"] + INFER,
+        1, ["no input images in {tmp}/emptydir"]),
+    row("infer-net-missing", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{tmp}/none",
+                                       "--weights", "{weights}", "-q"],
+        1, ["{tmp}/none: no such file (net prototxt)"]),
+    row("infer-net-is-binary", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{weights}",
+                                         "--weights", "{weights}", "-q"],
+        1, ["{weights}: not a"]),
+    row("infer-net-is-a-folder", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{img}",
+                                           "--weights", "{weights}", "-q"],
+        1, ["{img}: is a folder, not a net prototxt"]),
+    row("infer-net-unknown-layer", "infer", ["{img}", "--out", "{tmp}/o", "--net",
+                                             "{tmp}/unknown.prototxt", "--weights",
+                                             "{weights}", "-q"],
+        1, ["layer type(s) Frobnicate unknown to this Caffe"]),
+    row("infer-net-empty-prototxt", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{file}",
+                                              "--weights", "{weights}", "-q"],
+        1, ["{file}: not a net prototxt"]),
+    row("infer-labelids-without-ids", "infer", ["{img}", "--out", "{tmp}/o", "--labelids",
+                                                "{tmp}/ids"] + INFER,
+        2, ["--labelids needs a dataset with label ids"]),
+    row("infer-out-equals-overlay", "infer", ["{img}", "--out", "{tmp}/o", "--overlay",
+                                              "{tmp}/o"] + INFER,
+        2, ["--out, --overlay and --labelids must be different folders"]),
+    row("infer-four-passes-without-pass-input", "infer", ["{img}", "--out", "{tmp}/o",
+                                                          "--passes", "4"] + INFER,
+        2, ["passes must be 1, or 4 with a net that has a 'pass' input"]),
+    row("infer-output-blob-unknown", "infer", ["{img}", "--out", "{tmp}/o", "--output-blob",
+                                               "nosuch"] + INFER, 2, ["net has no blob 'nosuch'"]),
+    row("infer-empty-image-file", "infer", ["{img}", "{tmp}/empty.jpg", "--out", "{tmp}/o"]
+        + INFER, 1, ["{tmp}/empty.jpg: not a readable image", "1 of 3 input(s) failed"],
+        exists("{tmp}/o/a.png", "{tmp}/o/b.png")),
+    row("infer-text-named-jpg-in-folder", "infer", ["{tmp}/mixed", "--out", "{tmp}/o"] + INFER,
+        1, ["{tmp}/mixed/x.jpg: not a readable image"], exists("{tmp}/o/ok.png")),
+    row("infer-one-pixel-image", "infer", ["{tmp}/dot.png", "--out", "{tmp}/o"] + INFER, 0,
+        [], exists("{tmp}/o/dot.png")),
+    row("infer-gpu-on-cpu-build", "infer", ["{img}", "--out", "{tmp}/o", "--gpu", "0"] + INFER,
+        2, ["--gpu 0: this Caffe is a CPU-only build"]),
+    row("infer-gpu-negative", "infer", ["{img}", "--out", "{tmp}/o", "--gpu", "-1"] + INFER,
+        2, ["argument --gpu: must be >= 0, not -1"]),
+    row("infer-mean-nan", "infer", ["{img}", "--out", "{tmp}/o", "--mean", "nan", "0", "0"]
+        + INFER, 2, ["argument --mean: must be a finite number, not nan"]),
+    row("infer-offset-inf", "infer", ["{img}", "--out", "{tmp}/o", "--offset", "inf"] + INFER,
+        2, ["argument --offset: must be a finite number, not inf"]),
+    row("infer-scales-tiny", "infer", ["{img}", "--out", "{tmp}/o", "--scales", "0.001"]
+        + INFER, 0, [], exists("{tmp}/o/a.png")),
+    row("infer-jobs-0", "infer", ["{img}", "--out", "{tmp}/o", "--jobs", "0"] + INFER,
+        2, ["argument --jobs: must be >= 1, not 0"]),
+    row("infer-out-is-a-file", "infer", ["{img}", "--out", "{file}"] + INFER,
+        2, ["{file}: exists and is not this tool's output"]),
+    row("infer-foreign-folder", "infer", ["{img}", "--out", "{tmp}/theirs"] + INFER,
+        2, ["{tmp}/theirs: exists and is not this tool's output; use --force"]),
+    row("infer-out-empty", "infer", ["{img}", "--out", ""] + INFER,
+        2, ["an output path is empty"]),
+    row("infer-list-with-quoted-space", "infer", ["--list", "{tmp}/spaced.txt", "--out",
+                                                  "{tmp}/o"] + INFER,
+        0, [], exists("{tmp}/o/a b.png")),
+    row("infer-list-unbalanced-quote", "infer", ["--list", "{tmp}/quote.txt", "--out",
+                                                 "{tmp}/o"] + INFER,
+        1, ["{tmp}/quote.txt:1: No closing quotation"]),
+    row("infer-rerun-into-own-folder", "infer", ["{img}", "--out", "{tmp}/own"] + INFER, 0,
+        [], exists("{tmp}/own/a.png"), changes=["{tmp}/own/a.png"]),
+    # evaluate
+    row("evaluate-gt-missing", "evaluate", ["--gt", "{tmp}/none", "--pred", "{pred}",
+                                            "--dataset", "generic", "--num-classes", "3"],
+        1, ["{tmp}/none: ground-truth folder not found"]),
+    row("evaluate-pred-is-a-file", "evaluate", ["--gt", "{gt}", "--pred", "{file}",
+                                                "--dataset", "generic", "--num-classes", "3"],
+        1, ["{file}: prediction folder is a file"]),
+    row("evaluate-num-classes-0", "evaluate", EVAL[:-2] + ["0"], 2,
+        ["argument --num-classes: must be in [1, 255], not 0"]),
+    row("evaluate-generic-without-classes", "evaluate", ["--gt", "{gt}", "--pred", "{pred}",
+                                                         "--dataset", "generic"],
+        2, ["--dataset generic needs --num-classes"]),
+    row("evaluate-rgb-prediction", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/rgb",
+                                                "--dataset", "generic", "--num-classes", "3",
+                                                "-q"],
+        1, ["{tmp}/rgb/a.png: a RGB image is not a label map"]),
+    row("evaluate-corrupt-prediction", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/corrupt",
+                                                    "--dataset", "generic", "--num-classes",
+                                                    "3", "-q"],
+        1, ["{tmp}/corrupt/a.png: not a readable image"]),
+    row("evaluate-report-over-an-input", "evaluate", EVAL + ["--out-json", "{gt}/a.png"],
+        2, ["{gt}/a.png would overwrite the input"]),
+    row("evaluate-report-over-a-user-file", "evaluate", EVAL + ["--out-md", "{file}"],
+        2, ["{file}: exists and is not this tool's output"]),
+    row("evaluate-list-of-binary", "evaluate", ["--gt", "{gt}", "--pred", "{pred}", "--list",
+                                                "{weights}", "-q"],
+        1, ["{weights}: not a text file"]),
+    # make_net
+    row("make-net-out-is-a-file", "make_net", ["--out", "{file}"], 2,
+        ["{file}: exists and is not this tool's output"]),
+    row("make-net-empty-out", "make_net", ["--out", ""], 2, ["an output path is empty"]),
+    row("make-net-out-is-the-current-folder", "make_net", ["--out", ".", "--force"], 2,
+        ["holds the current folder"]),
+    row("make-net-even-kernel", "make_net", ["--kernel", "4", "--out", "{tmp}/n"], 2,
+        ["kernel must be a positive odd integer"]),
+    row("make-net-threshold-above-1", "make_net", ["--bootstrap", "8", "--threshold", "2",
+                                                   "--out", "{tmp}/n"],
+        2, ["argument --threshold: must be in [0, 1], not 2"]),
+    row("make-net-weight-decay-negative", "make_net", ["--weight-decay", "-1", "--out",
+                                                       "{tmp}/n"],
+        2, ["argument --weight-decay: must be >= 0, not -1"]),
+    # make_lmdb
+    row("lmdb-list-missing", "make_lmdb", ["--list", "{tmp}/none.txt", "--out", "{tmp}/db"],
+        1, ["{tmp}/none.txt: list file not found"]),
+    row("lmdb-list-is-binary", "make_lmdb", ["--list", "{weights}", "--out", "{tmp}/db"],
+        1, ["{weights}: not a text file"]),
+    row("lmdb-list-three-fields", "make_lmdb", ["--list", "{tmp}/three.txt", "--out",
+                                                "{tmp}/db"],
+        1, ["{tmp}/three.txt:1: expected 2 field(s), got 3"]),
+    row("lmdb-num-classes-0", "make_lmdb", ["--list", "{prep}/train.txt", "--out", "{tmp}/db",
+                                            "--num-classes", "0"],
+        2, ["argument --num-classes: must be in [1, 255], not 0"]),
+    row("lmdb-out-is-an-input-image", "make_lmdb", ["--list", "{prep}/train.txt", "--out",
+                                                    "{prep}/SegmentationClassAug/a1.png"],
+        2, ["would overwrite the input"]),
+    row("lmdb-rerun-replaces-own", "make_lmdb", ["--list", "{prep}/val.txt", "--out",
+                                                 "{tmp}/own.lmdb"],
+        0, ["records=1"], changes=["{tmp}/own.lmdb/data.mdb", "{tmp}/own.lmdb/lock.mdb"]),
+    # prepare_*
+    row("prepare-voc-missing", "prepare_voc", ["--voc", "{tmp}/none", "--out", "{tmp}/o"],
+        1, ["{tmp}/none: not a VOC2012 tree"]),
+    row("prepare-sbd-is-a-voc-tree", "prepare_voc", ["--voc", "{voc}", "--sbd", "{voc}",
+                                                     "--out", "{tmp}/o"],
+        1, ["{voc}: not an SBD tree"]),
+    row("prepare-out-inside-the-tree", "prepare_voc", ["--voc", "{voc}", "--out",
+                                                       "{voc}/VOC2012/prepared"],
+        2, ["would be written inside the input {voc}/VOC2012"]),
+    row("prepare-out-is-the-current-folder", "prepare_voc", ["--voc", "{voc}", "--out", ".",
+                                                             "--force"],
+        2, ["would replace the input"]),
+    row("prepare-binary-id-list", "prepare_voc", ["--voc", "{tmp}/binlist", "--out", "{tmp}/o"],
+        1, ["val.txt: not a text file"]),
+    row("prepare-crlf-id-list", "prepare_voc", ["--voc", "{tmp}/crlf", "--out", "{tmp}/o"],
+        0, ["train=2 val=1"]),
+    row("prepare-colour-label", "prepare_voc", ["--voc", "{tmp}/rgblabel", "--out", "{tmp}/o"],
+        1, ["a1.png: a RGB image is not a label map"]),
+    row("prepare-truncated-jpeg", "prepare_voc", ["--voc", "{tmp}/cutjpeg", "--out", "{tmp}/o"],
+        1, ["a1.jpg: not a readable image"]),
+    row("prepare-cityscapes-missing", "prepare_cityscapes", ["--root", "{tmp}/none", "--out",
+                                                             "{tmp}/o"],
+        1, ["{tmp}/none: not a Cityscapes tree"]),
+    row("prepare-cityscapes-out-is-root", "prepare_cityscapes", ["--root", "{cs}", "--out",
+                                                                 "{cs}"],
+        2, ["{cs} would replace the input {cs}/leftImg8bit"]),
+    # fold_bn, convert_weights
+    row("fold-tol-0", "fold_bn", FOLD + ["--tol", "0"], 2, ["argument --tol: must be > 0"]),
+    row("fold-verify-size-0", "fold_bn", FOLD + ["--verify-size", "0", "0"], 2,
+        ["argument --verify-size: must be >= 1, not 0"]),
+    row("fold-both-outputs-one-file", "fold_bn", FOLD[:4] + ["--out-net", "{tmp}/f",
+                                                            "--out-weights", "{tmp}/f"],
+        2, ["the folded prototxt and caffemodel must be two files"]),
+    row("fold-existing-outputs", "fold_bn", FOLD[:4] + ["--out-net", "{file}", "--out-weights",
+                                                       "{tmp}/f.caffemodel"],
+        2, ["{file}: exists and is not this tool's output; use --force"]),
+    row("fold-train-net-with-data-layer", "fold_bn", ["--net", "{tmp}/train.prototxt",
+                                                      "--weights", "{weights}", "--out-net",
+                                                      "{tmp}/f.prototxt", "--out-weights",
+                                                      "{tmp}/f.caffemodel"],
+        1, ["SegDataLayer(source={tmp}/none.txt)", "list file not found"]),
+    row("convert-source-is-a-prototxt", "convert_weights", ["{net}", "{net}",
+                                                            "{tmp}/i.caffemodel"],
+        1, ["{net}: not a caffemodel"]),
+    row("convert-target-missing", "convert_weights", ["{weights}", "{tmp}/none.prototxt",
+                                                      "{tmp}/i.caffemodel"],
+        1, ["{tmp}/none.prototxt: no such file (net prototxt)"]),
+    row("convert-output-is-the-source", "convert_weights", ["{weights}", "{net}", "{weights}",
+                                                            "--force"],
+        2, ["would overwrite the input {weights}"]),
+    # train, demo
+    row("train-solver-missing", "train", ["--solver", "{tmp}/none.prototxt", "-q"], 1,
+        ["{tmp}/none.prototxt: no such file (solver prototxt)"]),
+    row("train-solver-garbage", "train", ["--solver", "{weights}", "-q"], 1,
+        ["{weights}: not a"]),
+    row("train-weights-missing", "train", ["--solver", "{tmp}/solver.prototxt", "--weights",
+                                           "{tmp}/none.caffemodel", "-q"],
+        1, ["{tmp}/none.caffemodel: no such file (initial weights)"]),
+    row("train-gpu-negative", "train", ["--solver", "{tmp}/solver.prototxt", "--gpu", "-1"],
+        2, ["argument --gpu: must be >= 0, not -1"]),
+    row("demo-max-iter-0", "demo", ["--out", "{tmp}/d", "--max-iter", "0"], 2,
+        ["argument --max-iter: must be >= 1, not 0"], absent("{tmp}/d")),
+    # Python layers under the caffe tool
+    row("data-layer-param-str-a-list", "caffe", ["time", "-model", "{tmp}/list.prototxt",
+                                                 "-iterations", "1"],
+        "crash", ["SegDataLayer: param_str must be a mapping"]),
+    row("data-layer-crop-a-string", "caffe", ["time", "-model", "{tmp}/crop.prototxt",
+                                              "-iterations", "1"],
+        "crash", ["SegDataLayer: crop_size must be a positive int or [h, w]"]),
+    row("data-layer-workers-true", "caffe", ["time", "-model", "{tmp}/workers.prototxt",
+                                             "-iterations", "1"],
+        "crash", ["SegDataLayer: workers must be an int >= 0"]),
+    row("label-sample-without-stride", "caffe", ["time", "-model", "{tmp}/sample.prototxt",
+                                                 "-iterations", "1"],
+        "crash", ["fcrn_shift.LabelSampleLayer: param_str lacks ['stride']"]),
+]
+
+
+def prepare_row(w, request):
+    """Inputs some rows need beyond the world's named pieces."""
+    name = request.node.callspec.id
+    if "cut.caffemodel" in str(request.node.callspec.params["argv"]):
+        data = open(w["weights"], "rb").read()
+        with open(w.path("cut.caffemodel"), "wb") as f:
+            f.write(data[:len(data) // 2])
+    if name == "empty-file-as-caffemodel":
+        open(w.path("empty.caffemodel"), "w").close()
+    if name == "empty-id-list":
+        open(w.path("empty.txt"), "w").close()
+    if name == "duplicate-prediction-ids":
+        os.makedirs(w.path("dupred", "sub"))
+        for p in ("a.png", "sub/a.png", "b.png"):
+            cv2.imwrite(w.path("dupred", p), np.zeros((4, 5), np.uint8))
+    if name == "id-in-train-and-val":
+        fake.make_voc(w.path("both"), ["a1", "a2"], ["a2"])
+    if name == "missing-image-names-every-place-looked":
+        w["voc"]
+        fake.make_sbd(w.path("sbd"), ["zz"], ["s2"])
+        os.remove(w.path("sbd", "benchmark_RELEASE", "dataset", "img", "zz.jpg"))
+    if name == "infer-empty-folder":
+        os.makedirs(w.path("emptydir"))
+    if name == "infer-net-unknown-layer":
+        with open(w.path("unknown.prototxt"), "w") as f:
+            f.write(TINY_NET.replace('type: "LeanBatchNorm"', 'type: "Frobnicate"'))
+    if name == "infer-empty-image-file":
+        open(w.path("empty.jpg"), "w").close()
+    if name == "infer-text-named-jpg-in-folder":
+        os.makedirs(w.path("mixed"))
+        with open(w.path("mixed", "x.jpg"), "w") as f:
+            f.write("not a picture")
+        cv2.imwrite(w.path("mixed", "ok.png"), np.zeros((9, 9, 3), np.uint8))
+    if name == "infer-one-pixel-image":
+        cv2.imwrite(w.path("dot.png"), np.full((1, 1, 3), 200, np.uint8))
+    if name == "infer-foreign-folder":
+        os.makedirs(w.path("theirs"))
+        with open(w.path("theirs", "holiday.png"), "wb") as f:
+            f.write(b"theirs")
+    if name == "infer-list-with-quoted-space":
+        cv2.imwrite(w.path("a b.jpg"), np.zeros((8, 8, 3), np.uint8))
+        with open(w.path("spaced.txt"), "w") as f:
+            f.write("'%s'\n" % w.path("a b.jpg"))
+    if name == "infer-list-unbalanced-quote":
+        with open(w.path("quote.txt"), "w") as f:
+            f.write("it's.jpg\n")
+    if name == "infer-rerun-into-own-folder":
+        from fcrn import infer
+        infer.run(w["net"], w["weights"], [w["img"]], w.path("own"))
+    if name == "evaluate-rgb-prediction":
+        w["gt"]
+        os.makedirs(w.path("rgb"))
+        for p in ("a.png", "b.png"):
+            cv2.imwrite(w.path("rgb", p), np.zeros((4, 5, 3), np.uint8))
+    if name == "evaluate-corrupt-prediction":
+        w["gt"]
+        os.makedirs(w.path("corrupt"))
+        for p in ("a.png", "b.png"):
+            with open(w.path("corrupt", p), "wb") as f:
+                f.write(b"\x89PNG\r\n\x1a\n not really")
+    if name == "lmdb-list-three-fields":
+        with open(w.path("three.txt"), "w") as f:
+            f.write("a.jpg b.png c.png\n")
+    if name == "lmdb-rerun-replaces-own":
+        from fcrn.data.sources import write_lmdb
+        write_lmdb(os.path.join(w["prep"], "train.txt"), w.path("own.lmdb"))
+    if name == "prepare-binary-id-list":
+        fake.make_voc(w.path("binlist"), ["a1"], ["v1"])
+        with open(w.path("binlist", "VOCdevkit", "VOC2012", "ImageSets", "Segmentation",
+                         "val.txt"), "wb") as f:
+            f.write(b"\xff\xfe\x00garbage")
+    if name == "prepare-crlf-id-list":
+        fake.make_voc(w.path("crlf"), ["a1", "a2"], ["v1"])
+        sets = w.path("crlf", "VOCdevkit", "VOC2012", "ImageSets", "Segmentation")
+        for split, ids in (("train", "a1\r\na2\r\n"), ("val", "v1\r\n")):
+            with open(os.path.join(sets, split + ".txt"), "w", newline="") as f:
+                f.write(ids)
+    if name == "prepare-colour-label":
+        fake.make_voc(w.path("rgblabel"), ["a1"], ["v1"])
+        cv2.imwrite(w.path("rgblabel", "VOCdevkit", "VOC2012", "SegmentationClass", "a1.png"),
+                    np.zeros((30, 40, 3), np.uint8))
+    if name == "prepare-truncated-jpeg":
+        fake.make_voc(w.path("cutjpeg"), ["a1"], ["v1"])
+        path = w.path("cutjpeg", "VOCdevkit", "VOC2012", "JPEGImages", "a1.jpg")
+        data = open(path, "rb").read()
+        with open(path, "wb") as f:
+            f.write(data[:len(data) // 3])
+    if name == "fold-train-net-with-data-layer":
+        with open(w.path("train.prototxt"), "w") as f:
+            f.write(TINY_NET.replace(
+                'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 '
+                'dim: 3 dim: 16 dim: 16 } } }',
+                'layer { name: "data" type: "Python" top: "data" top: "label" python_param { '
+                'module: "fcrn_data" layer: "SegDataLayer" param_str: \'{"source": "%s"}\' } }'
+                % w.path("none.txt")))
+    if name in ("train-weights-missing", "train-gpu-negative"):
+        with open(w.path("solver.prototxt"), "w") as f:
+            f.write('net: "%s" max_iter: 1 solver_mode: CPU' % w["net"])
+    layer_nets = {"data-layer-param-str-a-list": ("list.prototxt", '[1, 2]'),
+                  "data-layer-crop-a-string": ("crop.prototxt",
+                                               '{"source": "x.txt", "crop_size": "abc"}'),
+                  "data-layer-workers-true": ("workers.prototxt",
+                                              '{"source": "x.txt", "workers": true}')}
+    if name in layer_nets:
+        _data_net(w, *layer_nets[name])
+    if name == "label-sample-without-stride":
+        with open(w.path("sample.prototxt"), "w") as f:
+            f.write('layer { name: "x" type: "DummyData" top: "label" top: "score"\n'
+                    '  dummy_data_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 }\n'
+                    '    shape { dim: 1 dim: 2 dim: 2 dim: 2 } } }\n'
+                    'layer { name: "s" type: "Python" bottom: "label" bottom: "score" top: "y"\n'
+                    '  python_param { module: "fcrn_shift" layer: "LabelSampleLayer" } }\n')
+    if name == "data-layer-wrong-num-classes-under-caffe":
+        _data_net(w, "data.prototxt", '{"source": "%s", "crop_size": 8, "num_classes": 3, '
+                  '"workers": 0}' % os.path.join(w["prep"], "train.txt"))
+    if name == "data-layer-type-error-under-caffe":
+        _data_net(w, "badscale.prototxt", '{"source": "%s", "scale": ["a", "b"]}'
+                  % os.path.join(w["prep"], "train.txt"))
+    if name == "shift-layer-bad-pass-under-caffe":
+        with open(w.path("shift.prototxt"), "w") as f:
+            f.write('layer { name: "x" type: "DummyData" top: "x" top: "pass"\n'
+                    '  dummy_data_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } shape { dim: 1 }\n'
+                    '    data_filler { type: "constant" value: 1 }\n'
+                    '    data_filler { type: "constant" value: 5 } } }\n'
+                    'layer { name: "s" type: "Python" bottom: "x" bottom: "pass" top: "y"\n'
+                    '  python_param { module: "fcrn_shift" layer: "ShiftLayer" } }\n')
+
+
+def _data_net(w, name, param_str):
+    import json
+    with open(w.path(name), "w") as f:
+        f.write('layer { name: "d" type: "Python" top: "data" top: "label"\n'
+                '  python_param { module: "fcrn_data" layer: "SegDataLayer" param_str: %s } }\n'
+                % json.dumps(param_str))
+
+
+@pytest.mark.parametrize("tool, argv, status, expect, check, changes", DEFECTS + WEAK + EXTRA)
+def test_bad_input(tool, argv, status, expect, check, changes, tmp_path, script, capsys,
+                   caplog, request):
+    w = World(str(tmp_path))
+    argv = [a.format_map(w) for a in argv]
+    expect = [e.format_map(w) for e in expect]
+    prepare_row(w, request)
+    before = snapshot(str(tmp_path))
+    got, out, trace = run_tool(script, tool, argv, capsys, caplog, str(tmp_path))
+    assert trace is None, trace
+    assert got == status, out[-3000:]
+    for fragment in expect:
+        assert fragment in out, (fragment, out[-3000:])
+    after = snapshot(str(tmp_path))
+    allowed = {p.format_map(w) for p in changes}
+    lost = [p for p, digest in before.items() if after.get(p) != digest and p not in allowed]
+    assert lost == [], "inputs changed or removed: %s" % lost
+    if check:
+        check(w, out)
+
+
+# --- interrupted and concurrent runs ------------------------------------------------
+
+def _start_slow_preparation(tmp_path, out):
+    """prepare_voc in its own process on a tree big enough to take a while;
+    returns the process once its partial output folder exists."""
+    fake.make_voc(str(tmp_path / "big"), ["t%03d" % i for i in range(400)], ["v1"],
+                  size=(60, 80))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "prepare_voc.py"),
+                             "--voc", str(tmp_path / "big"), "--out", out, "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(20000):
+        if [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]:
+            return proc
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.001)
+    raise AssertionError("no partial output appeared")
+
+
+def test_a_killed_preparation_leaves_nothing_the_next_run_keeps(tmp_path, script, caplog):
+    out = str(tmp_path / "out")
+    proc = _start_slow_preparation(tmp_path, out)
+    proc.kill()
+    proc.communicate()
+    leftovers = [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]
+    assert len(leftovers) == 1 and not os.path.exists(out)
+    mine = tmp_path / ".out.partial-mine"   # a user's folder of that name, no marker: kept
+    mine.mkdir()
+    caplog.set_level(logging.INFO)
+    assert script("prepare_voc").main(["--voc", str(tmp_path / "big"), "--out", out]) == 0
+    assert "left by an interrupted run" in caplog.text
+    assert sorted(p for p in os.listdir(str(tmp_path)) if ".partial-" in p) == [mine.name]
+    assert len(open(os.path.join(out, "train.txt")).read().splitlines()) == 400
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path, script,
+                                                                           caplog):
+    out = str(tmp_path / "out")
+    proc = _start_slow_preparation(tmp_path, out)
+    try:
+        status = script("prepare_voc").main(["--voc", str(tmp_path / "big"), "--out", out])
+    finally:
+        _, err = proc.communicate()
+    assert status == 2 and "is being written by another run right now" in caplog.text
+    assert proc.returncode == 0, err
+    assert len(open(os.path.join(out, "train.txt")).read().splitlines()) == 400
+    assert not [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]
+
+
+def test_make_net_on_a_full_disk_leaves_nothing_and_the_rerun_works(tmp_path, script,
+                                                                    monkeypatch, caplog):
+    """The disk fills while the fourth file is renamed into place."""
+    import errno
+    out = str(tmp_path / "net")
+    real, calls = os.replace, []
+
+    def full(src, dst):
+        calls.append(dst)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", dst)
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", full)
+    assert script("make_net").main(["--depth", "50", "--out", out]) == 1
+    assert "No space left on device" in caplog.text
+    assert not os.path.exists(out) and not [p for p in os.listdir(str(tmp_path))
+                                            if p.startswith(".")]
+    monkeypatch.undo()
+    assert script("make_net").main(["--depth", "50", "--out", out]) == 0
+    assert sorted(os.listdir(out)) == ["deploy.prototxt", "solver.prototxt", "test.prototxt",
+                                       "train.prototxt"]
