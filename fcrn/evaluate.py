@@ -128,8 +128,8 @@ def index_files(root, suffix):
 def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=None):
     """[(id, gt_path, pred_path)] sorted by id, and the problems found.
 
-    ``ids`` (e.g. VOC's val.txt) restricts the set; entries may carry folders or
-    the suffix. Problems: ids without ground truth, ground truth without
+    ``ids`` (e.g. VOC's val.txt) restricts the set; entries may carry folders,
+    a suffix or an image extension (the first field of a prepared list). Problems: ids without ground truth, ground truth without
     prediction.
     """
     for root, what in ((gt_root, "ground-truth"), (pred_root, "prediction")):
@@ -145,8 +145,10 @@ def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=Non
         keys = []
         for entry in ids:
             key = os.path.basename(entry.strip())
-            if key.endswith(gt_suffix):
-                key = key[:len(key) - len(gt_suffix)]
+            for suffix in (gt_suffix, pred_suffix) + imageio.IMAGE_EXTENSIONS:
+                if key.endswith(suffix):  # a path of a prepared list: its image's id
+                    key = key[:len(key) - len(suffix)]
+                    break
             if key:
                 keys.append(key)
         for key in keys:

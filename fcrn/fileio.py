@@ -11,7 +11,8 @@ over something that is not the tool's own.
   no existing target replaced unless it is the tool's own earlier output or
   --force is given.
 - `clean_leftovers(...)`: temporaries of killed runs, recognised by their
-  name and by a lock that only a live writer holds, removed by the next run.
+  name and by a lock that only a live writer holds (or, for a folder killed
+  before it got its lock, by being empty), removed by the next run.
 """
 import bisect
 import contextlib
@@ -117,7 +118,7 @@ def check_disjoint(targets, inputs):
     """Refuse (UsageError, whatever --force says) a target equal to an input,
     inside an input folder, or holding an input (replacing it would delete
     that input). Fast for thousands of targets and inputs."""
-    _named(targets)
+    check_named(targets)
     given = {}
     for p in inputs:
         if p:
@@ -140,7 +141,7 @@ def check_disjoint(targets, inputs):
         raise UsageError("refusing to write over an input (even with --force)", clashes)
 
 
-def _named(targets):
+def check_named(targets):
     """An empty path would be the current folder to the file system."""
     if any(not t for t in targets):
         raise UsageError("an output path is empty")
@@ -157,8 +158,9 @@ def _ancestors(path):
 
 def check_free(targets, force=False, is_own=None):
     """Refuse (UsageError) a target that exists, is not an empty folder and
-    is not the tool's own earlier output (``is_own(path)``), unless ``force``."""
-    _named(targets)
+    is not the tool's own earlier output (``is_own(path)``), unless ``force``.
+    An empty path is refused whatever ``force`` says."""
+    check_named(targets)
     if force:
         return
     taken = [t for t in targets if _occupied(t) and not (is_own and is_own(t))]
@@ -170,9 +172,15 @@ def check_free(targets, force=False, is_own=None):
 
 
 def check_targets(targets, inputs=(), force=False, is_own=None):
-    """Both guards every writer runs before writing (see the module docstring)."""
+    """Both guards every writer runs before writing (see the module
+    docstring), then the temporaries that killed runs left for these targets
+    are removed."""
     check_disjoint(targets, inputs)
     check_free(targets, force, is_own)
+    for target in targets:
+        folder, name = os.path.split(os.path.abspath(target))
+        if os.path.isdir(folder):
+            clean_leftovers(folder, name)
 
 
 MARK = ".fcrn-output"
@@ -215,6 +223,10 @@ def clean_leftovers(folder, name=None):
         for path in glob.glob(os.path.join(glob.escape(folder), ".%s%s*" % (base, kind))):
             marker = os.path.join(path, LOCK_NAME)
             if not os.path.isfile(marker):
+                if os.path.isdir(path) and not os.listdir(path):
+                    # killed between creating it and locking it: nothing to lose
+                    with contextlib.suppress(OSError):
+                        os.rmdir(path)
                 continue  # not one of ours, or being swapped in right now
             if _is_locked(marker):
                 if kind == PARTIAL and name:

@@ -365,8 +365,9 @@ def overlay(image, label, palette, alpha=0.5):
 
 def list_inputs(sources, list_file=None):
     """[(path, output name without extension)] from files, folders (recursive,
-    names relative to the folder) and a list file (one path per line), with
-    the names made unique (`unique_names`)."""
+    names relative to the folder) and a list file (an image per line, or the
+    "image label" lines the preparation scripts write; paths relative to the
+    list's folder), with the names made unique (`unique_names`)."""
     items = []
     for src in sources:
         if os.path.isdir(src):
@@ -379,8 +380,8 @@ def list_inputs(sources, list_file=None):
         else:
             items.append((src, os.path.splitext(os.path.basename(src))[0]))
     if list_file:
-        items += [(f[0], os.path.splitext(os.path.basename(f[0]))[0])
-                  for f in lists.read(list_file, 1, 1, "image list")]
+        items += [(image, os.path.splitext(os.path.basename(image))[0])
+                  for image, _ in lists.read_pairs(list_file, need_label=False)]
     return unique_names(items)
 
 
@@ -433,15 +434,13 @@ class Stats:
 def _plan(items, out, overlay_dir, labelids, sources, list_file, force):
     """Output files per item; refuses collisions with inputs and folders
     that are not this tool's earlier outputs (before anything is loaded)."""
-    folders = [d for d in (out, overlay_dir, labelids) if d]
+    folders = [d for d in (out, overlay_dir, labelids) if d is not None]
+    fileio.check_named(folders)
     if len(set(map(os.path.realpath, folders))) < len(folders):
         raise UsageError("--out, --overlay and --labelids must be different folders")
-    plan = []
-    for _, name in items:
-        files = [os.path.join(out, name + ".png")]
-        files.append(os.path.join(overlay_dir, name + ".jpg") if overlay_dir else None)
-        files.append(os.path.join(labelids, name + ".png") if labelids else None)
-        plan.append(files)
+    plan = [[None if d is None else os.path.join(d, name + ext)
+             for d, ext in ((out, ".png"), (overlay_dir, ".jpg"), (labelids, ".png"))]
+            for _, name in items]
     fileio.check_disjoint([f for files in plan for f in files if f],
                           [p for p, _ in items] + list(sources) + [list_file])
     fileio.check_free(folders, force, lambda d: fileio.is_marked(d, TOOL))
@@ -452,15 +451,15 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
         dataset="voc", gpu=None, jobs=2, force=False, progress=False, **options):
     """Segment images with a deploy net and write one label PNG each.
 
-    `sources`: image files and folders (recursive); `list_file`: one image
-    path per line. Writes `out/NAME.png` (palette PNGs of `dataset`), and
+    `sources`: image files and folders (recursive); `list_file`: an image
+    path per line (first field; relative to the list's folder). Writes `out/NAME.png` (palette PNGs of `dataset`), and
     optionally colour overlays `overlay_dir/NAME.jpg` and, for Cityscapes,
     labelId PNGs `labelids/NAME.png`. Unreadable images are named, skipped
     and counted in the returned Stats; everything else that is wrong raises
     before the first forward. `options` go to the Segmenter.
     """
     data = datasets.get(dataset)
-    if labelids and data.label_ids is None:
+    if labelids is not None and data.label_ids is None:
         raise UsageError("--labelids needs a dataset with label ids (cityscapes), not %s"
                          % dataset)
     if jobs < 1:
@@ -480,7 +479,7 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
             fileio.clean_leftovers(dirpath)
 
     palette = data.palette()
-    to_label_id = data.class_to_label_lut() if labelids else None
+    to_label_id = data.class_to_label_lut() if labelids is not None else None
 
     def load(k):
         try:

@@ -363,7 +363,7 @@ FOLD = ["--net", "{net}", "--weights", "{weights}", "--out-net", "{tmp}/f.protot
 EXTRA = [
     # infer
     row("infer-list-missing", "infer", ["--list", "{tmp}/none.txt", "--out", "{tmp}/o"] + INFER,
-        1, ["{tmp}/none.txt: image list file not found"]),
+        1, ["{tmp}/none.txt: list file not found"]),
     row("infer-empty-folder", "infer", ["{tmp}/emptydir", "--out", "{tmp}/o"] + INFER,
         1, ["no input images in {tmp}/emptydir"]),
     row("infer-net-missing", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{tmp}/none",
@@ -447,7 +447,7 @@ EXTRA = [
                                                     "3", "-q"],
         1, ["{tmp}/corrupt/a.png: not a readable image"]),
     row("evaluate-report-over-an-input", "evaluate", EVAL + ["--out-json", "{gt}/a.png"],
-        2, ["{gt}/a.png would overwrite the input"]),
+        2, ["{gt}/a.png would be written inside the input {gt}"]),
     row("evaluate-report-over-a-user-file", "evaluate", EVAL + ["--out-md", "{file}"],
         2, ["{file}: exists and is not this tool's output"]),
     row("evaluate-list-of-binary", "evaluate", ["--gt", "{gt}", "--pred", "{pred}", "--list",
@@ -509,7 +509,7 @@ EXTRA = [
         1, ["{tmp}/none: not a Cityscapes tree"]),
     row("prepare-cityscapes-out-is-root", "prepare_cityscapes", ["--root", "{cs}", "--out",
                                                                  "{cs}"],
-        2, ["{cs} would replace the input {cs}/leftImg8bit"]),
+        2, ["{cs} would replace the input {cs}/"]),
     # fold_bn, convert_weights
     row("fold-tol-0", "fold_bn", FOLD + ["--tol", "0"], 2, ["argument --tol: must be > 0"]),
     row("fold-verify-size-0", "fold_bn", FOLD + ["--verify-size", "0", "0"], 2,
@@ -543,7 +543,7 @@ EXTRA = [
                                            "{tmp}/none.caffemodel", "-q"],
         1, ["{tmp}/none.caffemodel: no such file (initial weights)"]),
     row("train-gpu-negative", "train", ["--solver", "{tmp}/solver.prototxt", "--gpu", "-1"],
-        2, ["argument --gpu: must be >= 0, not -1"]),
+        2, ["argument --gpu/-gpu: must be >= 0, not -1"]),
     row("demo-max-iter-0", "demo", ["--out", "{tmp}/d", "--max-iter", "0"], 2,
         ["argument --max-iter: must be >= 1, not 0"], absent("{tmp}/d")),
     # Python layers under the caffe tool
@@ -744,11 +744,13 @@ def test_a_killed_preparation_leaves_nothing_the_next_run_keeps(tmp_path, script
     proc.communicate()
     leftovers = [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]
     assert len(leftovers) == 1 and not os.path.exists(out)
+    killed_early = not os.listdir(str(tmp_path / leftovers[0]))  # before it took its lock
     mine = tmp_path / ".out.partial-mine"   # a user's folder of that name, no marker: kept
     mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
     caplog.set_level(logging.INFO)
     assert script("prepare_voc").main(["--voc", str(tmp_path / "big"), "--out", out]) == 0
-    assert "left by an interrupted run" in caplog.text
+    assert killed_early or "left by an interrupted run" in caplog.text
     assert sorted(p for p in os.listdir(str(tmp_path)) if ".partial-" in p) == [mine.name]
     assert len(open(os.path.join(out, "train.txt")).read().splitlines()) == 400
 
@@ -788,3 +790,45 @@ def test_make_net_on_a_full_disk_leaves_nothing_and_the_rerun_works(tmp_path, sc
     assert script("make_net").main(["--depth", "50", "--out", out]) == 0
     assert sorted(os.listdir(out)) == ["deploy.prototxt", "solver.prototxt", "test.prototxt",
                                        "train.prototxt"]
+
+
+def test_every_list_a_tool_writes_the_next_tool_reads(tmp_path, script, caplog):
+    """prepare_voc's val list, under a folder with a space, drives infer.py
+    --list and evaluate.py --list as it drives make_lmdb.py and the data layer."""
+    w = World(str(tmp_path))
+    assert script("prepare_voc").main(["--voc", w["spaced"], "--out", w.path("p q")]) == 0
+    val = w.path("p q", "val.txt")
+    assert script("infer").main(["--list", val, "--out", w.path("o")] + [
+        a.format_map(w) for a in INFER]) == 0
+    assert os.path.exists(w.path("o", "v1.png"))
+    assert script("evaluate").main(["--gt", w.path("p q", "SegmentationClassAug"), "--pred",
+                                    w.path("o"), "--list", val, "--out-json",
+                                    w.path("r.json"), "-q"]) == 0
+    import json
+    assert json.load(open(w.path("r.json")))["num_images"] == 1
+
+
+def test_a_killed_file_write_is_cleaned_by_the_next_run(tmp_path, script, caplog):
+    """A writer killed while writing a file leaves `.NAME.*.fcrn-tmp`; the
+    next run of a tool writing NAME removes it (its lock is free)."""
+    w = World(str(tmp_path))
+    code = ("import sys, time\nfrom fcrn import fileio\n"
+            "def save(tmp):\n    open(tmp, 'w').write('half')\n    print('ready', flush=True)\n"
+            "    time.sleep(60)\n"
+            "fileio.atomic_save(sys.argv[1], save)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, w.path("r.json")],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    live = [p for p in os.listdir(str(tmp_path)) if p.endswith(".fcrn-tmp")]
+    assert len(live) == 1
+    args = ["--gt", w["gt"], "--pred", w["pred"], "--dataset", "generic", "--num-classes", "3",
+            "--out-json", w.path("r.json"), "-q"]
+    assert script("evaluate").main(args) == 0     # a live writer's temporary stays
+    assert os.path.exists(w.path(live[0]))
+    proc.kill()
+    proc.wait()
+    caplog.set_level(logging.INFO)
+    assert script("evaluate").main(args) == 0
+    assert "left by an interrupted run" in caplog.text
+    assert not [p for p in os.listdir(str(tmp_path)) if p.endswith(".fcrn-tmp")]
+
