@@ -18,6 +18,9 @@ _SPECIAL = _QUOTES | set(" \t\n\r")
 
 
 def format_line(fields):
+    broken = [f for f in fields if "\n" in f or "\r" in f]
+    if broken:
+        raise InputError("%r: a path with a line break cannot be written in a list" % broken[0])
     return " ".join(shlex.quote(f) if (not f or _SPECIAL & set(f)) else f for f in fields)
 
 

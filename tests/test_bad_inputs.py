@@ -271,11 +271,16 @@ DEFECTS = [
 def _lists_read_back(w):
     """The lists of a tree under a path with a space are read by make_lmdb
     and by the data layer's reader."""
+    assert "my data" in _read_back(w, "o")[0][0]
+
+
+def _read_back(w, out):
     from fcrn.data.sources import ListSource, write_lmdb
-    source = ListSource(os.path.join(w["tmp"], "o", "train.txt"))
-    assert len(source) == 2 and "my data" in source.pairs[0][0]
-    assert write_lmdb(os.path.join(w["tmp"], "o", "train.txt"),
-                      os.path.join(w["tmp"], "o.lmdb"))["count"] == 2
+    source = ListSource(os.path.join(w["tmp"], out, "train.txt"))
+    assert len(source) == 2
+    assert write_lmdb(os.path.join(w["tmp"], out, "train.txt"),
+                      os.path.join(w["tmp"], out + ".lmdb"))["count"] == 2
+    return source.pairs
 
 
 # --- the weak cases of issue 14 -------------------------------------------------
@@ -426,6 +431,8 @@ EXTRA = [
         1, ["{tmp}/quote.txt:1: No closing quotation"]),
     row("infer-rerun-into-own-folder", "infer", ["{img}", "--out", "{tmp}/own"] + INFER, 0,
         [], exists("{tmp}/own/a.png"), changes=["{tmp}/own/a.png"]),
+    row("infer-non-ascii-names", "infer", ["{tmp}/données", "--out", "{tmp}/sortie"] + INFER, 0,
+        [], exists("{tmp}/sortie/été.png", "{tmp}/sortie/日本.png")),
     # evaluate
     row("evaluate-gt-missing", "evaluate", ["--gt", "{tmp}/none", "--pred", "{pred}",
                                             "--dataset", "generic", "--num-classes", "3"],
@@ -504,6 +511,12 @@ EXTRA = [
         1, ["a1.png: a RGB image is not a label map"]),
     row("prepare-truncated-jpeg", "prepare_voc", ["--voc", "{tmp}/cutjpeg", "--out", "{tmp}/o"],
         1, ["a1.jpg: not a readable image"]),
+    row("dataset-path-non-ascii", "prepare_voc", ["--voc", "{tmp}/jeux de données",
+                                                  "--out", "{tmp}/préparé"],
+        0, ["train=2 val=1"], lambda w, out: _read_back(w, "préparé")),
+    row("dataset-path-with-a-line-break", "prepare_voc", ["--voc", "{tmp}/a\nb", "--out",
+                                                          "{tmp}/o"],
+        1, ["a path with a line break cannot be written in a list"], absent("{tmp}/o")),
     row("prepare-cityscapes-missing", "prepare_cityscapes", ["--root", "{tmp}/none", "--out",
                                                              "{tmp}/o"],
         1, ["{tmp}/none: not a Cityscapes tree"]),
@@ -583,6 +596,15 @@ def prepare_row(w, request):
         w["voc"]
         fake.make_sbd(w.path("sbd"), ["zz"], ["s2"])
         os.remove(w.path("sbd", "benchmark_RELEASE", "dataset", "img", "zz.jpg"))
+    if name == "infer-non-ascii-names":
+        os.makedirs(w.path("données"))
+        for n in ("été.jpg", "日本.png"):
+            cv2.imencode(os.path.splitext(n)[1], np.zeros((7, 9, 3), np.uint8))[1].tofile(
+                w.path("données", n))
+    if name == "dataset-path-non-ascii":
+        fake.make_voc(w.path("jeux de données"), ["a1", "a2"], ["v1"])
+    if name == "dataset-path-with-a-line-break":
+        fake.make_voc(w.path("a\nb"), ["a1", "a2"], ["v1"])
     if name == "infer-empty-folder":
         os.makedirs(w.path("emptydir"))
     if name == "infer-net-unknown-layer":

@@ -227,3 +227,27 @@ def test_script_cityscapes_labelids_and_weight_mismatch(tmp_path, caplog, script
         f.write(picker_net(stem_pool=False).replace("kernel_size: 7", "kernel_size: 5"))
     assert script("infer").main([path, "--net", other] + common) == 1
     assert "conv1: blob 0 stored as 3x3x7x7, the net expects 3x3x5x5" in caplog.text
+
+
+def test_exif_orientation_is_applied_as_training_applies_it(tmp_path, script):
+    """A photo stored 40x80 with EXIF orientation 6 (rotate 90) is 80x40 to
+    viewers; training (the data layer's decoder) and inference read it so,
+    and the label map has that size."""
+    import io
+    from PIL import Image
+    from fcrn.imageio import decode_image
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :10] = 255
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes())
+    (tmp_path / "photo.jpg").write_bytes(buf.getvalue())
+    decoded = decode_image(buf.getvalue(), "photo.jpg")
+    assert decoded.shape == (80, 40, 3) and decoded[:10].mean() > 200  # the white band on top
+    proto, weights = make_picker(tmp_path)
+    assert script("infer").main([str(tmp_path / "photo.jpg"), "--net", proto, "--weights",
+                                 weights, "--out", str(tmp_path / "o"), "-q"]) == 0
+    with Image.open(str(tmp_path / "o" / "photo.png")) as label:
+        assert label.size == (40, 80)  # width, height
