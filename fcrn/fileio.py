@@ -164,11 +164,12 @@ def check_free(targets, force=False, is_own=None):
     if force:
         return
     taken = [t for t in targets if _occupied(t) and not (is_own and is_own(t))]
+    if len(taken) == 1:
+        raise UsageError("%s: exists and is not this tool's output; use --force to replace it"
+                         % taken[0])
     if taken:
-        raise UsageError("%s: exists and is not this tool's output; use --force to replace "
-                         "it" % taken[0] if len(taken) == 1 else
-                         "these exist and are not this tool's output; use --force to replace "
-                         "them", taken if len(taken) > 1 else ())
+        raise UsageError("these exist and are not this tool's output; use --force to replace "
+                         "them", taken)
 
 
 def check_targets(targets, inputs=(), force=False, is_own=None):
@@ -271,8 +272,9 @@ def _marked_temp_dir(parent, base, kind):
 def output_dir(out, inputs=(), force=False, is_own=None):
     """Yield a temporary folder beside ``out``; when the block completes it
     becomes ``out`` (the old one, if any, is swapped out and deleted); on any
-    error or kill it never does. Checks the target first (`check_targets`)
-    and removes the leftovers of killed runs of the same output."""
+    error or kill it never does. Checks the target first (`check_targets`,
+    which also removes the leftovers of killed runs of the same output) and
+    never replaces the folder the process runs in."""
     check_targets([out], inputs, force, is_own)
     out = os.path.abspath(out)
     if _within(_real(os.getcwd()), _real(out)):
@@ -280,7 +282,6 @@ def output_dir(out, inputs=(), force=False, is_own=None):
                          "--force)" % out)
     parent, base = os.path.split(out)
     ensure_dir(parent)
-    clean_leftovers(parent, base)
     with _marked_temp_dir(parent, base, PARTIAL) as tmp:
         try:
             yield tmp
@@ -289,7 +290,8 @@ def output_dir(out, inputs=(), force=False, is_own=None):
                 os.rename(tmp, out)
             elif _exchange(tmp, out):
                 _remove(tmp)
-            else:  # two renames: the old output is set aside, then deleted
+            else:  # two renames (no atomic exchange here): the old output is set aside
+                # in a marked folder, then deleted; a kill between them loses it
                 with _marked_temp_dir(parent, base, OLD) as old:
                     os.rename(out, os.path.join(old, "previous"))
                     os.rename(tmp, out)

@@ -452,11 +452,12 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
     """Segment images with a deploy net and write one label PNG each.
 
     `sources`: image files and folders (recursive); `list_file`: an image
-    path per line (first field; relative to the list's folder). Writes `out/NAME.png` (palette PNGs of `dataset`), and
-    optionally colour overlays `overlay_dir/NAME.jpg` and, for Cityscapes,
-    labelId PNGs `labelids/NAME.png`. Unreadable images are named, skipped
-    and counted in the returned Stats; everything else that is wrong raises
-    before the first forward. `options` go to the Segmenter.
+    path per line (first field; relative to the list's folder). Writes
+    `out/NAME.png` (palette PNGs of `dataset`), and optionally colour overlays
+    `overlay_dir/NAME.jpg` and, for Cityscapes, labelId PNGs
+    `labelids/NAME.png`. Unreadable images are named, skipped and counted in
+    the returned Stats; everything else that is wrong raises before the first
+    forward. `options` go to the Segmenter.
     """
     data = datasets.get(dataset)
     if labelids is not None and data.label_ids is None:
@@ -482,10 +483,7 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
     to_label_id = data.class_to_label_lut() if labelids is not None else None
 
     def load(k):
-        try:
-            return k, imageio.read_image(items[k][0]), None
-        except InputError as e:
-            return k, None, str(e)
+        return imageio.read_image(items[k][0])
 
     def save(k, image, label):
         label_png, overlay_jpg, ids_png = plan[k]
@@ -499,64 +497,72 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(items), unit="img", desc="infer")
-    failed, done, written = [], 0, [0]
     start = time.time()
+    try:
+        written, failed = _stream(seg, [path for path, _ in items], load, save, jobs, bar)
+    finally:
+        if bar:
+            bar.close()
+    elapsed = time.time() - start
+    log.info("%d image(s) in %.1f s: %.2f images/s, %d forward(s)", written, elapsed,
+             written / max(elapsed, 1e-9), seg.forwards)
+    if failed:
+        log.error("%d of %d input(s) failed:\n  %s", len(failed), len(items),
+                  "\n  ".join(failed[:50]) + ("\n  ..." if len(failed) > 50 else ""))
+    return Stats(written, failed, elapsed, seg.forwards)
+
+
+def _stream(seg, paths, load, save, jobs, bar=None):
+    """Read images ahead in a thread pool, predict them in batches of the
+    segmenter's size, write the results in the pool. `load(k)` raises
+    InputError for an unreadable input, `save(k, image, label)` OSError for an
+    unwritable output: both are counted, not fatal. Returns (written, failed)."""
+    failed, written = [], 0
     with ThreadPoolExecutor(jobs) as pool:
-        pending_reads, pending_writes = collections.deque(), []
-        queue = iter(range(len(items)))
+        reads, writes = collections.deque(), []
+        queue = iter(range(len(paths)))
         lookahead = 2 * seg.batch_size + jobs
 
         def refill():
-            while len(pending_reads) < lookahead:
+            while len(reads) < lookahead:
                 k = next(queue, None)
                 if k is None:
                     return
-                pending_reads.append(pool.submit(load, k))
+                reads.append((k, pool.submit(load, k)))
 
         def collect(wait):
+            nonlocal written
             still = []
-            for k, fut in pending_writes:
-                if wait or fut.done():
-                    error = fut.exception()
-                    if error is not None:
-                        if not isinstance(error, OSError):
-                            raise error
-                        failed.append("%s: cannot write its output: %s" % (
-                            items[k][0], describe_oserror(error)))
-                    else:
-                        written[0] += 1
-                else:
+            for k, fut in writes:
+                if not (wait or fut.done()):
                     still.append((k, fut))
-            pending_writes[:] = still
+                elif isinstance(fut.exception(), OSError):
+                    failed.append("%s: cannot write its output: %s"
+                                  % (paths[k], describe_oserror(fut.exception())))
+                else:
+                    fut.result()  # anything else is a bug: let it out
+                    written += 1
+            writes[:] = still
 
         refill()
-        while pending_reads:
+        while reads:
             batch = []
-            while pending_reads and len(batch) < seg.batch_size:
-                k, image, err = pending_reads.popleft().result()
+            while reads and len(batch) < seg.batch_size:
+                k, fut = reads.popleft()
                 refill()
-                if err:
-                    log.error("skipped: %s", err)
-                    failed.append(err)
+                try:
+                    batch.append((k, fut.result()))
+                except InputError as e:
+                    log.error("skipped: %s", e)
+                    failed.append(str(e))
                     if bar:
                         bar.update(1)
-                else:
-                    batch.append((k, image))
             if batch:
-                labels = seg.predict([im for _, im in batch])
-                for (k, image), label in zip(batch, labels):
-                    pending_writes.append((k, pool.submit(save, k, image, label)))
-                done += len(batch)
+                labels = seg.predict([image for _, image in batch])
+                writes += [(k, pool.submit(save, k, image, label))
+                           for (k, image), label in zip(batch, labels)]
                 if bar:
                     bar.update(len(batch))
             collect(wait=False)  # errors surface early, memory is freed
         collect(wait=True)
-    if bar:
-        bar.close()
-    elapsed = time.time() - start
-    log.info("%d image(s) in %.1f s: %.2f images/s, %d forward(s)", done, elapsed,
-             done / max(elapsed, 1e-9), seg.forwards)
-    if failed:
-        log.error("%d of %d input(s) failed:\n  %s", len(failed), len(items),
-                  "\n  ".join(failed[:50]) + ("\n  ..." if len(failed) > 50 else ""))
-    return Stats(written[0], failed, elapsed, seg.forwards)
+    return written, failed
