@@ -208,6 +208,14 @@ def one_error(w, out):
 INFER = ["--net", "{net}", "--weights", "{weights}", "-q"]
 
 
+def reading(tool, weights):
+    """argv of a tool that reads the caffemodel `weights` for the world's net."""
+    return {"infer": ["{img}", "--out", "{tmp}/o", "--net", "{net}", "--weights", weights, "-q"],
+            "fold_bn": ["--net", "{net}", "--weights", weights, "--out-net", "{tmp}/f.prototxt",
+                        "--out-weights", "{tmp}/f.caffemodel"],
+            "convert_weights": [weights, "{net}", "{tmp}/i.caffemodel"]}[tool]
+
+
 # --- the eight defects of issue 14 ----------------------------------------------
 
 DEFECTS = [
@@ -304,35 +312,9 @@ WEAK = [
         1, ["{file}", "is a file, so"]),
     row("unwritable-out-convert", "convert_weights", ["{weights}", "{net}", "{file}/i.caffemodel"],
         1, ["{file}", "is a file, so"]),
-    row("missing-caffemodel-infer", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{net}",
-                                              "--weights", "{tmp}/none.caffemodel", "-q"],
-        1, ["{tmp}/none.caffemodel: no such file"]),
-    row("missing-caffemodel-fold", "fold_bn", ["--net", "{net}", "--weights",
-                                               "{tmp}/none.caffemodel", "--out-net",
-                                               "{tmp}/f.prototxt", "--out-weights",
-                                               "{tmp}/f.caffemodel"],
-        1, ["{tmp}/none.caffemodel: no such file"]),
-    row("missing-caffemodel-convert", "convert_weights", ["{tmp}/none.caffemodel", "{net}",
-                                                          "{tmp}/i.caffemodel"],
-        1, ["{tmp}/none.caffemodel: no such file"]),
-    row("truncated-caffemodel-infer", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{net}",
-                                                "--weights", "{tmp}/cut.caffemodel", "-q"],
-        1, ["{tmp}/cut.caffemodel: not a caffemodel (truncated"]),
-    row("truncated-caffemodel-fold", "fold_bn", ["--net", "{net}", "--weights",
-                                                 "{tmp}/cut.caffemodel", "--out-net",
-                                                 "{tmp}/f.prototxt", "--out-weights",
-                                                 "{tmp}/f.caffemodel"],
-        1, ["{tmp}/cut.caffemodel: not a caffemodel (truncated"]),
-    row("truncated-caffemodel-convert", "convert_weights", ["{tmp}/cut.caffemodel", "{net}",
-                                                            "{tmp}/i.caffemodel"],
-        1, ["{tmp}/cut.caffemodel: not a caffemodel (truncated"]),
-    row("text-file-as-caffemodel", "infer", ["{img}", "--out", "{tmp}/o", "--net", "{net}",
-                                             "--weights", "{file}", "-q"],
+    row("text-file-as-caffemodel", "infer", reading("infer", "{file}"),
         1, ["{file}: not a caffemodel"], one_error),
-    row("empty-file-as-caffemodel", "fold_bn", ["--net", "{net}", "--weights",
-                                                "{tmp}/empty.caffemodel", "--out-net",
-                                                "{tmp}/f.prototxt", "--out-weights",
-                                                "{tmp}/f.caffemodel"],
+    row("empty-file-as-caffemodel", "fold_bn", reading("fold_bn", "{tmp}/empty.caffemodel"),
         1, ["{tmp}/empty.caffemodel: not a caffemodel (empty file)"], one_error),
     row("workers-negative-prepare", "prepare_voc", ["--voc", "{voc}", "--out", "{tmp}/o",
                                                     "--workers", "-1"],
@@ -356,7 +338,12 @@ WEAK = [
     row("empty-id-list", "evaluate", ["--gt", "{gt}", "--pred", "{pred}", "--list",
                                       "{tmp}/empty.txt", "-q"],
         1, ["{tmp}/empty.txt: the id list is empty"]),
-]
+] + [row("%s-caffemodel-%s" % (kind, tool), tool, reading(tool, path), 1, [message])
+     for tool in ("infer", "fold_bn", "convert_weights")
+     for kind, path, message in (
+         ("missing", "{tmp}/none.caffemodel", "{tmp}/none.caffemodel: no such file"),
+         ("truncated", "{tmp}/cut.caffemodel",
+          "{tmp}/cut.caffemodel: not a caffemodel (truncated"))]
 
 
 # --- further bad inputs, tried beyond the issue's list ------------------------------
@@ -431,6 +418,8 @@ EXTRA = [
         1, ["{tmp}/quote.txt:1: No closing quotation"]),
     row("infer-rerun-into-own-folder", "infer", ["{img}", "--out", "{tmp}/own"] + INFER, 0,
         [], exists("{tmp}/own/a.png"), changes=["{tmp}/own/a.png"]),
+    row("infer-grey-alpha-png", "infer", ["{tmp}/la.png", "--out", "{tmp}/o"] + INFER, 0, [],
+        exists("{tmp}/o/la.png")),
     row("infer-non-ascii-names", "infer", ["{tmp}/données", "--out", "{tmp}/sortie"] + INFER, 0,
         [], exists("{tmp}/sortie/été.png", "{tmp}/sortie/日本.png")),
     # evaluate
@@ -466,6 +455,8 @@ EXTRA = [
     row("make-net-empty-out", "make_net", ["--out", ""], 2, ["an output path is empty"]),
     row("make-net-out-is-the-current-folder", "make_net", ["--out", ".", "--force"], 2,
         ["holds the current folder"]),
+    row("make-net-out-with-trailing-slash", "make_net", ["--out", "{tmp}/n/"], 0, ["FoV"],
+        exists("{tmp}/n/train.prototxt")),
     row("make-net-even-kernel", "make_net", ["--kernel", "4", "--out", "{tmp}/n"], 2,
         ["kernel must be a positive odd integer"]),
     row("make-net-threshold-above-1", "make_net", ["--bootstrap", "8", "--threshold", "2",
@@ -517,6 +508,9 @@ EXTRA = [
     row("dataset-path-with-a-line-break", "prepare_voc", ["--voc", "{tmp}/a\nb", "--out",
                                                           "{tmp}/o"],
         1, ["a path with a line break cannot be written in a list"], absent("{tmp}/o")),
+    row("prepare-cityscapes-16-bit-label-ids", "prepare_cityscapes", ["--root", "{cs}",
+                                                                      "--out", "{tmp}/o"],
+        1, ["lindau_000000_000019_gtFine_labelIds.png: labelId 1000 is not a Cityscapes"]),
     row("prepare-cityscapes-missing", "prepare_cityscapes", ["--root", "{tmp}/none", "--out",
                                                              "{tmp}/o"],
         1, ["{tmp}/none: not a Cityscapes tree"]),
@@ -555,6 +549,8 @@ EXTRA = [
     row("train-weights-missing", "train", ["--solver", "{tmp}/solver.prototxt", "--weights",
                                            "{tmp}/none.caffemodel", "-q"],
         1, ["{tmp}/none.caffemodel: no such file (initial weights)"]),
+    row("train-net-missing", "train", ["--solver", "{tmp}/lost.prototxt", "-q"], 1,
+        ["caffe train failed", "{tmp}/none.prototxt"]),
     row("train-gpu-negative", "train", ["--solver", "{tmp}/solver.prototxt", "--gpu", "-1"],
         2, ["argument --gpu/-gpu: must be >= 0, not -1"]),
     row("demo-max-iter-0", "demo", ["--out", "{tmp}/d", "--max-iter", "0"], 2,
@@ -596,6 +592,16 @@ def prepare_row(w, request):
         w["voc"]
         fake.make_sbd(w.path("sbd"), ["zz"], ["s2"])
         os.remove(w.path("sbd", "benchmark_RELEASE", "dataset", "img", "zz.jpg"))
+    if name == "infer-grey-alpha-png":
+        from PIL import Image
+        Image.fromarray(np.zeros((6, 7, 2), np.uint8), mode="LA").save(w.path("la.png"))
+    if name == "prepare-cityscapes-16-bit-label-ids":
+        path = os.path.join(w["cs"], "gtFine", "val", "lindau",
+                            "lindau_000000_000019_gtFine_labelIds.png")
+        cv2.imwrite(path, np.full((16, 32), 1000, np.uint16))
+    if name == "train-net-missing":
+        with open(w.path("lost.prototxt"), "w") as f:
+            f.write('net: "%s" max_iter: 1 solver_mode: CPU' % w.path("none.prototxt"))
     if name == "infer-non-ascii-names":
         os.makedirs(w.path("données"))
         for n in ("été.jpg", "日本.png"):
