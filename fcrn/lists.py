@@ -4,8 +4,9 @@ Every list the project writes or reads goes through here: "image label" pair
 lists (prepare_*.py, make_lmdb.py, the data layer), image lists (infer.py
 --list) and id lists (VOC's ImageSets, evaluate.py --list). A field holding a
 blank, a quote or a backslash is written quoted as a POSIX shell word
-(`shlex.quote`), so any path survives the round trip; lines without quotes or
-backslashes read exactly as blank-separated words, as before.
+(`shlex.quote`), so any path survives the round trip (one holding a line
+break is refused: a line cannot hold it); lines without quotes or backslashes
+read exactly as blank-separated words, as before.
 """
 import os
 import shlex
