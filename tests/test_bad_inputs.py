@@ -263,6 +263,9 @@ DEFECTS = [
         2, ["argument --crop: must be in [1, 2048], not 100000000"], absent("{tmp}/n")),
     row("dataset-path-with-a-space", "prepare_voc", ["--voc", "{spaced}", "--out", "{tmp}/o"],
         0, [], lambda w, out: _lists_read_back(w)),
+    row("cityscapes-path-with-a-space", "prepare_cityscapes", ["--root", "{tmp}/my cs",
+                                                               "--out", "{tmp}/o"],
+        0, ["train=2 val=1"], lambda w, out: _read_back(w, "o")),
     row("data-layer-wrong-num-classes-under-caffe", "caffe",
         ["time", "-model", "{tmp}/data.prototxt", "-iterations", "1"], "crash",
         ["SegDataLayer(source={prep}/train.txt) (forward): InputError:",
@@ -592,6 +595,8 @@ def prepare_row(w, request):
         w["voc"]
         fake.make_sbd(w.path("sbd"), ["zz"], ["s2"])
         os.remove(w.path("sbd", "benchmark_RELEASE", "dataset", "img", "zz.jpg"))
+    if name == "cityscapes-path-with-a-space":
+        fake.make_cityscapes(w.path("my cs"), {"train": {"aachen": 2}, "val": {"lindau": 1}})
     if name == "infer-grey-alpha-png":
         from PIL import Image
         Image.fromarray(np.zeros((6, 7, 2), np.uint8), mode="LA").save(w.path("la.png"))
