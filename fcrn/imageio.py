@@ -82,3 +82,77 @@ def _jpeg_complete(buf):
             continue
         pos += 2 + (data[pos + 2] << 8 | data[pos + 3])
     return False
+
+
+def decode_label(buf, what):
+    """Label map (H x W class indices) of encoded bytes."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            if im.mode not in LABEL_MODES:
+                raise InputError("%s: a %s image is not a label map (expected a palette or "
+                                 "single-channel PNG)" % (what, im.mode))
+            label = np.array(im)
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "not an image"
+        raise InputError("%s: not a readable label image (%s)" % (what, e))
+    if label.dtype == bool:
+        label = label.astype(np.uint8)
+    if label.ndim != 2:
+        raise InputError("%s: label map has shape %s, not H x W" % (what, label.shape))
+    return label
+
+
+def read_label(path):
+    return decode_label(read_bytes(path), path)
+
+
+def image_size(path):
+    """(height, width) from the file's header, without decoding the pixels."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except FileNotFoundError:
+        raise InputError("%s: no such file" % path)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError("%s: not a readable image (%s)" % (path, e))
+
+
+def encode_label_png(label, palette=None):
+    """PNG bytes of a label map: with a palette (RGB rows) a palette PNG whose
+    indices are the labels (colours for viewing), else a grey PNG. PIL,
+    because cv2 cannot write palette PNGs."""
+    from PIL import Image
+    label = np.asarray(label)
+    if label.dtype != np.uint8:
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise ValueError("label values must lie in 0..255 for an 8-bit PNG")
+        label = label.astype(np.uint8)
+    im = Image.fromarray(np.ascontiguousarray(label), mode="L")
+    if palette is not None:
+        im = im.convert("P")
+        im.putpalette(np.asarray(palette, np.uint8).ravel().tolist())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_label_png(path, label, palette=None):
+    atomic_write(path, encode_label_png(label, palette))
+
+
+def encode_image(image, ext, quality=None):
+    import cv2
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if quality and ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ValueError("cannot encode an image as %s" % ext)
+    return buf.tobytes()
+
+
+def write_image(path, image, quality=None):
+    """BGR image to a file whose extension names the format (default PNG)."""
+    ext = os.path.splitext(path)[1].lower() or ".png"
+    atomic_write(path, encode_image(image, ext, quality))
