@@ -125,6 +125,24 @@ def test_fixed_size_model_declares_caffe_shapes(tmp_path):
                                onnx_outputs(out, x, ["score"])["score"]) < TOL
 
 
+def test_opencv_reads_the_model_and_agrees(tmp_path):
+    """A second, independent ONNX reader (OpenCV's DNN importer) computes the
+    same at a size where Caffe drops the last pooling window."""
+    cv2 = pytest.importorskip("cv2")
+    proto, weights = save_model(tmp_path, small_net())
+    out = str(tmp_path / "net.onnx")
+    blobs = ["score", "pool_max", "pool_ave", "pool_ave3"]
+    onnx_export.export(proto, weights, out, outputs=blobs)
+    x = image((1, 3, 21, 26))
+    ref = caffe_outputs(proto, weights, x, blobs)
+    net = cv2.dnn.readNetFromONNX(out)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setInput(x)
+    for b, got in zip(blobs, net.forward(blobs)):
+        assert got.shape == ref[b].shape, b
+        assert fold.relative_error(ref[b], got) < TOL, b
+
+
 @pytest.mark.skipif("LeanBatchNorm" not in caffe.layer_type_list(),
                     reason="LeanBatchNorm not built (build/libfcrn_layers.so)")
 @pytest.mark.parametrize("variant", ["r50_s8_k3_d12", "r50_s16_k3_d6"])
