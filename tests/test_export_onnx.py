@@ -210,6 +210,12 @@ def test_script_refuses_bad_input_in_one_line(tmp_path, caplog):
     sig_path.write_text(str(with_sigmoid))
     shifted = os.path.join(fcrn.ROOT, "prototxt", "voc", "r101_s8_k5_d12_sim4",
                            "deploy.prototxt")
+    # Caffe's last window of a 1x1/2 pool on an even input lies past the input.
+    n = caffe.NetSpec()
+    n.data = L.Input(shape={"dim": [1, 3, 8, 8]})
+    n.subsample = L.Pooling(n.data, pool=P.Pooling.MAX, kernel_size=1, stride=2)
+    n.score = L.Convolution(n.subsample, num_output=2, kernel_size=1)
+    strided, strided_weights = save_model(tmp_path, n.to_proto(), "strided")
     cases = [
         (["--net", str(tmp_path / "none.prototxt"), "--weights", weights],
          "none.prototxt: No such file or directory"),
@@ -219,6 +225,8 @@ def test_script_refuses_bad_input_in_one_line(tmp_path, caplog):
         (["--net", str(sig_path), "--weights", weights],
          "not exportable to ONNX: squash (Sigmoid)"),
         (["--net", shifted, "--weights", weights], "res3_shift (Python)"),
+        (["--net", strided, "--weights", strided_weights],
+         "subsample: stride larger than kernel without padding is not exported"),
     ]
     for argv, message in cases:
         caplog.clear()
