@@ -31,10 +31,10 @@ BUILD := build
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 VENV_SITE = $(shell $(PYTHON_SYSTEM) -c 'import sysconfig; \
-  print(sysconfig.get_path("purelib", vars={"base": "$(CURDIR)/$(VENV)"}))')
+  print(sysconfig.get_path("purelib", "venv", vars={"base": "$(CURDIR)/$(VENV)"}))')
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python bench clean
+.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench clean
 
 all: layers venv
 
@@ -73,13 +73,17 @@ $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setu
 
 FORCE:
 
-test: all test-cpp test-python
+test: all gpu-kit test-cpp test-python
 
 test-cpp: layers
 	@cd $(BUILD) && ctest --output-on-failure
 
 test-python: all
 	@$(ENV) python -m pytest -q tests
+
+# What a GPU machine runs: scripts/gpu_check.sh OUTDIR (README: GPU).
+gpu-kit: all
+	@scripts/build_gpu_kit.sh -j $(JOBS)
 
 # Trains, evaluates and runs a small FCRN end to end on a synthetic dataset.
 demo: all
@@ -99,4 +103,4 @@ bench: all
 	@$(ENV) python scripts/bench_data.py --out benchmarks/data.md
 
 clean:
-	rm -rf $(BUILD) $(VENV)
+	rm -rf $(BUILD) build-kit $(VENV)

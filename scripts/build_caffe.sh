@@ -134,7 +134,7 @@ if [ -f "$PREFIX/.complete" ]; then echo "$PREFIX"; exit 0; fi
 # suites include the release itself (not -security or -updates).
 debian_mirror() {
   local release
-  release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true
   [ -n "$release" ] || return 0
   { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v want="$release" '
       BEGIN { RS = ""; FS = "\n" }
@@ -148,7 +148,7 @@ debian_mirror() {
       $1 == "deb" || $1 == "deb-src" {
         i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
         if ($(i + 1) == want) print $i }'
-  } | head -n 1
+  } | head -n 1 || true   # no sources.list, or head closing the pipe early
 }
 SRC_CACHE=$CACHE/debian-src
 DSC=$SRC_CACHE/caffe_${CAFFE_VERSION#*:}.dsc

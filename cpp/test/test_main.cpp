@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   const cudaError_t error = cudaGetDeviceCount(&devices);
   if (error != cudaSuccess || devices == 0) {
     const int skipped = FilterOutGpuSuites();
-    std::cout << "GPU tests skipped (" << skipped << " suites): "
+    std::cout << "GPU tests skipped (" << skipped << " suites), no usable GPU: "
         << (error != cudaSuccess ? cudaGetErrorString(error) :
             "no CUDA device") << std::endl;
   } else {
