@@ -33,18 +33,22 @@ LOSS_SHAPES = ((1, 21, 65, 65), (2, 21, 65, 65), (5, 21, 65, 65), (10, 21, 65, 6
 LOSS_MIN_KEPT = 512
 
 # The training run: FCRN-50 from random weights with batch statistics and
-# bootstrapping (the demo's recipe) on pre-cut synthetic crops.
+# bootstrapping (the demo's recipe) on pre-cut synthetic crops. At base_lr
+# 0.01 the loss climbed to 17 in 20 iterations here; at 0.001 the mean of each
+# ten fell from 2.6 to 0.4 over the 100.
 TRAIN_VARIANT = dict(dataset='voc', depth=50, resolution=8, kernel=3, dilation=4,
                      bootstrap=64, threshold=0.7, crop=97, batch_size=2, bn_stats='batch')
 TRAIN_CROPS = 32
 TRAIN_ITERATIONS = 100
-TRAIN_SOLVER = dict(base_lr=0.01, lr_policy='fixed', iter_size=1, display=1,
+TRAIN_SOLVER = dict(base_lr=0.001, lr_policy='fixed', iter_size=1, display=1,
                     snapshot=0, solver_mode='CPU', random_seed=1)
 # How far the GPU run (exact FP32) may stray from the CPU's: the first
 # forward pass differs only in summation order; later iterations compound it.
 FIRST_LOSS_TOLERANCE = 1e-4
 EARLY_LOSS_TOLERANCE = 1e-2
 EARLY_ITERATIONS = 10
+# ... and the mean loss of its last tenth must be below this part of its first's.
+FALL_RATIO = 0.5
 
 _LOSS_LINE = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eEinfa]+)')
 
@@ -197,7 +201,8 @@ def kit_environment(kit):
     """Environment in which the kit's binaries find its libraries and layers."""
     lib = os.path.join(os.path.abspath(kit), 'lib')
     return dict(os.environ, LD_LIBRARY_PATH=lib,
-                LD_PRELOAD=os.path.join(lib, 'libfcrn_layers.so'))
+                LD_PRELOAD=os.path.join(lib, 'libfcrn_layers.so'),
+                GLOG_minloglevel='0')  # the losses are INFO lines
 
 
 def record_cpu_losses(kit):
@@ -206,15 +211,15 @@ def record_cpu_losses(kit):
     result = subprocess.run([os.path.join('bin', 'caffe'), 'train',
                              '-solver', 'train/solver.prototxt'],
                             cwd=kit, env=kit_environment(kit), capture_output=True, text=True)
-    found = losses(result.stderr)
-    if result.returncode != 0 or len(found) != TRAIN_ITERATIONS:
+    found = losses(result.stderr)  # and the forward after the last update
+    if result.returncode != 0 or any(i not in found for i in range(TRAIN_ITERATIONS)):
         raise RuntimeError('the CPU training run failed (exit %d, %d losses):\n%s'
                            % (result.returncode, len(found), result.stderr[-3000:]))
     os.makedirs(os.path.join(kit, 'reference'), exist_ok=True)
     atomic_write(os.path.join(kit, 'reference', 'cpu_losses.json'), json.dumps({
         'losses': [found[i] for i in range(TRAIN_ITERATIONS)],
         'first_tolerance': FIRST_LOSS_TOLERANCE, 'early_tolerance': EARLY_LOSS_TOLERANCE,
-        'early_iterations': EARLY_ITERATIONS}, indent=1) + '\n')
+        'early_iterations': EARLY_ITERATIONS, 'fall_ratio': FALL_RATIO}, indent=1) + '\n')
 
 
 def write(kit, sizes=GPU_SIZES, cpu_sizes=(97,)):

@@ -53,6 +53,10 @@ while read -r soname path; do
   if [[ $soname =~ $ALLOWED ]]; then continue; fi
   [ -e "$KIT/lib/$soname" ] || cp -L "$path" "$KIT/lib/$soname"
 done
+# The binaries look for libraries in the kit first, and never in this
+# machine's build folders (their RUNPATHs), which a GPU machine does not have.
+for elf in "$KIT"/bin/*; do patchelf --set-rpath '$ORIGIN/../lib' "$elf"; done
+for elf in "$KIT"/lib/*.so*; do [ -L "$elf" ] || patchelf --set-rpath '$ORIGIN' "$elf"; done
 missing=$(for elf in "$KIT"/bin/* "$KIT"/lib/*.so*; do
             LD_LIBRARY_PATH="$KIT/lib" ldd "$elf" | awk '/not found/ { print $1 }'
           done | sort -u | grep -Ev "$ALLOWED" || true)
@@ -66,7 +70,7 @@ glibc=$(objdump -T "$KIT"/bin/* "$KIT"/lib/*.so* 2>/dev/null |
    "$(ls bin/* lib/*.so* | sed 's/.*/"&"/' | paste -sd, -)") > "$KIT/manifest.json"
 
 log "writing the kit's nets, training data and CPU reference losses"
-(cd "$ROOT" && source scripts/env.sh &&
+(cd "$ROOT" && source scripts/env.sh && export GLOG_minloglevel=1 &&
  python -c 'import sys, fcrn.gpukit; fcrn.gpukit.write(sys.argv[1])' "$KIT")
 
 OUT=$ROOT/build/gpu-kit.tar.xz

@@ -26,10 +26,12 @@ PACKAGES=(
   libopencv-dev libprotobuf-dev protobuf-compiler
   python3-dev python3-venv python3-numpy python3-skimage python3-scipy
   python3-protobuf python3-yaml python3-pil
+  # the GPU kit's training crops (fcrn/gpukit.py)
+  python3-h5py
   # C++ layer tests
   libgtest-dev
-  # the GPU kit's archive (make gpu-kit)
-  xz-utils
+  # the GPU kit (make gpu-kit): its archive, and binaries that find its libraries
+  xz-utils patchelf
 )
 
 missing=()

@@ -46,7 +46,8 @@ def test_kit_is_small_enough():
 
 
 def test_every_library_is_in_the_kit_or_provided(kit):
-    env = dict(os.environ, LD_LIBRARY_PATH=str(kit / 'lib'))
+    """Found through the kit's own RUNPATHs, with no LD_LIBRARY_PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ('LD_LIBRARY_PATH', 'LD_PRELOAD')}
     checked = 0
     for path in elf_files(kit):
         output = subprocess.run(['ldd', str(path)], env=env, capture_output=True,
@@ -57,6 +58,14 @@ def test_every_library_is_in_the_kit_or_provided(kit):
             assert inside or PROVIDED.match(soname), \
                 '%s needs %s from %s, outside the kit' % (path.name, soname, target)
     assert checked > 20  # libcaffe alone needs boost, glog, protobuf, hdf5, BLAS, ...
+
+
+def test_no_binary_looks_outside_the_kit(kit):
+    for path in elf_files(kit):
+        dynamic = subprocess.run(['readelf', '-d', str(path)], capture_output=True,
+                                 text=True, check=True).stdout
+        for kind, value in re.findall(r'\((RPATH|RUNPATH)\)\s+Library \w+: \[(.*)\]', dynamic):
+            assert all(p.startswith('$ORIGIN') for p in value.split(':')), (path.name, value)
 
 
 def test_manifest_names_every_binary(kit):
@@ -93,17 +102,18 @@ def test_cpu_run_of_every_step(tmp_path):
 
 
 def test_a_missing_library_stops_the_check_naming_it(tmp_path, kit):
+    """libcaffe: this machine has every other library of the kit elsewhere."""
     broken = tmp_path / 'broken'
-    shutil.copytree(kit, broken / 'gpu-kit')
-    glog = next(p for p in os.listdir(broken / 'gpu-kit' / 'lib') if p.startswith('libglog'))
-    os.remove(broken / 'gpu-kit' / 'lib' / glog)
+    shutil.copytree(kit, broken / 'gpu-kit', symlinks=True)
+    missing = 'libcaffe.so.1.0.0'
+    os.remove(broken / 'gpu-kit' / 'lib' / missing)
     archive = tmp_path / 'broken.tar.xz'
     with tarfile.open(archive, 'w:xz') as tar:
         tar.add(broken / 'gpu-kit', arcname='gpu-kit')
     result, out = run_check(tmp_path, archive)
     assert result.returncode == 1
     report = (out / 'gpu.md').read_text()
-    assert '**Stopped:** the kit needs libraries this machine lacks: %s' % glog in report
+    assert '**Stopped:** the kit needs libraries this machine lacks: %s' % missing in report
     assert 'tests' not in json.loads((out / 'gpu.json').read_text())
 
 
