@@ -1,24 +1,40 @@
 # FCRN on Caffe. `make` builds everything, `make test` builds and tests,
 # `make demo` trains and evaluates a small FCRN on synthetic data.
-# CUDA=1 builds Caffe and the layers with CUDA (CUDA_ARCH="80 90" to choose GPUs).
+# CUDA=1 builds Caffe and the layers with CUDA, cuDNN and NCCL for sm_90
+# (CUDA_ARCH="80 90" for more GPUs; CUDNN=0 or NCCL=0 leaves one out).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 JOBS ?= $(shell nproc)
+# The one Python of the project: pycaffe is built for it (build_caffe.sh reads
+# FCRN_PYTHON), the venv is made from it, the caffe wrapper uses the venv.
+PYTHON_SYSTEM ?= /usr/bin/python3
+export FCRN_PYTHON := $(PYTHON_SYSTEM)
 CUDA ?= 0
+CUDNN ?= 1
+NCCL ?= 1
+ifeq ($(CUDA),1)
+CUDA_ARCH ?= 90
+CAFFE_FLAGS := --cuda --cuda-arch "$(CUDA_ARCH)" $(if $(filter 0,$(CUDNN)),--no-cudnn) \
+  $(if $(filter 0,$(NCCL)),--no-nccl)
+else
+# The CPU build compile-checks the CUDA sources for these.
 CUDA_ARCH ?= 75 80 86 90
-
-CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)")
-CAFFE_PREFIX := $(shell scripts/build_caffe.sh --print-prefix $(CAFFE_FLAGS))
+CAFFE_FLAGS :=
+endif
+# Recursive (=): only the recipes that use it run the script.
+CAFFE_PREFIX = $(shell scripts/build_caffe.sh --print-prefix $(CAFFE_FLAGS))
 # nvcc compile-checks the .cu files even for the CPU build; found on PATH or
 # in the toolkit's default place.
 NVCC ?= $(firstword $(shell command -v nvcc) $(wildcard /usr/local/cuda/bin/nvcc))
 BUILD := build
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+VENV_SITE = $(shell $(PYTHON_SYSTEM) -c 'import sysconfig; \
+  print(sysconfig.get_path("purelib", "venv", vars={"base": "$(CURDIR)/$(VENV)"}))')
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python bench clean
+.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench clean
 
 all: layers venv
 
@@ -29,10 +45,15 @@ deps:
 caffe: deps
 	@scripts/build_caffe.sh $(CAFFE_FLAGS) -j $(JOBS) >/dev/null
 
+# A build tree belongs to one Caffe prefix: switching between the CPU and the
+# CUDA build starts it afresh.
 layers: caffe
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release \
-	  -DCaffe_DIR=$(CAFFE_PREFIX)/share/Caffe -DFCRN_CUDA_ARCH="$(CUDA_ARCH)" \
-	  $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) -Wno-dev >/dev/null
+	@prefix=$(CAFFE_PREFIX); \
+	if [ "$$(cat $(BUILD)/caffe-prefix 2>/dev/null)" != "$$prefix" ]; then rm -rf $(BUILD); fi; \
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DCaffe_DIR=$$prefix/share/Caffe \
+	  -DFCRN_CUDA_ARCH="$(CUDA_ARCH)" -DFCRN_VENV_SITE=$(VENV_SITE) \
+	  $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) -Wno-dev >/dev/null; \
+	echo "$$prefix" > $(BUILD)/caffe-prefix
 	@cmake --build $(BUILD) -j $(JOBS)
 
 venv: $(VENV)/.complete
@@ -41,9 +62,9 @@ venv: $(VENV)/.complete
 # importable; rewritten on every run so that it follows the prefix when
 # Caffe's inputs change.
 $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setup.py FORCE | caffe
-	@[ -x $(PYTHON) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@[ -x $(PYTHON) ] || $(PYTHON_SYSTEM) -m venv --system-site-packages $(VENV)
 	@printf '%s\n' "$(CAFFE_PREFIX)/lib/python3/dist-packages" "$(CURDIR)/layers" > \
-	  $$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/caffe.pth
+	  $(VENV_SITE)/caffe.pth
 	@if [ ! -f $@ ] || [ -n "$$(find requirements*.txt constraints.txt setup.py -newer $@)" ]; then \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt && \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt && \
@@ -52,13 +73,17 @@ $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setu
 
 FORCE:
 
-test: all test-cpp test-python
+test: all gpu-kit test-cpp test-python
 
 test-cpp: layers
 	@cd $(BUILD) && ctest --output-on-failure
 
 test-python: all
 	@$(ENV) python -m pytest -q tests
+
+# What a GPU machine runs: scripts/gpu_check.sh OUTDIR (README: GPU).
+gpu-kit: all
+	@scripts/build_gpu_kit.sh -j $(JOBS)
 
 # Trains, evaluates and runs a small FCRN end to end on a synthetic dataset.
 demo: all
@@ -78,4 +103,4 @@ bench: all
 	@$(ENV) python scripts/bench_data.py --out benchmarks/data.md
 
 clean:
-	rm -rf $(BUILD) $(VENV)
+	rm -rf $(BUILD) build-kit $(VENV)

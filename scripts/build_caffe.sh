@@ -6,29 +6,43 @@
 # build never leaves something a later run takes for finished.
 #
 #   scripts/build_caffe.sh                 # CPU build (what CI and `make` use)
-#   scripts/build_caffe.sh --cuda          # CUDA build, cuDNN off, sm_90 and others
-#   scripts/build_caffe.sh --cuda --cuda-arch "80 90"
+#   scripts/build_caffe.sh --cuda          # CUDA build with cuDNN and NCCL, sm_90
+#   scripts/build_caffe.sh --cuda --cuda-arch "80 90" --no-nccl
+#   scripts/build_caffe.sh --kit           # CUDA, sm_90, cuDNN, and nothing the
+#                                          # GPU kit does not need (no Python,
+#                                          # OpenCV, LMDB, LevelDB or NCCL)
 #   scripts/build_caffe.sh --print-prefix  # where the build goes, builds nothing
 #
 # The prefix is printed as the last line of standard output.
-# FCRN_CACHE_DIR overrides the cache directory (default ~/.cache/fcrn).
+# FCRN_CACHE_DIR overrides the cache directory (default ~/.cache/fcrn),
+# FCRN_PYTHON the Python that pycaffe is built for (default /usr/bin/python3),
+# FCRN_DEBIAN_MIRROR the Debian mirror (default: the machine's own, from apt's
+# sources), CUDA_HOME the CUDA toolkit (default: nvcc's on PATH, else
+# /usr/local/cuda).
 set -euo pipefail
 
 CAFFE_VERSION=1.0.0+git20180821.99bd997-8
 CAFFE_SUITE=bullseye   # the newest Debian suite that carries the package
-RECIPE=1               # bump when a change here alters what gets built
+RECIPE=2               # bump when a change here alters what gets built
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${FCRN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fcrn}
 CUDA=0
-CUDA_ARCH="75 80 86 90"
+KIT=0
+CUDNN=1
+NCCL=1
+CUDA_ARCH=90
 PRINT_ONLY=0
+PYTHON=${FCRN_PYTHON:-/usr/bin/python3}
 JOBS=$(nproc)
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) CUDA=1 ;;
+    --kit) CUDA=1; KIT=1; NCCL=0 ;;
+    --no-cudnn) CUDNN=0 ;;
+    --no-nccl) NCCL=0 ;;
     --cuda-arch) CUDA_ARCH=${2:?--cuda-arch needs a list such as \"80 90\"}; shift ;;
     --print-prefix) PRINT_ONLY=1 ;;
     -j|--jobs) JOBS=${2:?--jobs needs a number}; shift ;;
@@ -40,18 +54,24 @@ done
 
 log() { echo "build_caffe: $*" >&2; }
 
-CMAKE_OPTS=(
-  -DCMAKE_BUILD_TYPE=Release -DBLAS=Open -DUSE_LEVELDB=OFF -DUSE_LMDB=ON
-  -DUSE_OPENCV=ON -DBUILD_python=ON -DBUILD_python_layer=ON -DBUILD_docs=OFF
-  -Dpython_version=3 -DPYTHON_EXECUTABLE=/usr/bin/python3
-)
+CMAKE_OPTS=(-DCMAKE_BUILD_TYPE=Release -DBLAS=Open -DUSE_LEVELDB=OFF -DBUILD_docs=OFF)
+if [ "$KIT" = 1 ]; then
+  CMAKE_OPTS+=(-DUSE_LMDB=OFF -DUSE_OPENCV=OFF -DBUILD_python=OFF
+               -DBUILD_python_layer=OFF)
+  FLAVOUR=kit
+else
+  CMAKE_OPTS+=(-DUSE_LMDB=ON -DUSE_OPENCV=ON -DBUILD_python=ON
+               -DBUILD_python_layer=ON -Dpython_version=3
+               "-DPYTHON_EXECUTABLE=$PYTHON")
+  FLAVOUR=cpu
+fi
 if [ "$CUDA" = 1 ]; then
-  CMAKE_OPTS+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DCUDA_ARCH_NAME=Manual
-               "-DCUDA_ARCH_BIN=$CUDA_ARCH" -DCUDA_ARCH_PTX=)
-  FLAVOUR=cuda
+  CMAKE_OPTS+=(-DCPU_ONLY=OFF "-DUSE_CUDNN=$([ "$CUDNN" = 1 ] && echo ON || echo OFF)"
+               "-DUSE_NCCL=$([ "$NCCL" = 1 ] && echo ON || echo OFF)"
+               -DCUDA_ARCH_NAME=Manual "-DCUDA_ARCH_BIN=$CUDA_ARCH" -DCUDA_ARCH_PTX=)
+  [ "$KIT" = 1 ] || FLAVOUR=cuda
 else
   CMAKE_OPTS+=(-DCPU_ONLY=ON)
-  FLAVOUR=cpu
 fi
 
 KEY=$( { echo "$CAFFE_VERSION $RECIPE"; printf '%s\n' "${CMAKE_OPTS[@]}";
@@ -59,20 +79,88 @@ KEY=$( { echo "$CAFFE_VERSION $RECIPE"; printf '%s\n' "${CMAKE_OPTS[@]}";
 PREFIX=$CACHE/caffe-$FLAVOUR-$KEY
 
 if [ "$PRINT_ONLY" = 1 ]; then echo "$PREFIX"; exit 0; fi
+
+# --- a CUDA build stops here, before anything is built, if a part is missing -----
+fail() { log "$*"; exit 1; }
+# The CUDNN_MAJOR of the first cudnn_version.h (cuDNN 8 and later) found.
+# The CUDNN_MAJOR of the first cudnn_version.h (cuDNN 8 and later) found: in
+# $CUDNN_ROOT/include only, where that is set.
+cudnn_major() {
+  local dir dirs=("$CUDA_HOME/include" /usr/local/include /usr/include)
+  [ -z "${CUDNN_ROOT:-}" ] || dirs=("$CUDNN_ROOT/include")
+  for dir in "${dirs[@]}"; do
+    if [ -f "$dir/cudnn_version.h" ]; then
+      sed -n 's/^#define CUDNN_MAJOR \([0-9]*\).*/\1/p' "$dir/cudnn_version.h"
+      return
+    fi
+  done
+}
+# Whether libnccl.so is there: in $NCCL_DIR/lib* only, where that is set.
+have_nccl() {
+  local dir dirs=("$CUDA_HOME"/lib* /usr/local/lib* /usr/lib /usr/lib/x86_64-linux-gnu)
+  [ -z "${NCCL_DIR:-}" ] || dirs=("$NCCL_DIR"/lib*)
+  for dir in "${dirs[@]}"; do
+    ls "$dir"/libnccl.so* >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+if [ "$CUDA" = 1 ]; then
+  NVCC=$(command -v nvcc || true)
+  CUDA_HOME=${CUDA_HOME:-$( [ -n "$NVCC" ] && dirname "$(dirname "$NVCC")" || echo /usr/local/cuda)}
+  [ -x "$CUDA_HOME/bin/nvcc" ] || fail "CUDA build asked for, but no nvcc on PATH or in" \
+      "$CUDA_HOME/bin; install the CUDA toolkit or set CUDA_HOME (or build without --cuda, CUDA=0)"
+  export PATH="$CUDA_HOME/bin:$PATH"
+  if [ "$CUDNN" = 1 ]; then
+    major=$(cudnn_major)
+    [ -n "$major" ] || fail "cuDNN not found (no cudnn_version.h in" \
+        "${CUDNN_ROOT:+$CUDNN_ROOT/include}${CUDNN_ROOT:-$CUDA_HOME/include, /usr/local/include or /usr/include});" \
+        "install cuDNN 8 or later, or build without it: --no-cudnn (make CUDNN=0)"
+    [ "$major" -ge 8 ] || fail "cuDNN $major found; cuDNN 8 or later is needed," \
+        "or build without it: --no-cudnn (make CUDNN=0)"
+  fi
+  if [ "$NCCL" = 1 ] && ! have_nccl; then
+    fail "NCCL not found (no libnccl.so in" \
+        "${NCCL_DIR:+$NCCL_DIR/lib*}${NCCL_DIR:-$CUDA_HOME/lib*, /usr/local/lib* or /usr/lib});" \
+        "install NCCL, or build without it: --no-nccl (make NCCL=0)"
+  fi
+fi
 mkdir -p "$CACHE"
 exec 9>"$CACHE/caffe.lock"
 flock 9   # one build at a time; a second caller waits and then reuses it
 if [ -f "$PREFIX/.complete" ]; then echo "$PREFIX"; exit 0; fi
 
 # --- source: Debian's package, fetched once into the cache ---------------------
+# The Debian archive this machine's apt uses: the first URI of its sources whose
+# suites include the release itself (not -security or -updates).
+debian_mirror() {
+  local release
+  release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true
+  [ -n "$release" ] || return 0
+  { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v want="$release" '
+      BEGIN { RS = ""; FS = "\n" }
+      { uri = ""; on = 1; found = 0
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/) { split(substr($i, 6), u, " "); uri = u[1] }
+          if ($i ~ /^Suites:/ && index(" " substr($i, 8) " ", " " want " ")) found = 1
+          if ($i ~ /^Enabled: *no/) on = 0 }
+        if (on && found && uri != "") print uri }'
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v want="$release" '
+      $1 == "deb" || $1 == "deb-src" {
+        i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+        if ($(i + 1) == want) print $i }'
+  } | head -n 1 || true   # no sources.list, or head closing the pipe early
+}
 SRC_CACHE=$CACHE/debian-src
 DSC=$SRC_CACHE/caffe_${CAFFE_VERSION#*:}.dsc
 if [ ! -f "$DSC" ]; then
-  log "downloading Debian source package caffe=$CAFFE_VERSION ($CAFFE_SUITE)"
+  MIRROR=${FCRN_DEBIAN_MIRROR:-$(debian_mirror)}
+  [ -n "$MIRROR" ] || fail "no Debian mirror found in /etc/apt's sources;" \
+      "set FCRN_DEBIAN_MIRROR to one (its URL, as in a sources.list line)"
+  log "downloading Debian source package caffe=$CAFFE_VERSION ($CAFFE_SUITE) from $MIRROR"
   APT_DIR=$(mktemp -d "$CACHE/apt.XXXXXX")
   mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$APT_DIR/dl"
   echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
-       "http://deb.debian.org/debian $CAFFE_SUITE main" > "$APT_DIR/sources.list"
+       "$MIRROR $CAFFE_SUITE main" > "$APT_DIR/sources.list"
   # Private lists and sources: nothing under /etc or /var/lib/apt changes.
   APT=(apt-get -q -o "Dir::Etc::SourceList=$APT_DIR/sources.list"
        -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$APT_DIR/lists"
@@ -80,8 +168,9 @@ if [ ! -f "$DSC" ]; then
   if ! "${APT[@]}" update >&2 || \
      ! (cd "$APT_DIR/dl" && "${APT[@]}" source --download-only "caffe=$CAFFE_VERSION" >&2); then
     rm -rf "$APT_DIR"
-    log "could not download the source package from deb.debian.org ($CAFFE_SUITE);"
-    log "check the network, or put caffe_${CAFFE_VERSION}.dsc and its tarballs in $SRC_CACHE"
+    log "could not download the source package from $MIRROR ($CAFFE_SUITE);"
+    log "check the network, set FCRN_DEBIAN_MIRROR to a mirror that carries $CAFFE_SUITE,"
+    log "or put caffe_${CAFFE_VERSION}.dsc and its tarballs in $SRC_CACHE"
     exit 1
   fi
   mkdir -p "$SRC_CACHE"
@@ -105,6 +194,10 @@ log "configuring ($FLAVOUR) and building with $JOBS jobs"
 cmake -S "$BUILD/src" -B "$BUILD/build" "-DCMAKE_INSTALL_PREFIX=$PREFIX" "${CMAKE_OPTS[@]}" >&2
 make -C "$BUILD/build" -j"$JOBS" >&2
 make -C "$BUILD/build" install DESTDIR="$STAGE" >&2
+if [ "$CUDA" = 1 ]; then
+  # Caffe's own tests, for the GPU kit's test binary (CMakeLists.txt).
+  cp -r "$BUILD/src/src/caffe/test" "$STAGE$PREFIX/share/Caffe/test-src"
+fi
 trap - ERR
 
 touch "$STAGE$PREFIX/.complete"

@@ -3,17 +3,35 @@
 # Idempotent: prints nothing and changes nothing when all are present.
 set -euo pipefail
 
+# First, the platform: the package names below and the Caffe build are those of
+# Debian 12. FCRN_SKIP_OS_CHECK=1 tries anyway; FCRN_OS_RELEASE names another
+# os-release file (tests).
+OS_RELEASE=${FCRN_OS_RELEASE:-/etc/os-release}
+os=$( . "$OS_RELEASE" 2>/dev/null && echo "${ID:-?} ${VERSION_ID:-?} (${PRETTY_NAME:-?})" || echo "unknown (no $OS_RELEASE)")
+case "$os" in
+  "debian 12 "*) ;;
+  *) if [ "${FCRN_SKIP_OS_CHECK:-0}" != 1 ]; then
+       echo "install_deps: this project builds on Debian 12 (bookworm); this machine is $os." >&2
+       echo "install_deps: set FCRN_SKIP_OS_CHECK=1 to try anyway." >&2
+       exit 1
+     fi ;;
+esac
+
 PACKAGES=(
   # toolchain and source handling
   build-essential cmake pkg-config dpkg-dev debian-archive-keyring patch
-  # Caffe's build dependencies (DESIGN.md section 1)
+  # Caffe's build dependencies (README: Building Caffe)
   libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
   libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libopenblas-dev
   libopencv-dev libprotobuf-dev protobuf-compiler
   python3-dev python3-venv python3-numpy python3-skimage python3-scipy
   python3-protobuf python3-yaml python3-pil
+  # the GPU kit's training crops (fcrn/gpukit.py)
+  python3-h5py
   # C++ layer tests
   libgtest-dev
+  # the GPU kit (make gpu-kit): its archive, and binaries that find its libraries
+  xz-utils patchelf
 )
 
 missing=()

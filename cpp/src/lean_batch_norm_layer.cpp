@@ -102,10 +102,10 @@ void LeanBatchNormLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   mean_.Reshape(channel_shape);
   inv_std_.Reshape(channel_shape);
   slope_.Reshape(channel_shape);
+  inv_gamma_.Reshape(channel_shape);
   sum1_.Reshape(channel_shape);
   sum2_.Reshape(channel_shape);
-  xhat_offset_.Reshape(channel_shape);
-  xhat_scale_.Reshape(channel_shape);
+  gamma_has_zero_.Reshape(vector<int>(1, 1));
   keep_input_ = false;
 }
 
@@ -156,9 +156,12 @@ void LeanBatchNormLayer<Dtype>::ComputeAffine(bool from_batch) {
     const Dtype scale = factor == 0 ? Dtype(0) : 1 / factor;
     const Dtype* running_mean = this->blobs_[0]->cpu_data();
     const Dtype* running_var = this->blobs_[1]->cpu_data();
+    const Dtype* gamma = this->blobs_[3]->cpu_data();
+    Dtype* inv_gamma = inv_gamma_.mutable_cpu_data();
     for (int c = 0; c < channels_; ++c) {
       mean[c] = scale * running_mean[c];
       inv_std[c] = 1 / std::sqrt(scale * running_var[c] + eps_);
+      inv_gamma[c] = gamma[c] == 0 ? Dtype(0) : 1 / gamma[c];
     }
   }
   caffe_mul(channels_, this->blobs_[3]->cpu_data(), inv_std,
@@ -166,36 +169,16 @@ void LeanBatchNormLayer<Dtype>::ComputeAffine(bool from_batch) {
 }
 
 template <typename Dtype>
-bool LeanBatchNormLayer<Dtype>::NeedsInputCopy(bool in_place) {
+typename LeanBatchNormLayer<Dtype>::InputCopy
+LeanBatchNormLayer<Dtype>::InputCopyRule(bool in_place) {
   if (!in_place) {
-    return false;  // the input stays available to backward
+    return NO_COPY;  // the input stays available to backward
   }
   if (!use_global_stats_) {
-    return true;   // backward needs xhat everywhere, ReLU's zeros included
+    return COPY;     // backward needs xhat everywhere, ReLU's zeros included
   }
-  if (!this->param_propagate_down(3)) {
-    return false;  // frozen with fixed gamma: backward needs no data
-  }
-  const Dtype* gamma = this->blobs_[3]->cpu_data();
-  return std::find(gamma, gamma + channels_, Dtype(0)) != gamma + channels_;
-}
-
-template <typename Dtype>
-void LeanBatchNormLayer<Dtype>::SetUpXhat(bool from_output) {
-  if (!from_output) {
-    caffe_copy(channels_, mean_.cpu_data(), xhat_offset_.mutable_cpu_data());
-    caffe_copy(channels_, inv_std_.cpu_data(), xhat_scale_.mutable_cpu_data());
-    return;
-  }
-  // y = gamma * xhat + beta. A zero gamma only occurs here when gamma is not
-  // learnt, and then xhat is not needed: scale 0 avoids dividing by it.
-  const Dtype* gamma = this->blobs_[3]->cpu_data();
-  Dtype* scale = xhat_scale_.mutable_cpu_data();
-  for (int c = 0; c < channels_; ++c) {
-    scale[c] = gamma[c] == 0 ? Dtype(0) : 1 / gamma[c];
-  }
-  caffe_copy(channels_, this->blobs_[4]->cpu_data(),
-             xhat_offset_.mutable_cpu_data());
+  // Frozen: with a fixed gamma backward needs no data.
+  return this->param_propagate_down(3) ? COPY_IF_GAMMA_HAS_ZERO : NO_COPY;
 }
 
 template <typename Dtype>
@@ -224,7 +207,10 @@ void LeanBatchNormLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         sum2_.mutable_cpu_data());
   }
   ComputeAffine(!use_global_stats_);
-  keep_input_ = NeedsInputCopy(bottom[0] == top[0]);
+  const Dtype* gamma = this->blobs_[3]->cpu_data();
+  const InputCopy rule = InputCopyRule(bottom[0] == top[0]);
+  keep_input_ = rule == COPY || (rule == COPY_IF_GAMMA_HAS_ZERO &&
+      std::find(gamma, gamma + channels_, Dtype(0)) != gamma + channels_);
   if (keep_input_) {
     input_copy_.ReshapeLike(*bottom[0]);
     caffe_copy(bottom[0]->count(), bottom_data,
@@ -241,14 +227,16 @@ void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype* top_diff = top[0]->cpu_diff();
   const bool need_xhat = !use_global_stats_ || this->param_propagate_down(3);
   const Dtype* src = NULL;
+  const Dtype* xhat_offset = NULL;
+  const Dtype* xhat_scale = NULL;
   if (need_xhat || this->param_propagate_down(4)) {
     const bool from_output = bottom[0] == top[0] && !keep_input_;
     src = keep_input_ ? input_copy_.cpu_data() : from_output ?
         top[0]->cpu_data() : bottom[0]->cpu_data();
-    SetUpXhat(from_output);
-    ChannelSums(num_, channels_, spatial_dim_, src, xhat_offset_.cpu_data(),
-        xhat_scale_.cpu_data(), top_diff, sum1_.mutable_cpu_data(),
-        sum2_.mutable_cpu_data());
+    xhat_offset = from_output ? this->blobs_[4]->cpu_data() : mean_.cpu_data();
+    xhat_scale = from_output ? inv_gamma_.cpu_data() : inv_std_.cpu_data();
+    ChannelSums(num_, channels_, spatial_dim_, src, xhat_offset, xhat_scale,
+        top_diff, sum1_.mutable_cpu_data(), sum2_.mutable_cpu_data());
     AccumulateParamDiffs();
   }
   if (!propagate_down[0]) {
@@ -265,8 +253,6 @@ void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype inv_m = Dtype(1) / (num_ * spatial_dim_);
   const Dtype* sum1 = sum1_.cpu_data();
   const Dtype* sum2 = sum2_.cpu_data();
-  const Dtype* xhat_offset = xhat_offset_.cpu_data();
-  const Dtype* xhat_scale = xhat_scale_.cpu_data();
   for (int n = 0; n < num_; ++n) {
     for (int c = 0; c < channels_; ++c) {
       const int base = (n * channels_ + c) * spatial_dim_;

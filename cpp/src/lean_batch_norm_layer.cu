@@ -1,52 +1,199 @@
+#include <algorithm>
 #include <vector>
 
 #include "fcrn/lean_batch_norm_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 
+// Every per-channel quantity is computed on the device, so that no forward or
+// backward waits on a host copy: the parameter blobs stay where the solver
+// (and NCCL, which reads gpu_diff) keeps them. Launches per layer: frozen
+// forward 2 (affine, map), batch-statistics forward 3 (reduction, statistics,
+// map), backward 1 (map) with fixed parameters, else 3 (reduction, sums, map).
+
 namespace caffe {
 
-// One block per channel; see ChannelSums in lean_batch_norm_layer.cpp.
+namespace {
+
+// Blocks per channel of a reduction over m = num * spatial_dim values: about
+// 4 values per thread, and at most 32, which already gives a 64-channel layer
+// 2048 blocks (an H100 holds 132 x 4 blocks of 512 threads at once).
+int ReductionChunks(int m) {
+  const int per_block = 4 * CAFFE_CUDA_NUM_THREADS;
+  return std::min(32, std::max(1, (m + per_block - 1) / per_block));
+}
+
+}  // namespace
+
+// Index of the j-th of the num * spatial_dim values of channel c.
+__device__ inline int ChannelValue(int j, int c, int channels,
+    int spatial_dim) {
+  return ((j / spatial_dim) * channels + c) * spatial_dim + j % spatial_dim;
+}
+
+// Chan et al.'s merge of (count, mean, sum of squared deviations) b into a;
+// b = (1, x, 0) is Welford's update. One pass, without the cancellation of
+// sum(x^2) - sum(x)^2 / n.
+template <typename T>
+__device__ void MergeMoments(T* n, T* mean, T* m2, T n_b, T mean_b, T m2_b) {
+  if (n_b == 0) return;
+  const T w_b = n_b / (*n + n_b);
+  const T delta = mean_b - *mean;
+  *mean += delta * w_b;
+  *m2 += m2_b + delta * delta * *n * w_b;
+  *n += n_b;
+}
+
+// Block (k, c) = (blockIdx.x, blockIdx.y) reduces its share of channel c's
+// values to partials[i][c][k], i = count, mean, M2. Deterministic: a fixed
+// tree in shared memory, and BatchStatsGPU merges the chunks in order.
 template <typename Dtype>
-__global__ void ChannelSumsGPU(const int num, const int channels,
-    const int spatial_dim, const Dtype* src, const Dtype* offset,
-    const Dtype* scale, const Dtype* weight, Dtype* sum1, Dtype* sum2) {
-  __shared__ double partial1[CAFFE_CUDA_NUM_THREADS];
-  __shared__ double partial2[CAFFE_CUDA_NUM_THREADS];
-  const int c = blockIdx.x;
-  const Dtype off = offset ? offset[c] : Dtype(0);
-  const Dtype scl = scale ? scale[c] : Dtype(1);
-  double s1 = 0, s2 = 0;
-  for (int k = threadIdx.x; k < num * spatial_dim; k += blockDim.x) {
-    const int i = ((k / spatial_dim) * channels + c) * spatial_dim
-        + k % spatial_dim;
-    const Dtype v = (src[i] - off) * scl;
-    const Dtype w = weight ? weight[i] : v;
-    s1 += w;
-    s2 += w * v;
+__global__ void ChannelMomentsGPU(const int m, const int channels,
+    const int spatial_dim, const Dtype* src, Dtype* partials) {
+  __shared__ Dtype n_s[CAFFE_CUDA_NUM_THREADS];
+  __shared__ Dtype mean_s[CAFFE_CUDA_NUM_THREADS];
+  __shared__ Dtype m2_s[CAFFE_CUDA_NUM_THREADS];
+  const int c = blockIdx.y;
+  const int t = threadIdx.x;
+  Dtype n = 0, mean = 0, m2 = 0;
+  CUDA_KERNEL_LOOP(j, m) {
+    MergeMoments(&n, &mean, &m2, Dtype(1),
+        src[ChannelValue(j, c, channels, spatial_dim)], Dtype(0));
   }
-  partial1[threadIdx.x] = s1;
-  partial2[threadIdx.x] = s2;
+  n_s[t] = n;
+  mean_s[t] = mean;
+  m2_s[t] = m2;
   __syncthreads();
   for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      partial1[threadIdx.x] += partial1[threadIdx.x + stride];
-      partial2[threadIdx.x] += partial2[threadIdx.x + stride];
+    if (t < stride) {
+      MergeMoments(&n_s[t], &mean_s[t], &m2_s[t], n_s[t + stride],
+                   mean_s[t + stride], m2_s[t + stride]);
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    sum1[c] = partial1[0];
-    sum2[c] = partial2[0];
+  if (t == 0) {
+    const int size = channels * gridDim.x;
+    const int k = c * gridDim.x + blockIdx.x;
+    partials[k] = n_s[0];
+    partials[size + k] = mean_s[0];
+    partials[2 * size + k] = m2_s[0];
   }
 }
 
+// As ChannelMomentsGPU, partials[i][c][k] for i = sum of w, sum of w * xhat,
+// with xhat = (src - offset[c]) * scale[c] (sum dy and sum dy * xhat).
+template <typename Dtype>
+__global__ void ChannelDotsGPU(const int m, const int channels,
+    const int spatial_dim, const Dtype* src, const Dtype* offset,
+    const Dtype* scale, const Dtype* w, Dtype* partials) {
+  __shared__ Dtype sum1_s[CAFFE_CUDA_NUM_THREADS];
+  __shared__ Dtype sum2_s[CAFFE_CUDA_NUM_THREADS];
+  const int c = blockIdx.y;
+  const int t = threadIdx.x;
+  const Dtype off = offset[c];
+  const Dtype scl = scale[c];
+  Dtype sum1 = 0, sum2 = 0;
+  CUDA_KERNEL_LOOP(j, m) {
+    const int i = ChannelValue(j, c, channels, spatial_dim);
+    sum1 += w[i];
+    sum2 += w[i] * (src[i] - off) * scl;
+  }
+  sum1_s[t] = sum1;
+  sum2_s[t] = sum2;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (t < stride) {
+      sum1_s[t] += sum1_s[t + stride];
+      sum2_s[t] += sum2_s[t + stride];
+    }
+    __syncthreads();
+  }
+  if (t == 0) {
+    const int k = c * gridDim.x + blockIdx.x;
+    partials[k] = sum1_s[0];
+    partials[channels * gridDim.x + k] = sum2_s[0];
+  }
+}
+
+// Frozen statistics, as ComputeAffine(false). One block, so that
+// __syncthreads_or gives the zero-gamma flag without clearing it first.
+template <typename Dtype>
+__global__ void FrozenAffineGPU(const int channels, const Dtype eps,
+    const Dtype* running_mean, const Dtype* running_var, const Dtype* factor,
+    const Dtype* gamma, Dtype* mean, Dtype* inv_std, Dtype* slope,
+    Dtype* inv_gamma, Dtype* gamma_has_zero) {
+  const Dtype scale = factor[0] == 0 ? Dtype(0) : 1 / factor[0];
+  bool zero = false;
+  CUDA_KERNEL_LOOP(c, channels) {
+    mean[c] = scale * running_mean[c];
+    inv_std[c] = 1 / sqrt(scale * running_var[c] + eps);
+    slope[c] = gamma[c] * inv_std[c];
+    inv_gamma[c] = gamma[c] == 0 ? Dtype(0) : 1 / gamma[c];
+    zero = zero || gamma[c] == 0;
+  }
+  zero = __syncthreads_or(zero);
+  if (threadIdx.x == 0) {
+    gamma_has_zero[0] = zero;
+  }
+}
+
+// Batch statistics from ChannelMomentsGPU's partials, as
+// ComputeAffine(true): affine and moving averages (unbiased variance).
+template <typename Dtype>
+__global__ void BatchStatsGPU(const int channels, const int chunks,
+    const Dtype* partials, const Dtype eps, const Dtype fraction,
+    const Dtype* gamma, Dtype* mean, Dtype* inv_std, Dtype* slope,
+    Dtype* running_mean, Dtype* running_var, Dtype* factor) {
+  const int size = channels * chunks;
+  CUDA_KERNEL_LOOP(c, channels) {
+    double n = 0, mu = 0, m2 = 0;
+    for (int k = c * chunks; k < (c + 1) * chunks; ++k) {
+      MergeMoments<double>(&n, &mu, &m2, partials[k], partials[size + k],
+                           partials[2 * size + k]);
+    }
+    const double var = m2 / n;
+    mean[c] = mu;
+    inv_std[c] = 1 / sqrt(var + eps);
+    slope[c] = gamma[c] * inv_std[c];
+    running_mean[c] = running_mean[c] * fraction + mu;
+    running_var[c] = running_var[c] * fraction
+        + (n > 1 ? n / (n - 1) : 1) * var;
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    factor[0] = factor[0] * fraction + 1;
+  }
+}
+
+// Totals of ChannelDotsGPU's partials into sum1, sum2, added to the
+// gradients of beta and gamma where given.
+template <typename Dtype>
+__global__ void ChannelDotTotalsGPU(const int channels, const int chunks,
+    const Dtype* partials, Dtype* sum1, Dtype* sum2, Dtype* beta_diff,
+    Dtype* gamma_diff) {
+  const int size = channels * chunks;
+  CUDA_KERNEL_LOOP(c, channels) {
+    double s1 = 0, s2 = 0;
+    for (int k = c * chunks; k < (c + 1) * chunks; ++k) {
+      s1 += partials[k];
+      s2 += partials[size + k];
+    }
+    sum1[c] = s1;
+    sum2[c] = s2;
+    if (beta_diff) beta_diff[c] += s1;
+    if (gamma_diff) gamma_diff[c] += s2;
+  }
+}
+
+// out = (in - offset[c]) * scale[c] + shift[c]; offset and shift may be null.
+// save, if given, gets a copy of in on the way (in place, out is in).
 template <typename Dtype>
 __global__ void ChannelAffineGPU(const int count, const int channels,
     const int spatial_dim, const Dtype* in, const Dtype* offset,
-    const Dtype* scale, const Dtype* shift, Dtype* out) {
+    const Dtype* scale, const Dtype* shift, Dtype* save, Dtype* out) {
   CUDA_KERNEL_LOOP(i, count) {
     const int c = (i / spatial_dim) % channels;
-    out[i] = (in[i] - (offset ? offset[c] : Dtype(0))) * scale[c]
+    const Dtype x = in[i];
+    if (save) save[i] = x;
+    out[i] = (x - (offset ? offset[c] : Dtype(0))) * scale[c]
         + (shift ? shift[c] : Dtype(0));
   }
 }
@@ -69,32 +216,52 @@ template <typename Dtype>
 void LeanBatchNormLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const Dtype* bottom_data = bottom[0]->gpu_data();
-  if (!use_global_stats_) {
+  const Dtype* gamma = this->blobs_[3]->gpu_data();
+  if (use_global_stats_) {
     // NOLINT_NEXT_LINE(whitespace/operators)
-    ChannelSumsGPU<Dtype><<<channels_, CAFFE_CUDA_NUM_THREADS>>>(num_,
-        channels_, spatial_dim_, bottom_data, NULL, NULL, NULL,
-        sum1_.mutable_gpu_data(), sum2_.mutable_gpu_data());
+    FrozenAffineGPU<Dtype><<<1, CAFFE_CUDA_NUM_THREADS>>>(channels_, eps_,
+        this->blobs_[0]->gpu_data(), this->blobs_[1]->gpu_data(),
+        this->blobs_[2]->gpu_data(), gamma, mean_.mutable_gpu_data(),
+        inv_std_.mutable_gpu_data(), slope_.mutable_gpu_data(),
+        inv_gamma_.mutable_gpu_data(), gamma_has_zero_.mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
-    caffe_gpu_scale(channels_, Dtype(1) / (num_ * spatial_dim_),
-                    sum1_.gpu_data(), mean_.mutable_gpu_data());
+  } else {
+    const int m = num_ * spatial_dim_;
+    const int chunks = ReductionChunks(m);
+    partials_.Reshape(vector<int>(1, 3 * channels_ * chunks));
     // NOLINT_NEXT_LINE(whitespace/operators)
-    ChannelSumsGPU<Dtype><<<channels_, CAFFE_CUDA_NUM_THREADS>>>(num_,
-        channels_, spatial_dim_, bottom_data, mean_.gpu_data(), NULL, NULL,
-        sum1_.mutable_gpu_data(), sum2_.mutable_gpu_data());
+    ChannelMomentsGPU<Dtype><<<dim3(chunks, channels_),
+        CAFFE_CUDA_NUM_THREADS>>>(m, channels_, spatial_dim_, bottom_data,
+        partials_.mutable_gpu_data());
+    CUDA_POST_KERNEL_CHECK;
+    // NOLINT_NEXT_LINE(whitespace/operators)
+    BatchStatsGPU<Dtype><<<CAFFE_GET_BLOCKS(channels_),
+        CAFFE_CUDA_NUM_THREADS>>>(channels_, chunks, partials_.gpu_data(),
+        eps_, moving_average_fraction_, gamma, mean_.mutable_gpu_data(),
+        inv_std_.mutable_gpu_data(), slope_.mutable_gpu_data(),
+        this->blobs_[0]->mutable_gpu_data(),
+        this->blobs_[1]->mutable_gpu_data(),
+        this->blobs_[2]->mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
   }
-  ComputeAffine(!use_global_stats_);  // per-channel, on the host
-  keep_input_ = NeedsInputCopy(bottom[0] == top[0]);
+  const InputCopy rule = InputCopyRule(bottom[0] == top[0]);
+  keep_input_ = rule == COPY;
+  if (rule == COPY_IF_GAMMA_HAS_ZERO) {
+    // The one value read back, and only in this case (frozen, learnt gamma,
+    // in place): whether to allocate a copy is the host's decision.
+    Dtype has_zero;
+    caffe_gpu_memcpy(sizeof(Dtype), gamma_has_zero_.gpu_data(), &has_zero);
+    keep_input_ = has_zero != 0;
+  }
   if (keep_input_) {
     input_copy_.ReshapeLike(*bottom[0]);
-    caffe_copy(bottom[0]->count(), bottom_data,
-               input_copy_.mutable_gpu_data());
   }
   const int count = bottom[0]->count();
   // NOLINT_NEXT_LINE(whitespace/operators)
   ChannelAffineGPU<Dtype><<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
       count, channels_, spatial_dim_, bottom_data, mean_.gpu_data(),
       slope_.gpu_data(), this->blobs_[4]->gpu_data(),
+      keep_input_ ? input_copy_.mutable_gpu_data() : NULL,
       top[0]->mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
 }
@@ -105,18 +272,31 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   const Dtype* top_diff = top[0]->gpu_diff();
   const bool need_xhat = !use_global_stats_ || this->param_propagate_down(3);
   const Dtype* src = NULL;
+  const Dtype* xhat_offset = NULL;
+  const Dtype* xhat_scale = NULL;
   if (need_xhat || this->param_propagate_down(4)) {
     const bool from_output = bottom[0] == top[0] && !keep_input_;
     src = keep_input_ ? input_copy_.gpu_data() : from_output ?
         top[0]->gpu_data() : bottom[0]->gpu_data();
-    SetUpXhat(from_output);
+    xhat_offset = from_output ? this->blobs_[4]->gpu_data() : mean_.gpu_data();
+    xhat_scale = from_output ? inv_gamma_.gpu_data() : inv_std_.gpu_data();
+    const int m = num_ * spatial_dim_;
+    const int chunks = ReductionChunks(m);
+    partials_.Reshape(vector<int>(1, 2 * channels_ * chunks));
     // NOLINT_NEXT_LINE(whitespace/operators)
-    ChannelSumsGPU<Dtype><<<channels_, CAFFE_CUDA_NUM_THREADS>>>(num_,
-        channels_, spatial_dim_, src, xhat_offset_.gpu_data(),
-        xhat_scale_.gpu_data(), top_diff, sum1_.mutable_gpu_data(),
-        sum2_.mutable_gpu_data());
+    ChannelDotsGPU<Dtype><<<dim3(chunks, channels_),
+        CAFFE_CUDA_NUM_THREADS>>>(m, channels_, spatial_dim_, src,
+        xhat_offset, xhat_scale, top_diff, partials_.mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
-    AccumulateParamDiffs();
+    // NOLINT_NEXT_LINE(whitespace/operators)
+    ChannelDotTotalsGPU<Dtype><<<CAFFE_GET_BLOCKS(channels_),
+        CAFFE_CUDA_NUM_THREADS>>>(channels_, chunks, partials_.gpu_data(),
+        sum1_.mutable_gpu_data(), sum2_.mutable_gpu_data(),
+        this->param_propagate_down(4) ?
+            this->blobs_[4]->mutable_gpu_diff() : NULL,
+        this->param_propagate_down(3) ?
+            this->blobs_[3]->mutable_gpu_diff() : NULL);
+    CUDA_POST_KERNEL_CHECK;
   }
   if (!propagate_down[0]) {
     return;
@@ -127,14 +307,14 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     // NOLINT_NEXT_LINE(whitespace/operators)
     ChannelAffineGPU<Dtype><<<CAFFE_GET_BLOCKS(count),
         CAFFE_CUDA_NUM_THREADS>>>(count, channels_, spatial_dim_, top_diff,
-        NULL, slope_.gpu_data(), NULL, bottom_diff);
+        NULL, slope_.gpu_data(), NULL, NULL, bottom_diff);
   } else {
     // NOLINT_NEXT_LINE(whitespace/operators)
     BatchStatsBackwardGPU<Dtype><<<CAFFE_GET_BLOCKS(count),
         CAFFE_CUDA_NUM_THREADS>>>(count, channels_, spatial_dim_,
-        Dtype(1) / (num_ * spatial_dim_), top_diff, src,
-        xhat_offset_.gpu_data(), xhat_scale_.gpu_data(), slope_.gpu_data(),
-        sum1_.gpu_data(), sum2_.gpu_data(), bottom_diff);
+        Dtype(1) / (num_ * spatial_dim_), top_diff, src, xhat_offset,
+        xhat_scale, slope_.gpu_data(), sum1_.gpu_data(), sum2_.gpu_data(),
+        bottom_diff);
   }
   CUDA_POST_KERNEL_CHECK;
 }

@@ -7,6 +7,7 @@
 #include "caffe/blob.hpp"
 #include "caffe/common.hpp"
 #include "caffe/filler.hpp"
+#include "caffe/syncedmem.hpp"
 #include "caffe/layers/batch_norm_layer.hpp"
 #include "caffe/layers/scale_layer.hpp"
 #include "fcrn/lean_batch_norm_layer.hpp"
@@ -122,6 +123,39 @@ class LeanBatchNormLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // Forward and backward with every parameter blob's data and diff last
+  // written on the device in use: they must still be only there. A host
+  // read of GPU memory makes a head SYNCED, a host write HEAD_AT_CPU, and
+  // then the solver (or NCCL, reading gpu_diff) would miss or re-copy them.
+  void CheckParamsStayOnDevice(bool use_global_stats, bool in_place,
+                               bool zero_gamma) {
+    LeanBatchNormLayer<Dtype> layer(Param(use_global_stats));
+    vector<Blob<Dtype>*> top_vec(1, in_place ? blob_bottom_ : blob_top_);
+    layer.SetUp(blob_bottom_vec_, top_vec);
+    FillParams(&layer);
+    if (zero_gamma) layer.blobs()[3]->mutable_cpu_data()[1] = 0;
+    const bool gpu = Caffe::mode() == Caffe::GPU;
+    for (int i = 0; i < 5; ++i) {
+      Blob<Dtype>* blob = layer.blobs()[i].get();
+      if (gpu) {
+        blob->mutable_gpu_data();
+        blob->mutable_gpu_diff();
+      } else {
+        blob->mutable_cpu_data();
+        blob->mutable_cpu_diff();
+      }
+    }
+    layer.Forward(blob_bottom_vec_, top_vec);
+    caffe_set(top_vec[0]->count(), Dtype(1), top_vec[0]->mutable_cpu_diff());
+    layer.Backward(top_vec, vector<bool>(1, true), blob_bottom_vec_);
+    const SyncedMemory::SyncedHead head =
+        gpu ? SyncedMemory::HEAD_AT_GPU : SyncedMemory::HEAD_AT_CPU;
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(head, layer.blobs()[i]->data()->head()) << "data of blob " << i;
+      EXPECT_EQ(head, layer.blobs()[i]->diff()->head()) << "diff of blob " << i;
+    }
+  }
+
   Blob<Dtype>* const blob_bottom_;
   Blob<Dtype>* const blob_top_;
   vector<Blob<Dtype>*> blob_bottom_vec_;
@@ -225,6 +259,18 @@ TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceZeroGamma) {
       }
     }
     EXPECT_NEAR(layer.blobs()[3]->cpu_diff()[c], expected, 1e-3);
+  }
+}
+
+TYPED_TEST(LeanBatchNormLayerTest, TestParamsStayOnDevice) {
+  for (int global = 0; global < 2; ++global) {
+    for (int in_place = 0; in_place < 2; ++in_place) {
+      for (int zero_gamma = 0; zero_gamma < 2; ++zero_gamma) {
+        SCOPED_TRACE(::testing::Message() << "use_global_stats " << global
+            << ", in place " << in_place << ", zero gamma " << zero_gamma);
+        this->CheckParamsStayOnDevice(global, in_place, zero_gamma);
+      }
+    }
   }
 }
 

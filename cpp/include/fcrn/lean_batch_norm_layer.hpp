@@ -59,15 +59,18 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  // Per-channel bookkeeping on the host, shared by the CPU and GPU paths.
-  /// Sets mean_ and slope_ (gamma / std) from the stored statistics, or from
-  /// the batch sums in sum1_ / sum2_, updating the moving averages.
+  /// Whether forward keeps a copy of its input for backward. Only in place:
+  /// backward recovers xhat from the output only with frozen statistics, and
+  /// needs it only for a learnt gamma, which must then have no zero (checked
+  /// by the caller; on the GPU the one value read back to the host).
+  enum InputCopy { NO_COPY, COPY, COPY_IF_GAMMA_HAS_ZERO };
+  InputCopy InputCopyRule(bool in_place);
+
+  // Per-channel bookkeeping of the CPU path (the GPU path has kernels).
+  /// Sets mean_, inv_std_, slope_ (gamma / std) and, when frozen, inv_gamma_
+  /// from the stored statistics, or from the batch sums in sum1_ / sum2_,
+  /// updating the moving averages.
   void ComputeAffine(bool from_batch);
-  /// Whether forward must keep a copy of the input for backward.
-  bool NeedsInputCopy(bool in_place);
-  /// Points xhat_offset_ / xhat_scale_ at the way backward recovers
-  /// xhat = (src - offset) * scale from the blob it reads.
-  void SetUpXhat(bool from_output);
   /// Adds the per-channel sums in sum1_ (of dy) and sum2_ (of dy * xhat) to
   /// the gradients of beta and gamma where these are learnt.
   void AccumulateParamDiffs();
@@ -80,10 +83,14 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   int spatial_dim_;
   bool keep_input_;  ///< forward saved the input into input_copy_
   Blob<Dtype> input_copy_;
-  // Per-channel vectors (C).
-  Blob<Dtype> mean_, inv_std_, slope_;
+  // Per-channel vectors (C). Backward reads xhat = (x - mean_) * inv_std_
+  // from the input, or (y - beta) * inv_gamma_ from the output (inv_gamma_ is
+  // 0 where gamma is, as xhat is then not needed).
+  Blob<Dtype> mean_, inv_std_, slope_, inv_gamma_;
   Blob<Dtype> sum1_, sum2_;
-  Blob<Dtype> xhat_offset_, xhat_scale_;
+  // GPU only: per-block partial sums of the channel reductions, and whether
+  // gamma has a zero (one value, set by the frozen forward).
+  Blob<Dtype> partials_, gamma_has_zero_;
 };
 
 }  // namespace caffe

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds build/gpu-kit.tar.xz: what a GPU machine without any of Caffe's
+# dependencies needs to run scripts/gpu_check.sh. `make gpu-kit` runs this.
+#
+#   gpu-kit/bin/   caffe, fcrn_time, test_fcrn_layers, test_caffe_gpu
+#   gpu-kit/lib/   libcaffe, libfcrn_layers and every shared library they use,
+#                  found with ldd, except the allowed ones below
+#   gpu-kit/nets/, train/, reference/, plan.json   (fcrn/gpukit.py)
+#
+# Caffe for the kit: CUDA with cuDNN for sm_90 and nothing else it can do
+# without (scripts/build_caffe.sh --kit). The archive is written to a
+# temporary name and renamed when complete.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+JOBS=$(nproc)
+MAX_MIB=48
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -j|--jobs) JOBS=${2:?--jobs needs a number}; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build_gpu_kit: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+log() { echo "build_gpu_kit: $*" >&2; }
+
+# Libraries a GPU machine has: the C runtime (glibc) and the CUDA libraries,
+# which come with its driver, toolkit and PyTorch (nvidia-* packages) and are
+# too large to carry (cuBLASLt alone is over 500 MiB).
+ALLOWED='^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|libpthread|librt|libresolv|libutil)\.so|^lib(cudart|cublas|cublasLt|curand|cudnn[a-z_]*|nccl|cuda)\.so'
+
+KIT_PREFIX=$("$ROOT/scripts/build_caffe.sh" --kit -j "$JOBS" | tail -n 1)
+BUILD=$ROOT/build-kit
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+  "-DCaffe_DIR=$KIT_PREFIX/share/Caffe" -DFCRN_CUDA_ARCH=90 -Wno-dev >/dev/null
+cmake --build "$BUILD" -j "$JOBS" --target fcrn_layers fcrn_time test_fcrn_layers test_caffe_gpu
+
+STAGE=$ROOT/build/gpu-kit.stage
+KIT=$STAGE/gpu-kit
+rm -rf "$STAGE"
+mkdir -p "$KIT/bin" "$KIT/lib"
+cp "$KIT_PREFIX/bin/caffe" "$BUILD/fcrn_time" "$BUILD/test_fcrn_layers" "$BUILD/test_caffe_gpu" \
+   "$KIT/bin/"
+cp -P "$KIT_PREFIX"/lib/libcaffe.so* "$BUILD/libfcrn_layers.so" "$KIT/lib/"
+
+# Every library the binaries resolve here, but the allowed ones. ldd lists the
+# whole closure; libfcrn_layers is preloaded at run time, so it is asked too.
+for elf in "$KIT"/bin/* "$KIT"/lib/libfcrn_layers.so; do
+  LD_LIBRARY_PATH="$KIT/lib" ldd "$elf"
+done | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' | sort -u |
+while read -r soname path; do
+  if [[ $soname =~ $ALLOWED ]]; then continue; fi
+  [ -e "$KIT/lib/$soname" ] || cp -L "$path" "$KIT/lib/$soname"
+done
+# The binaries look for libraries in the kit first, and never in this
+# machine's build folders (their RUNPATHs), which a GPU machine does not have.
+for elf in "$KIT"/bin/*; do patchelf --set-rpath '$ORIGIN/../lib' "$elf"; done
+for elf in "$KIT"/lib/*.so*; do [ -L "$elf" ] || patchelf --set-rpath '$ORIGIN' "$elf"; done
+missing=$(for elf in "$KIT"/bin/* "$KIT"/lib/*.so*; do
+            LD_LIBRARY_PATH="$KIT/lib" ldd "$elf" | awk '/not found/ { print $1 }'
+          done | sort -u | grep -Ev "$ALLOWED" || true)
+[ -z "$missing" ] || { log "libraries not found here: $missing"; exit 1; }
+
+# What gpu_check needs to know before running anything: the binaries, and the
+# newest glibc symbol version they (and the libraries carried) ask for.
+glibc=$(objdump -T "$KIT"/bin/* "$KIT"/lib/*.so* 2>/dev/null |
+        grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+(cd "$KIT" && printf '{"glibc": "%s", "binaries": [%s]}\n' "$glibc" \
+   "$(ls bin/* lib/*.so* | sed 's/.*/"&"/' | paste -sd, -)") > "$KIT/manifest.json"
+
+log "writing the kit's nets, training data and CPU reference losses"
+(cd "$ROOT" && source scripts/env.sh && export GLOG_minloglevel=1 &&
+ python -c 'import sys, fcrn.gpukit; fcrn.gpukit.write(sys.argv[1])' "$KIT")
+
+OUT=$ROOT/build/gpu-kit.tar.xz
+tar -C "$STAGE" -cf - gpu-kit | xz -T0 -6 > "$OUT.partial"
+size_mib=$(( $(stat -c %s "$OUT.partial") / 1048576 ))
+if [ "$size_mib" -gt "$MAX_MIB" ]; then
+  rm -f "$OUT.partial"
+  log "the kit is $size_mib MiB, over the $MAX_MIB MiB that a GPU machine takes"; exit 1
+fi
+mv "$OUT.partial" "$OUT"
+rm -rf "$STAGE"
+log "wrote $OUT ($size_mib MiB)"
