@@ -17,10 +17,9 @@ import tempfile
 
 import numpy as np
 
-from caffe.proto import caffe_pb2
-
+from fcrn import caffeio, datasets
+from fcrn.fileio import atomic_write
 from fcrn.net import netgen
-from fcrn.net.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ _LOSS_LINE = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eEinfa]
 
 
 def _input_layer(name, shape):
-    layer = caffe_pb2.LayerParameter(name=name, type='Input', top=[name])
+    layer = caffeio.caffe_pb2().LayerParameter(name=name, type='Input', top=[name])
     layer.input_param.shape.add().dim.extend(shape)
     return layer
 
@@ -74,7 +73,7 @@ def _python_layers(proto):
 def score_shape(variant, size, scratch):
     """(height, width) of the score map of `variant` for a size x size input,
     as Caffe computes it."""
-    import caffe  # after fcrn: the layer library must be loaded
+    caffe = caffeio.caffe()
     proto = netgen.net(variant, 'deploy')
     proto.layer[0].input_param.shape[0].dim[2:] = [size, size]
     path = os.path.join(scratch, 'shape.prototxt')
@@ -102,12 +101,12 @@ def deploy_net(variant, size):
 
 def loss_net(layer_type, shape):
     """Input scores and labels into one loss layer, as benchmarks/layers.md."""
-    proto = caffe_pb2.NetParameter(name='%s %s' % (layer_type, 'x'.join(map(str, shape))))
+    proto = caffeio.caffe_pb2().NetParameter(name='%s %s' % (layer_type, 'x'.join(map(str, shape))))
     proto.layer.extend([_input_layer('score', list(shape)),
                         _input_layer('label', [shape[0], 1] + list(shape[2:]))])
     loss = proto.layer.add(name='loss', type=layer_type, bottom=['score', 'label'],
                            top=['loss'])
-    loss.loss_param.ignore_label = netgen.IGNORE_LABEL
+    loss.loss_param.ignore_label = datasets.IGNORE_LABEL
     loss.propagate_down.extend([True, False])
     if layer_type == 'BootstrappedSoftmaxWithLoss':
         loss.bootstrap_param.min_kept = LOSS_MIN_KEPT
@@ -155,7 +154,7 @@ def train_crops(count, crop, variant, seed=0):
     images, labels = [], []
     for _ in range(count):
         image, label = synthetic.sample(rng, crop, crop)
-        images.append((image.astype(np.float32) - np.float32(netgen.MEAN_BGR)).transpose(2, 0, 1))
+        images.append((image.astype(np.float32) - np.float32(datasets.MEAN_BGR)).transpose(2, 0, 1))
         labels.append(label[np.ix_(positions, positions)][None].astype(np.float32))
     return np.stack(images), np.stack(labels)
 
@@ -175,7 +174,7 @@ def training_run(kit, scratch):
         f['data'] = images
         f['label_sample'] = labels
     atomic_write(os.path.join(folder, 'crops.txt'), 'train/crops.h5\n')
-    data = caffe_pb2.LayerParameter(name='data', type='HDF5Data', top=['data', 'label_sample'])
+    data = caffeio.caffe_pb2().LayerParameter(name='data', type='HDF5Data', top=['data', 'label_sample'])
     data.hdf5_data_param.source = 'train/crops.txt'
     data.hdf5_data_param.batch_size = variant.batch_size
     proto = netgen.net(variant, 'train')
