@@ -41,8 +41,9 @@ class Run:
         lib = os.path.join(kit, 'lib')
         paths = [lib] + cuda_library_dirs() + [
             p for p in os.environ.get('LD_LIBRARY_PATH', '').split(':') if p]
+        # Caffe's INFO lines carry the training losses.
         self.env = dict(os.environ, LD_LIBRARY_PATH=':'.join(paths),
-                        LD_PRELOAD=os.path.join(lib, 'libfcrn_layers.so'))
+                        LD_PRELOAD=os.path.join(lib, 'libfcrn_layers.so'), GLOG_minloglevel='0')
 
     def __call__(self, log_name, argv, timeout, preload=True):
         """(exit status, output); a timeout gives status 124. Without
