@@ -9,19 +9,15 @@ folder, with `plan.json` (what gpu_check runs) and the training run's losses
 on this machine's CPU, which the GPU run must reproduce.
 """
 import json
-import logging
 import os
-import re
 import subprocess
 import tempfile
 
 import numpy as np
 
-from fcrn import caffeio, datasets
+from fcrn import caffeio, datasets, train
 from fcrn.fileio import atomic_write
 from fcrn.net import netgen
-
-log = logging.getLogger(__name__)
 
 # The benchmark net of the GPU issue: FCRN-101 at 1/8, k 5, d 12 (Table 1).
 BENCH_VARIANT = dict(dataset='voc', depth=101, resolution=8, kernel=5, dilation=12)
@@ -48,9 +44,6 @@ EARLY_LOSS_TOLERANCE = 1e-2
 EARLY_ITERATIONS = 10
 # ... and the mean loss of its last tenth must be below this part of its first's.
 FALL_RATIO = 0.5
-
-_LOSS_LINE = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eEinfa]+)')
-
 
 def _input_layer(name, shape):
     layer = caffeio.caffe_pb2().LayerParameter(name=name, type='Input', top=[name])
@@ -160,7 +153,7 @@ def train_crops(count, crop, variant, seed=0):
 
 
 def training_run(kit, scratch):
-    """train/: net, solver, crops. Returns the net's score shape check."""
+    """train/: the net (HDF5Data in place of the Python layers), its solver and crops."""
     import h5py
     variant = netgen.Variant(**TRAIN_VARIANT)
     folder = os.path.join(kit, 'train')
@@ -191,11 +184,6 @@ def training_run(kit, scratch):
     atomic_write(os.path.join(folder, 'solver.prototxt'), text_format.MessageToString(solver))
 
 
-def losses(log_text):
-    """{iteration: loss} from a `caffe train` log."""
-    return {int(m.group(1)): float(m.group(2)) for m in _LOSS_LINE.finditer(log_text)}
-
-
 def kit_environment(kit):
     """Environment in which the kit's binaries find its libraries and layers."""
     lib = os.path.join(os.path.abspath(kit), 'lib')
@@ -210,7 +198,7 @@ def record_cpu_losses(kit):
     result = subprocess.run([os.path.join('bin', 'caffe'), 'train',
                              '-solver', 'train/solver.prototxt'],
                             cwd=kit, env=kit_environment(kit), capture_output=True, text=True)
-    found = losses(result.stderr)  # and the forward after the last update
+    found = dict(train.parse_log(result.stderr).train_loss)  # and the forward after the last
     if result.returncode != 0 or any(i not in found for i in range(TRAIN_ITERATIONS)):
         raise RuntimeError('the CPU training run failed (exit %d, %d losses):\n%s'
                            % (result.returncode, len(found), result.stderr[-3000:]))

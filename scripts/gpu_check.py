@@ -195,6 +195,8 @@ def training(run, timeout):
     if not run.cpu:
         argv += ['-gpu', '0', '-tf32=false']
     status, output = run('train.log', argv, timeout)
+    # fcrn.train.parse_log's pattern; this runner imports nothing of the
+    # project's, whose dependencies a GPU machine may lack.
     found = {int(i): float(v) for i, v in re.findall(
         r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eEinfa]+)', output)}
     expected = reference['losses']
