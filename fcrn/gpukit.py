@@ -4,7 +4,7 @@ A GPU machine has none of pycaffe's dependencies, so everything the kit runs
 is stock Caffe plus the project's C++ layers: the generated nets with Input
 layers (benchmarks) or an HDF5Data layer (training) in place of the Python
 data layer, and labels sampled at the score pixels beforehand instead of by
-the Python LabelSampleLayer. `write(kit, caffe)` writes them into the kit
+the Python LabelSampleLayer. `write(kit)` writes them into the kit
 folder, with `plan.json` (what gpu_check runs) and the training run's losses
 on this machine's CPU, which the GPU run must reproduce.
 """
