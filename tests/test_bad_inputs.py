@@ -213,7 +213,8 @@ def reading(tool, weights):
     return {"infer": ["{img}", "--out", "{tmp}/o", "--net", "{net}", "--weights", weights, "-q"],
             "fold_bn": ["--net", "{net}", "--weights", weights, "--out-net", "{tmp}/f.prototxt",
                         "--out-weights", "{tmp}/f.caffemodel"],
-            "convert_weights": [weights, "{net}", "{tmp}/i.caffemodel"]}[tool]
+            "convert_weights": [weights, "{net}", "{tmp}/i.caffemodel"],
+            "export_onnx": ["--net", "{net}", "--weights", weights, "--out", "{tmp}/m.onnx"]}[tool]
 
 
 # --- the eight defects of issue 14 ----------------------------------------------
@@ -342,7 +343,7 @@ WEAK = [
                                       "{tmp}/empty.txt", "-q"],
         1, ["{tmp}/empty.txt: the id list is empty"]),
 ] + [row("%s-caffemodel-%s" % (kind, tool), tool, reading(tool, path), 1, [message])
-     for tool in ("infer", "fold_bn", "convert_weights")
+     for tool in ("infer", "fold_bn", "convert_weights", "export_onnx")
      for kind, path, message in (
          ("missing", "{tmp}/none.caffemodel", "{tmp}/none.caffemodel: no such file"),
          ("truncated", "{tmp}/cut.caffemodel",
@@ -544,6 +545,41 @@ EXTRA = [
     row("convert-output-is-the-source", "convert_weights", ["{weights}", "{net}", "{weights}",
                                                             "--force"],
         2, ["would overwrite the input {weights}"]),
+    # export_onnx
+    row("onnx-net-missing", "export_onnx", ["--net", "{tmp}/none.prototxt", "--weights",
+                                            "{weights}", "--out", "{tmp}/m.onnx"],
+        1, ["{tmp}/none.prototxt: no such file (net prototxt)"], absent("{tmp}/m.onnx")),
+    row("onnx-net-is-a-caffemodel", "export_onnx", ["--net", "{weights}", "--weights",
+                                                    "{weights}", "--out", "{tmp}/m.onnx"],
+        1, ["{weights}: not a"], absent("{tmp}/m.onnx")),
+    row("onnx-text-file-as-caffemodel", "export_onnx", reading("export_onnx", "{file}"),
+        1, ["{file}: not a caffemodel"], one_error),
+    row("onnx-layer-not-exportable", "export_onnx", ["--net", "{tmp}/sigmoid.prototxt",
+                                                     "--weights", "{weights}", "--out",
+                                                     "{tmp}/m.onnx"],
+        1, ["layers not exportable to ONNX: squash (Sigmoid)"], absent("{tmp}/m.onnx")),
+    row("onnx-shifted-net-python-layer", "export_onnx",
+        ["--net", ROOT + "/prototxt/voc/r101_s8_k5_d12_sim4/deploy.prototxt", "--weights",
+         "{weights}", "--out", "{tmp}/m.onnx"],
+        1, ["res3_shift (Python)"], absent("{tmp}/m.onnx")),
+    row("onnx-pool-window-past-the-input", "export_onnx",
+        ["--net", "{tmp}/strided.prototxt", "--weights", "{weights}", "--out", "{tmp}/m.onnx",
+         "--no-verify"],
+        1, ["subsample: stride larger than kernel without padding is not exported"],
+        absent("{tmp}/m.onnx")),
+    row("onnx-out-is-a-user-file", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
+                                                   "--out", "{file}"],
+        2, ["{file}: exists and is not this tool's output; use --force"]),
+    row("onnx-out-is-the-weights", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
+                                                   "--out", "{weights}", "--force"],
+        2, ["would overwrite the input {weights}"]),
+    row("onnx-verify-size-differs", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
+                                                    "--out", "{tmp}/m.onnx", "--size", "8",
+                                                    "8", "--verify-size", "9", "9"],
+        2, ["--verify-size differs from the fixed --size"]),
+    row("onnx-size-0", "export_onnx", ["--net", "{net}", "--weights", "{weights}", "--out",
+                                       "{tmp}/m.onnx", "--size", "0", "8"],
+        2, ["argument --size: must be >= 1, not 0"]),
     # train, demo
     row("train-solver-missing", "train", ["--solver", "{tmp}/none.prototxt", "-q"], 1,
         ["{tmp}/none.prototxt: no such file (solver prototxt)"]),
@@ -585,6 +621,18 @@ def prepare_row(w, request):
         open(w.path("empty.caffemodel"), "w").close()
     if name == "empty-id-list":
         open(w.path("empty.txt"), "w").close()
+    if name == "onnx-layer-not-exportable":
+        with open(w.path("sigmoid.prototxt"), "w") as f:
+            f.write(TINY_NET + 'layer { name: "squash" type: "Sigmoid" bottom: "score" '
+                    'top: "squashed" }\n')
+    if name == "onnx-pool-window-past-the-input":
+        # Caffe's last window of a 1x1/2 pool on an even input lies past the input.
+        with open(w.path("strided.prototxt"), "w") as f:
+            f.write(TINY_NET.replace(
+                'layer { name: "score" type: "Convolution" bottom: "conv1"',
+                'layer { name: "subsample" type: "Pooling" bottom: "conv1" top: "sub"\n'
+                '  pooling_param { pool: MAX kernel_size: 1 stride: 2 } }\n'
+                'layer { name: "score" type: "Convolution" bottom: "sub"'))
     if name == "duplicate-prediction-ids":
         os.makedirs(w.path("dupred", "sub"))
         for p in ("a.png", "sub/a.png", "b.png"):
