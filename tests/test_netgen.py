@@ -289,7 +289,7 @@ def test_each_files_header_names_the_command_that_made_it(tmp_path, monkeypatch,
         argv = shlex.split(headers[folder].pop()[len(prefix):])
         args, variant, settings = options.parse(argv)
         assert (args.out, variant, settings) == (folder, zoo.variant(entry),
-                                                 netgen.SolverSettings()), folder
+                                                 zoo.SETTINGS), folder
     assert len(headers) == len(zoo.entries()) == 60
     monkeypatch.chdir(tmp_path)
     folder = zoo.folder(zoo.entries()[-1])

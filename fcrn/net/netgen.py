@@ -333,11 +333,17 @@ class SolverSettings:
     snapshot_prefix: Optional[str] = None
     test_interval: int = 2000
     test_iter: Optional[int] = None   # None: every validation image, every pass
-    solver_mode: str = 'GPU'
+    solver_mode: Optional[str] = None  # 'CPU' or 'GPU'; None: the loaded Caffe's build
     random_seed: Optional[int] = None  # Caffe's seed of fillers, dropout, DummyData
 
 
 LR_POLICIES = ('poly', 'step', 'fixed')
+
+
+def build_solver_mode():
+    """The solver mode the loaded Caffe can run: GPU on a CUDA build, else CPU."""
+    from .. import caffeio
+    return 'GPU' if caffeio.gpu_build() else 'CPU'
 
 
 def solver(variant, settings, net_dir):
@@ -372,7 +378,8 @@ def solver(variant, settings, net_dir):
     s.snapshot = settings.snapshot
     s.snapshot_prefix = settings.snapshot_prefix or os.path.join(
         'snapshots', '%s_%s' % (variant.dataset, variant.tag))
-    s.solver_mode = getattr(caffe_pb2.SolverParameter, settings.solver_mode.upper())
+    s.solver_mode = getattr(caffe_pb2.SolverParameter,
+                            (settings.solver_mode or build_solver_mode()).upper())
     if settings.random_seed is not None:
         s.random_seed = settings.random_seed
     return s

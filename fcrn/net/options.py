@@ -102,7 +102,9 @@ SOLVER_OPTIONS = [
     ('--test-interval', 'test_interval', dict(type=cli.positive_int)),
     ('--test-iter', 'test_iter', dict(type=cli.positive_int,
                                       help='default: every validation image, every pass')),
-    ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper)),
+    ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper,
+                                          help='default: GPU with a CUDA build of Caffe, '
+                                               'else CPU')),
     ('--random-seed', 'random_seed', dict(type=cli.nonnegative_int,
                                           help='Caffe\'s random_seed (fillers, '
                                                'dropout): reproducible training')),
@@ -134,6 +136,8 @@ def parse(argv, parser=None):
     args = parser.parse_args(argv)
     variant = netgen.Variant(**{f: getattr(args, f) for _, f, _ in VARIANT_OPTIONS})
     settings = netgen.SolverSettings(**{f: getattr(args, f) for _, f, _ in SOLVER_OPTIONS})
+    # Resolved now, so that the command in the files' headers reproduces them.
+    settings.solver_mode = settings.solver_mode or netgen.build_solver_mode()
     try:
         variant.validate()
         netgen.solver(variant, settings, '.')

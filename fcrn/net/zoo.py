@@ -29,6 +29,11 @@ _TABLE4 = {'voc': [(101, [None, 256, 512, 1024]), (152, [None, 256, 512, 1024])]
 _TABLE4_DROPOUT = {'voc': [101, 152]}
 # Table 4 has no FoV column; its 1/8, 5x5, dilation-12 nets are Table 1's FoV-392 rows.
 _TABLE4_FOV = 392
+# The committed solvers say solver_mode CPU whatever build regenerates them, so
+# that they run as they are on the default (CPU) build; `caffe train -gpu N`
+# (scripts/train.py --gpu N) trains them on a GPU: the tool's -gpu overrides
+# the solver's mode.
+SETTINGS = netgen.SolverSettings(solver_mode='CPU')
 
 
 def _argv(dataset, depth, resolution, kernel, dilation, *extra):
@@ -95,8 +100,10 @@ def _index(rows):
         '`_test<S>` (deployed at 1/S), `_sim<S>` (1/S simulated by four shifted passes).',
         'All use LeanBatchNorm; `scripts/make_net.py --batch-norm caffe` gives the',
         'stock BatchNorm + Scale form. Each file\'s second line is the command that',
-        'made it. Run solvers from the repository root: `caffe train -solver',
-        'prototxt/voc/r101_s8_k5_d12/solver.prototxt -weights <converted ImageNet model>`.',
+        'made it. Run solvers from the repository root: `scripts/train.py --solver',
+        'prototxt/voc/r101_s8_k5_d12/solver.prototxt --weights <converted ImageNet model>`',
+        '(or `caffe train -solver ... -weights ...`). The solvers say `solver_mode: CPU`;',
+        '`--gpu N` (`-gpu N`) trains on a GPU of a CUDA build.',
         '',
         '| Paper | Dataset | Depth | Resolution | Kernel | Dilation | FoV | Bootstrapping '
         '| Dropout | Test resolution | Folder |',
@@ -120,7 +127,7 @@ def regenerate(root, progress=None):
         rel = folder(entry)
         out = os.path.join(root, rel)
         v = variant(entry)
-        netgen.write(out, v, netgen.SolverSettings(), force=True, net_dir=rel,
-                     command=options.command(options.to_argv(v), rel))
+        netgen.write(out, v, SETTINGS, force=True, net_dir=rel,
+                     command=options.command(options.to_argv(v, SETTINGS), rel))
     fileio.atomic_write(os.path.join(root, 'prototxt', 'README.md'), _index(rows))
     return rows
