@@ -25,11 +25,11 @@ def main(argv=None):
                                   "without it no train_aug list is made")
     ap.add_argument("--out", required=True, help="output directory (replaced as a whole)")
     ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
+    cli.add_jobs(ap, "threads reading images")
     cli.add_force(ap, "an output folder")
     args = ap.parse_args(argv)
     return cli.run(lambda: print(summary(prepare_voc(
-        args.voc, args.sbd, args.out, args.skip_bad, args.workers, args.force))), "prepare_voc")
+        args.voc, args.sbd, args.out, args.skip_bad, args.jobs, args.force))), "prepare_voc")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shlex
 
 from . import netgen, resnet
 from .. import cli, datasets
+from ..errors import InputError, UsageError
 
 # The largest training crop: Cityscapes' full width. Beyond it the widest
 # blobs of a 1/4-resolution net approach Caffe's limit of 2^31 elements.
@@ -33,8 +34,13 @@ def _scale_range(text):
 # option -> (Variant or SolverSettings field, argparse keywords). The defaults
 # come from the dataclasses, so that to_argv() can leave them out.
 VARIANT_OPTIONS = [
-    ('--dataset', 'dataset', dict(choices=datasets.names(),
-                                  help='voc: 21 classes; cityscapes: 19 (ignore label 255)')),
+    ('--dataset', 'dataset', dict(choices=datasets.choices(),
+                                  help='voc: 21 classes; cityscapes: 19; generic: one\'s own '
+                                       '(--classes or --num-classes; the default when either '
+                                       'is given, else voc)')),
+    ('--num-classes', 'num_classes', dict(type=cli.ranged(int, 2, 255), metavar='N',
+                                          help='generic dataset: N classes, labels 0..N-1 '
+                                               '(255: ignored)')),
     ('--depth', 'depth', dict(type=int, choices=sorted(resnet.BLOCKS))),
     ('--resolution', 'resolution', dict(type=_resolution, metavar='1/S',
                                         help='output stride: 1/16, 1/8 or 1/4')),
@@ -115,14 +121,18 @@ def build_parser(prog=None, description='Write train/test/deploy/solver.prototxt
                  'variant (Wu, Shen, van den Hengel 2016) and print its field of view.'):
     parser = cli.parser(description, prog=prog)
     parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--force', action='store_true',
-                        help='write into a non-empty --out (its four files are replaced)')
+    cli.add_force(parser, 'a non-empty --out (then only its four files are replaced)')
+    parser.add_argument('--classes', metavar='FILE',
+                        help='generic dataset: its classes file (one class per line; what '
+                             'scripts/prepare_folder.py writes); sets --num-classes')
     for title, options, cls in (('network', VARIANT_OPTIONS, netgen.Variant),
                                 ('solver', SOLVER_OPTIONS, netgen.SolverSettings)):
         group = parser.add_argument_group(title)
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for option, field, kwargs in options:
-            kwargs = dict(kwargs, dest=field, default=defaults[field])
+            # --dataset's default depends on --classes/--num-classes (parse)
+            kwargs = dict(kwargs, dest=field,
+                          default=None if field == 'dataset' else defaults[field])
             if 'help' in kwargs and kwargs.get('action') != 'store_true' \
                     and defaults[field] is not None:
                 kwargs['help'] += ' (default: %(default)s)'
@@ -134,6 +144,15 @@ def parse(argv, parser=None):
     """(args, Variant, SolverSettings); bad combinations are argparse errors."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    try:
+        data = datasets.resolve(args.dataset, args.num_classes, args.classes)
+    except UsageError as error:
+        parser.error(str(error))
+    except InputError as error:
+        parser.exit(1, '%s: error: %s\n' % (parser.prog, error))
+    args.dataset = data.name
+    if data.name == datasets.GENERIC:
+        args.num_classes = data.num_classes
     variant = netgen.Variant(**{f: getattr(args, f) for _, f, _ in VARIANT_OPTIONS})
     settings = netgen.SolverSettings(**{f: getattr(args, f) for _, f, _ in SOLVER_OPTIONS})
     # Resolved now, so that the command in the files' headers reproduces them.
