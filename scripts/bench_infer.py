@@ -27,6 +27,7 @@ import numpy as np
 from fcrn import cli, fileio
 
 log = logging.getLogger("bench_infer")
+TITLE = "# Inference benchmarks"
 
 
 def parse_args(argv=None):
@@ -40,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--gpu", type=cli.nonnegative_int, help="GPU id (CUDA build)")
     p.add_argument("--out", default="benchmarks/infer.md", help="Markdown report (+ .json)")
     p.add_argument("--note", help="a line about the conditions, added to the report")
+    cli.add_force(p, "a report")
     return p.parse_args(argv)
 
 
@@ -183,7 +185,7 @@ def measure(args, work):
                    gflops_achieved_folded=flops / 1e9 / t_fold,
                    peak_gflops=peak, peak_note=peak_note)
 
-    md = ["# Inference benchmarks", "",
+    md = [TITLE, "",
           "`%s`, input %dx%d, %s, %d image(s), best of %d." % (
               args.net, h, w, results["mode"], args.images, args.repeat), "",
           "| Measure | Value |", "|---|---:|",
@@ -196,7 +198,8 @@ def measure(args, work):
           "| folded / unfolded max relative difference | %.1e |" % err]
     if "forward_opencv_folded_s" in results:
         md += ["| forward, BN folded, OpenCV DNN (s) | %.3f |" % results["forward_opencv_folded_s"],
-               "| OpenCV / pycaffe max relative difference | %.1e |" % results["opencv_relative_error"],
+               "| OpenCV / pycaffe max relative difference | %.1e |"
+               % results["opencv_relative_error"],
                "| forward, ONNX export (BN folded), onnxruntime (s) | %.3f |"
                % results["forward_onnxruntime_s"],
                "| onnxruntime / pycaffe (unfolded) max relative difference | %.1e |"
@@ -213,16 +216,18 @@ def measure(args, work):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")
-    with tempfile.TemporaryDirectory(prefix="bench_infer.") as work:
-        text, results = measure(args, work)
-    sys.stdout.write(text)
-    if args.out:
-        fileio.atomic_write(args.out, text)
-        fileio.atomic_write(os.path.splitext(args.out)[0] + ".json",
-                            json.dumps(results, indent=1) + "\n")
-    return 0
+
+    def job():
+        if args.out:
+            md, js = fileio.report_targets(args.out, TITLE, args.force)
+        with tempfile.TemporaryDirectory(prefix="bench_infer.") as work:
+            text, results = measure(args, work)
+        sys.stdout.write(text)
+        if args.out:
+            fileio.atomic_write(md, text)
+            fileio.atomic_write(js, json.dumps(results, indent=1) + "\n")
+    return cli.run(job, log.name)
 
 
 if __name__ == "__main__":

@@ -550,7 +550,8 @@ EXTRA = [
         "--classes", "{classes}", "--out", "{tmp}/o"],
         1, ["m1.jpg: no label (looked for {mine}/images/m1.png)"], absent("{tmp}/o")),
     row("prepare-folder-suffix-with-a-folder", "prepare_folder", FOLDER[:4] + [
-        "--label-suffix", "x/y.png", "--num-classes", "3", "--out", "{tmp}/o"], 2, ["label suffix 'x/y.png': give the end of a label's"]),
+        "--label-suffix", "x/y.png", "--num-classes", "3", "--out", "{tmp}/o"],
+        2, ["label suffix 'x/y.png': give the end of a label's"]),
     row("prepare-folder-val-fraction-1", "prepare_folder", FOLDER + ["--val-fraction", "1"],
         2, ["argument --val-fraction: must be in (0, 1), not 1"]),
     row("classes-file-bad-colour", "make_net", ["--classes", "{tmp}/bad.txt", "--out",

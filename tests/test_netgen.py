@@ -201,7 +201,9 @@ def test_caffe_batch_norm_emits_batchnorm_and_scale_with_the_released_names():
     (['--dropout', '--dropout-ratio', '1.5'],
      'argument --dropout-ratio: must be in (0, 1), not 1.5'),
     (['--batch-norm', 'sync'], "invalid choice: 'sync' (choose from 'lean', 'caffe')"),
-    (['--scale', '2,1'], 'scale must be (min, max) with 0 < min <= max, not (2.0, 1.0)'),
+    (['--train-scale', '2', '1'], 'scale must be (min, max) with 0 < min <= max, not (2.0, 1.0)'),
+    (['--train-scale', 'big', '1'], "argument --train-scale: 'big' is not a number"),
+    (['--train-scale', '0', '1'], 'argument --train-scale: must be > 0, not 0'),
     (['--scale', 'big'], "'big' is not MIN,MAX"),
 ])
 def test_bad_options_are_argparse_errors_naming_the_allowed_values(options, message, tmp_path,
@@ -239,6 +241,18 @@ def test_to_argv_round_trips_through_the_parser():
     s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU')
     _, v2, s2 = options.parse(options.to_argv(v, s) + ['--out', 'x'])
     assert (v2, s2) == (v, s)
+    mine = netgen.Variant(dataset='generic', num_classes=3, train_source='t.txt',
+                          val_source='v.txt')
+    s = netgen.SolverSettings(test_iter=7, solver_mode='GPU')
+    argv = options.to_argv(mine, s)
+    assert argv[:4] == ['--dataset', 'generic', '--num-classes', '3']
+    _, v2, s2 = options.parse(argv + ['--out', 'x'])
+    assert (v2, s2) == (mine, s)
+
+
+def test_the_earlier_scale_option_still_reads():
+    assert options.parse(['--scale', '0.75,1.25', '--out', 'x'])[1].scale == (0.75, 1.25)
+    assert options.parse(['--train-scale', '0.75', '1.25', '--out', 'x'])[1].scale == (0.75, 1.25)
 
 
 def test_scale_range_reaches_the_train_data_layer_only():

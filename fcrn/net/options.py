@@ -66,9 +66,9 @@ VARIANT_OPTIONS = [
                                                        'weights, dilations doubled')),
     ('--crop', 'crop', dict(type=cli.ranged(int, 1, MAX_CROP),
                             help='training crop (default: per dataset)')),
-    ('--scale', 'scale', dict(type=_scale_range, metavar='MIN,MAX',
-                              help='random resize range of training images (default: '
-                                   'the data layer\'s 0.5,2)')),
+    ('--train-scale', 'scale', dict(type=cli.positive_float, nargs=2, metavar=('MIN', 'MAX'),
+                                    help='random resize range of training images (default: '
+                                         'the data layer\'s 0.5 2)')),
     ('--batch-size', 'batch_size', dict(type=cli.positive_int)),
     ('--batch-norm', 'batch_norm', dict(choices=resnet.BATCH_NORMS,
                                         help='lean: LeanBatchNorm; caffe: BatchNorm + Scale')),
@@ -88,7 +88,8 @@ VARIANT_OPTIONS = [
     ('--val-source', 'val_source', dict(help='default: data/voc_aug/val.txt, '
                                              'data/cityscapes_fcrn/val.txt')),
     ('--seed', 'seed', dict(type=cli.nonnegative_int,
-                            help='seed of the data layer\'s augmentation and order')),
+                            help='seed of the data layer\'s augmentation and order (Caffe\'s '
+                                 'own seed, of fillers and dropout: --random-seed)')),
 ]
 SOLVER_OPTIONS = [
     ('--iter-size', 'iter_size', dict(type=cli.positive_int,
@@ -137,6 +138,8 @@ def build_parser(prog=None, description='Write train/test/deploy/solver.prototxt
                     and defaults[field] is not None:
                 kwargs['help'] += ' (default: %(default)s)'
             group.add_argument(option, **kwargs)
+    # Earlier name and form of --train-scale.
+    parser.add_argument('--scale', dest='scale', type=_scale_range, help=argparse.SUPPRESS)
     return parser
 
 
@@ -151,6 +154,7 @@ def parse(argv, parser=None):
     except InputError as error:
         parser.exit(1, '%s: error: %s\n' % (parser.prog, error))
     args.dataset = data.name
+    args.scale = args.scale and tuple(args.scale)
     if data.name == datasets.GENERIC:
         args.num_classes = data.num_classes
     variant = netgen.Variant(**{f: getattr(args, f) for _, f, _ in VARIANT_OPTIONS})
@@ -185,8 +189,8 @@ def to_argv(variant, settings=None):
                 argv.append(option)
             elif kwargs.get('type') is _resolution:
                 argv += [option, '1/%d' % mine]
-            elif kwargs.get('type') is _scale_range:
-                argv += [option, '%g,%g' % mine]
+            elif kwargs.get('nargs') == 2:
+                argv += [option] + ['%g' % v for v in mine]
             else:
                 argv += [option, str(mine)]
     return argv
