@@ -54,6 +54,21 @@ def test_zoo_covers_every_row_of_tables_1_to_4():
     assert cited == {'Table 1': 21, 'Table 2': 23, 'Table 3': 5, 'Table 4': 14, 'Sec. 3.2': 1}
 
 
+def test_the_papers_scores_stand_beside_every_row_and_agree_across_tables():
+    """Every row of the paper's Tables 1-4 gives its scores to exactly one
+    folder; a folder that several tables cite (Table 1's 101/1/8/5/12 is
+    Table 3's 1/8-1/8 and Table 4's F/F) gets the same scores from each,
+    which checks the transcription against itself."""
+    looked_up = 0
+    for entry in zoo.entries():
+        scores = zoo.paper_scores(entry)
+        assert bool(scores) == (entry.tables != 'Sec. 3.2'), entry.tables
+        assert len(set(scores.values())) <= 1, (entry.argv, scores)
+        looked_up += len(scores)
+    assert looked_up == sum(len(zoo.paper_table(t)) for t in zoo._PAPER) == 21 + 23 + 5 + 14
+    assert zoo.paper_table('Table 4')[('voc', '152', '512', 'T')] == (94.46, 85.13, 75.90)
+
+
 def test_finer_test_resolution_keeps_the_weights_and_the_fov_in_pixels():
     trained = netgen.Variant(depth=101, resolution=16, kernel=5, dilation=6)
     tested = netgen.Variant(depth=101, resolution=16, kernel=5, dilation=6, test_resolution=4)
