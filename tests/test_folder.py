@@ -165,3 +165,18 @@ def test_own_dataset_from_folder_to_trained_evaluated_exported_net(tmp_path, scr
                                        weights, "--out", "mine.onnx", "--argmax"]) == 0
     import onnx
     assert [o.name for o in onnx.load("mine.onnx").graph.output] == ["score", "label"]
+
+
+def test_lists_name_the_files_when_the_output_is_reached_through_a_link(tmp_path, script):
+    """--out under a symbolic link to another folder: a list's relative paths
+    are opened from where the list really lies, so they must be counted
+    from there."""
+    fake.make_folder(str(tmp_path / "mine"), NAMES)
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "deep")
+    images = str(tmp_path / "mine" / "images")
+    assert script("prepare_folder").main(
+        ["--images", images, "--labels", images, "--label-suffix", "_mask.png",
+         "--num-classes", "3", "--out", str(tmp_path / "link" / "prep")]) == 0
+    for image, label in pairs(tmp_path / "link" / "prep" / "train.txt"):
+        assert os.path.isfile(image) and os.path.isfile(label), image
