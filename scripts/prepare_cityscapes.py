@@ -16,17 +16,14 @@ import sys
 
 from fcrn import cli
 from fcrn.data.cityscapes import prepare_cityscapes
-from fcrn.data.common import summary
+from fcrn.data.common import add_output_options, summary
 
 
 def main(argv=None):
     ap = cli.parser(__doc__)
     ap.add_argument("--cityscapes", "--root", dest="cityscapes", required=True,
                     help="folder holding leftImg8bit/ and gtFine/ (--root: its earlier name)")
-    ap.add_argument("--out", required=True, help="output directory (replaced as a whole)")
-    ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    cli.add_jobs(ap, "threads reading images")
-    cli.add_force(ap, "an output folder")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     return cli.run(lambda: print(summary(prepare_cityscapes(
         args.cityscapes, args.out, args.skip_bad, args.jobs, args.force))), "prepare_cityscapes")

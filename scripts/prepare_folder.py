@@ -29,7 +29,7 @@ replaced as a whole when it is an earlier output of this script (or with
 import sys
 
 from fcrn import cli
-from fcrn.data.common import summary
+from fcrn.data.common import add_output_options, summary
 from fcrn.data.folder import prepare_folder
 
 
@@ -47,10 +47,7 @@ def main(argv=None):
     ap.add_argument("--val-fraction", type=cli.ranged(float, 0, 1, True, True), default=0.1,
                     help="share of the images held out for val when there are no train/ "
                          "and val/ sub-folders (default: %(default)s)")
-    ap.add_argument("--out", required=True, help="output folder (replaced as a whole)")
-    ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    cli.add_jobs(ap, "threads reading images")
-    cli.add_force(ap, "an output folder")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     return cli.run(lambda: print(summary(prepare_folder(
         args.images, args.labels, args.out, args.classes, args.num_classes, args.label_suffix,

@@ -126,6 +126,16 @@ def run_checked(items, work, skip_bad, desc, workers=None):
     return [r[1] for r in results if r is not None], problems
 
 
+def add_output_options(parser):
+    """--out, --skip-bad, --jobs and --force, as every preparation script has them."""
+    from .. import cli
+    parser.add_argument("--out", required=True, help="output folder (replaced as a whole)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad images and report the count")
+    cli.add_jobs(parser, "threads reading images")
+    cli.add_force(parser, "an output folder")
+
+
 def summary(manifest):
     """The line the preparation scripts print: split counts and skipped files."""
     return " ".join("%s=%d" % kv for kv in sorted(manifest["counts"].items())) + (
