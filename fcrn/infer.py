@@ -489,7 +489,7 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
         for dirpath, _, _ in os.walk(folder):
             fileio.clean_leftovers(dirpath)
 
-    palette = (data or datasets.generic(classes)).palette()
+    palette = data.palette() if data else datasets.colormap()
     to_label_id = data.class_to_label_lut() if labelids is not None else None
 
     def load(k):

@@ -200,7 +200,7 @@ def measure(args, work):
         md += ["| forward, BN folded, OpenCV DNN (s) | %.3f |" % results["forward_opencv_folded_s"],
                "| OpenCV / pycaffe max relative difference | %.1e |"
                % results["opencv_relative_error"],
-               "| forward, ONNX export (BN folded), onnxruntime (s) | %.3f |"
+               "| forward, ONNX export (BN folded), onnxruntime CPU (s) | %.3f |"
                % results["forward_onnxruntime_s"],
                "| onnxruntime / pycaffe (unfolded) max relative difference | %.1e |"
                % results["onnxruntime_relative_error"]]

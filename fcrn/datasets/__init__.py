@@ -30,6 +30,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import lists
 from ..errors import InputError, UsageError
 
 # BGR mean of the ImageNet ResNets (He et al.) that initialise FCRN, as FCN
@@ -148,24 +149,20 @@ def read_classes(path):
     shell word, as in the project's lists). `colours` is None when no line
     has one; a line without one takes `colormap`'s colour. InputError naming
     the line otherwise."""
-    from .. import lists
     rows = lists.read(path, 1, 4, "classes")
     if not rows:
         raise InputError("%s: no class in the file" % path)
-    names, colours, pal = [], [], colormap(len(rows))
+    names, colours, default = [], [], colormap(len(rows))
     for n, row in enumerate(rows):
         if len(row) not in (1, 4):
             raise InputError("%s: class %d (%s): expected a name, or a name and R G B"
                              % (path, n, " ".join(row)))
-        try:
-            rgb = tuple(int(v) for v in row[1:]) or tuple(int(v) for v in pal[n])
-        except ValueError:
-            rgb = (-1,)
+        rgb = tuple(int(v) if v.isdigit() else -1 for v in row[1:])
         if not all(0 <= v <= 255 for v in rgb):
             raise InputError("%s: class %d (%s): colour %s is not three integers in 0..255"
                              % (path, n, row[0], " ".join(row[1:])))
         names.append(row[0])
-        colours.append(rgb)
+        colours.append(rgb or tuple(int(v) for v in default[n]))
     twice = sorted({x for x in names if names.count(x) > 1})
     if twice:
         raise InputError("%s: class names given twice: %s" % (path, ", ".join(twice)))
@@ -178,7 +175,6 @@ def read_classes(path):
 
 def write_classes(path, names, colours=None):
     """A classes file that `read_classes` reads back as (names, colours)."""
-    from .. import lists
     lists.write(path, [[name] + ([str(v) for v in colours[i]] if colours else [])
                        for i, name in enumerate(names)])
 

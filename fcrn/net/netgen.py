@@ -30,7 +30,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from . import resnet
-from .. import datasets, fileio, lists
+from .. import caffeio, datasets, fileio, lists
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,6 @@ def _val_images(variant):
 
 def build_solver_mode():
     """The solver mode the loaded Caffe can run: GPU on a CUDA build, else CPU."""
-    from .. import caffeio
     return 'GPU' if caffeio.gpu_build() else 'CPU'
 
 

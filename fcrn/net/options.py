@@ -154,9 +154,8 @@ def parse(argv, parser=None):
     except InputError as error:
         parser.exit(1, '%s: error: %s\n' % (parser.prog, error))
     args.dataset = data.name
+    args.num_classes = data.num_classes if data.name == datasets.GENERIC else None
     args.scale = args.scale and tuple(args.scale)
-    if data.name == datasets.GENERIC:
-        args.num_classes = data.num_classes
     variant = netgen.Variant(**{f: getattr(args, f) for _, f, _ in VARIANT_OPTIONS})
     settings = netgen.SolverSettings(**{f: getattr(args, f) for _, f, _ in SOLVER_OPTIONS})
     # Resolved now, so that the command in the files' headers reproduces them.
