@@ -196,14 +196,20 @@ def gpu_build():
         return False
 
 
+def require_gpu(what, remedy="make CUDA=1"):
+    """UsageError "`what`: this Caffe is a CPU-only build (`remedy`)" unless
+    the loaded Caffe can run on a GPU."""
+    if not gpu_build():
+        raise UsageError("%s: this Caffe is a CPU-only build (%s)" % (what, remedy))
+
+
 def set_mode(gpu=None):
     """CPU mode, or GPU `gpu` (UsageError on a CPU-only build)."""
     module = caffe()
     if gpu is None:
         module.set_mode_cpu()
         return
-    if not gpu_build():
-        raise UsageError("--gpu %d: this Caffe is a CPU-only build (make CUDA=1)" % gpu)
+    require_gpu("--gpu %d" % gpu)
     module.set_mode_gpu()
     module.set_device(gpu)
 

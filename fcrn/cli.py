@@ -57,6 +57,14 @@ unit_fraction = ranged(float, 0, 1, high_open=True)  # [0, 1)
 finite = ranged(float)
 
 
+def add_jobs(parser, what, default=None):
+    """--jobs N: threads that read, decode or write files (--workers, its
+    earlier name in the data tools, is still accepted)."""
+    parser.add_argument("--jobs", "--workers", dest="jobs", type=positive_int, default=default,
+                        metavar="N", help="%s (default: %s)" % (
+                            what, default if default is not None else "the CPUs + 1, at most 8"))
+
+
 def add_force(parser, what="an existing output"):
     parser.add_argument("--force", action="store_true",
                         help="replace %s that is not this tool's own (never an input)" % what)

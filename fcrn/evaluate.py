@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 from . import datasets, fileio, imageio, lists
-from .errors import InputError, UsageError
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -316,36 +316,32 @@ def is_report(path):
         '"convention": "whole-set confusion matrix' in text
 
 
-def class_names(dataset, num_classes=None):
-    """Class names of a registry dataset, or class0.. for `generic`."""
-    if dataset == "generic":
-        if not num_classes:
-            raise UsageError("--dataset generic needs --num-classes")
-        return ["class%d" % i for i in range(num_classes)]
-    names = list(datasets.get(dataset).classes)
-    if num_classes and num_classes != len(names):
-        raise UsageError("--num-classes %d contradicts %s's %d classes"
-                         % (num_classes, dataset, len(names)))
-    return names
+def class_names(dataset, num_classes=None, classes_file=None):
+    """Class names of a registry dataset, or of a generic one (`classes_file`,
+    else class0.. class<num_classes - 1>)."""
+    return list(datasets.resolve(dataset, num_classes, classes_file).classes)
 
 
 def run(gt, pred, dataset="voc", num_classes=None, list_file=None, gt_suffix=None,
         pred_suffix=None, gt_format=None, pred_format="trainid", name="FCRN", out_md=None,
-        out_json=None, jobs=1, progress=False, force=False, ids=None):
+        out_json=None, jobs=1, progress=False, force=False, ids=None, classes_file=None):
     """Score the predictions under `pred` against the ground truth under `gt`
     (both searched recursively, paired by id) and write the reports.
 
-    Cityscapes ground truth is read as labelIds (`gt_format`) and mapped to
-    train ids, predictions as train ids unless `pred_format` is labelid.
+    `dataset`: a registry name, or generic with `classes_file` (the names in
+    the reports) or `num_classes`; None: generic when either is given, else
+    voc. Cityscapes ground truth is read as labelIds (`gt_format`) and mapped
+    to train ids, predictions as train ids unless `pred_format` is labelid.
     `ids` (or the ids of `list_file`) restrict the set to those images.
     Returns (scores, ConfusionMatrix, Markdown text). Refuses, listing every
     problem, when a listed id has no ground truth or a ground truth has no
     prediction of its size.
     """
-    names = class_names(dataset, num_classes)
-    cityscapes = dataset == "cityscapes"
+    data = datasets.resolve(dataset, num_classes, classes_file)
+    names = list(data.classes)
+    cityscapes = data.name == "cityscapes"
     outputs = [p for p in (out_md, out_json) if p]
-    fileio.check_targets(outputs, [gt, pred, list_file], force, is_report)
+    fileio.check_targets(outputs, [gt, pred, list_file, classes_file], force, is_report)
     gt_suffix = gt_suffix or ("_gtFine_labelIds.png" if cityscapes else ".png")
     pred_suffix = pred_suffix or ("_leftImg8bit.png" if cityscapes else ".png")
     gt_lut = pred_lut = None
@@ -378,5 +374,5 @@ def run(gt, pred, dataset="voc", num_classes=None, list_file=None, gt_suffix=Non
         fileio.atomic_write(out_md, md)
     if out_json:
         fileio.atomic_write(out_json, json_report(
-            cm, scores, names, {"dataset": dataset, "num_images": len(pairs)}))
+            cm, scores, names, {"dataset": data.name, "num_images": len(pairs)}))
     return scores, cm, md

@@ -184,6 +184,23 @@ def check_targets(targets, inputs=(), force=False, is_own=None):
             clean_leftovers(folder, name)
 
 
+def report_targets(path, title, force=False, extra=(".json",)):
+    """The guard of a tool that writes a report `path` whose first line is
+    `title`, and files beside it with the `extra` extensions (its JSON):
+    run it before the work, so that a refusal comes first. An existing
+    report with that title is the tool's own. Returns the paths."""
+    targets = [path] + [os.path.splitext(path)[0] + ext for ext in extra]
+
+    def own(_):
+        try:
+            with open(path, errors="replace") as f:
+                return f.readline().rstrip("\n") == title
+        except OSError:
+            return False
+    check_targets(targets, (), force, own)
+    return targets
+
+
 MARK = ".fcrn-output"
 
 

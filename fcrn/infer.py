@@ -448,21 +448,26 @@ def _plan(items, out, overlay_dir, labelids, sources, list_file, force):
 
 
 def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, labelids=None,
-        dataset="voc", gpu=None, jobs=2, force=False, progress=False, **options):
+        dataset=None, gpu=None, jobs=2, force=False, progress=False, classes_file=None,
+        **options):
     """Segment images with a deploy net and write one label PNG each.
 
     `sources`: image files and folders (recursive); `list_file`: an image
     path per line (first field; relative to the list's folder). Writes
-    `out/NAME.png` (palette PNGs of `dataset`), and optionally colour overlays
+    `out/NAME.png` (palette PNGs in the colours of `dataset`, a registry
+    name, or of `classes_file`; else in `datasets.colormap`'s, VOC's, for
+    any number of classes), and optionally colour overlays
     `overlay_dir/NAME.jpg` and, for Cityscapes, labelId PNGs
-    `labelids/NAME.png`. Unreadable images are named, skipped and counted in
+    `labelids/NAME.png`. A net scoring more classes than the dataset named
+    has is refused. Unreadable images are named, skipped and counted in
     the returned Stats; everything else that is wrong raises before the first
     forward. `options` go to the Segmenter.
     """
-    data = datasets.get(dataset)
-    if labelids is not None and data.label_ids is None:
-        raise UsageError("--labelids needs a dataset with label ids (cityscapes), not %s"
-                         % dataset)
+    # Without a dataset named, the default palette (VOC's colours) for any net.
+    data = datasets.resolve(dataset, classes_file=classes_file) \
+        if classes_file or dataset not in (None, datasets.GENERIC) else None
+    if labelids is not None and (data is None or data.label_ids is None):
+        raise UsageError("--labelids needs a dataset with label ids (--dataset cityscapes)")
     if jobs < 1:
         raise UsageError("jobs must be >= 1, not %r" % jobs)
     items = list_inputs(sources, list_file)
@@ -471,6 +476,11 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
             [list_file] if list_file else [])))
     folders, plan = _plan(items, out, overlay_dir, labelids, sources, list_file, force)
     seg = load_segmenter(net, weights, gpu=gpu, **options)
+    classes = seg.net.blobs[seg.output].data.shape[1]
+    if data is not None and classes > data.num_classes:  # labels no class of it has
+        raise UsageError("%s: the net scores %d classes, %s has %d (give the net's dataset: "
+                         "--dataset, or --classes FILE)" % (net, classes, data.name,
+                                                            data.num_classes))
     log.info("output %r: stride %d, offset %g, %d pass(es), %d view(s), %s",
              seg.output, seg.stride, seg.offset, seg.passes, len(seg.views),
              "tiles %dx%d" % seg.tile if seg.tile else "whole images")
@@ -479,7 +489,7 @@ def run(net, weights, sources=(), out=None, list_file=None, overlay_dir=None, la
         for dirpath, _, _ in os.walk(folder):
             fileio.clean_leftovers(dirpath)
 
-    palette = data.palette()
+    palette = data.palette() if data else datasets.colormap()
     to_label_id = data.class_to_label_lut() if labelids is not None else None
 
     def load(k):

@@ -80,8 +80,12 @@ def read_pairs(path, root=None, need_label=True):
 
 def write_pairs(path, pairs, root):
     """Write "image [label]" lines with paths relative to `root` (the list's
-    final folder), so a list stays valid when the trees move together."""
-    write(path, [[os.path.relpath(p, root) for p in pair if p is not None] for pair in pairs])
+    final folder), so a list stays valid when the trees move together.
+    Counted between real paths: the system resolves a ".." after a link
+    from where the link leads, not from the link."""
+    real = os.path.realpath(root)
+    write(path, [[os.path.relpath(os.path.realpath(p), real) for p in pair if p is not None]
+                 for pair in pairs])
 
 
 def read_ids(path):

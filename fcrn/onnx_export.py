@@ -35,16 +35,13 @@ the argmax over channels. Layers the outputs do not need are left out.
 import collections
 import os
 import time
-import warnings
 
 import numpy as np
 import onnx
-from google.protobuf import message, text_format
 from onnx import TensorProto, helper, numpy_helper
 
-from fcrn import fold
-from fcrn.net import convert
-from fcrn.net.fileio import atomic_write_bytes
+from . import caffeio, fileio, fold
+from .errors import InputError
 
 OPSET = 13
 IR_VERSION = 7  # the IR of opset 13 (onnx 1.8): loadable by runtimes back to then
@@ -56,7 +53,7 @@ SUPPORTED = ("Input", "Convolution", "BatchNorm", "LeanBatchNorm", "Scale", "ReL
 Result = collections.namedtuple("Result", "inputs outputs nodes folds relative_error")
 
 
-class ExportError(Exception):
+class ExportError(InputError):
     """The net, its weights or the export is unusable; the message names the cause."""
 
 
@@ -288,39 +285,6 @@ def default_outputs(net):
     return ["score"] if "score" in net.blobs else list(net.outputs)
 
 
-def _read_net(prototxt):
-    try:
-        return fold.read_net_param(prototxt)
-    except text_format.ParseError as e:
-        raise ExportError("%s: not a Caffe prototxt (%s)" % (prototxt, e))
-    except UnicodeDecodeError:
-        raise ExportError("%s: not a Caffe prototxt (not text)" % prototxt)
-
-
-def _check_caffemodel(path):
-    """Refuse, in one line, a file that is not a NetParameter with weights
-    (Caffe itself would abort; protobuf may half-parse text with a warning)."""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            stored = convert.read(path, binary=True)
-    except message.DecodeError as e:
-        raise ExportError("%s: not a caffemodel (%s)" % (path, e))
-    if caught:
-        raise ExportError("%s: not a caffemodel (%s)" % (path, caught[0].message))
-    if not any(len(l.blobs) for l in list(stored.layer) + list(stored.layers)):
-        raise ExportError("%s: not a caffemodel (no layer weights in it)" % path)
-
-
-def _check_readable(*paths):
-    for path in paths:
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as e:
-            raise ExportError("%s: %s" % (path, e.strerror))
-
-
 def session(model, threads=None):
     """onnxruntime CPU session for a model path or serialised bytes, with
     ``threads`` intra-op threads (default: every CPU this process may use, as
@@ -332,28 +296,25 @@ def session(model, threads=None):
 
 
 def export(prototxt, caffemodel, out, outputs=None, argmax=False, size=None,
-           verify=True, verify_size=None, tol=1e-4):
+           verify=True, verify_size=None, tol=1e-4, force=False):
     """Write ``prototxt`` + ``caffemodel`` as the ONNX model ``out`` (atomically).
 
     The net's BN is folded first (``fcrn.fold``). With ``verify``, onnxruntime
     runs the model on a random input of height and width ``verify_size``
     (default: ``size``, else the deploy net's) and its outputs must equal
     pycaffe's on the original, unfolded net within ``tol`` (relative to the
-    largest output value) before anything is written. Returns a Result.
+    largest output value) before anything is written. An existing ``out`` is
+    replaced only with ``force``, an input never. Returns a Result.
     """
-    _check_readable(prototxt, caffemodel)
-    net_param = _read_net(prototxt)
+    fileio.check_targets([out], [prototxt, caffemodel], force)
+    net_param = caffeio.read_net_param(prototxt)
     bad = unsupported_layers(net_param)
     if bad:
         raise ExportError("%s: layers not exportable to ONNX: %s (supported: %s; no "
                           "include/exclude rules)" % (prototxt, ", ".join(bad),
                                                        ", ".join(SUPPORTED)))
-    _check_caffemodel(caffemodel)
-    try:
-        net = fold.load_net(prototxt, caffemodel)
-        folded, new_params, folds = fold.fold_net(net_param, net)
-    except fold.FoldError as e:
-        raise ExportError(str(e))
+    net = caffeio.load_net(prototxt, caffemodel)
+    folded, new_params, folds = fold.fold_net(net_param, net)
     outputs = list(outputs or default_outputs(net))
     missing = [b for b in outputs if b not in net.blobs]
     if missing:
@@ -370,8 +331,7 @@ def export(prototxt, caffemodel, out, outputs=None, argmax=False, size=None,
         if not err <= tol:
             raise ExportError("the ONNX model differs from the Caffe net: relative error "
                               "%.3g > %.3g" % (err, tol))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    atomic_write_bytes(out, data)
+    fileio.atomic_write(out, data)
     return Result([i.name for i in model.graph.input], [o.name for o in model.graph.output],
                   len(model.graph.node), folds, err)
 
@@ -379,10 +339,10 @@ def export(prototxt, caffemodel, out, outputs=None, argmax=False, size=None,
 def compare(net, model, outputs, shape=None, seed=0):
     """Max relative difference between pycaffe ``net`` and the ONNX ``model``
     (path or bytes) over ``outputs``, on the same random input."""
-    feeds = fold.random_inputs(net, shape, seed)
-    fold.forward(net, feeds)
+    feeds = caffeio.random_inputs(net, shape, seed)
+    caffeio.forward(net, feeds)
     got = session(model).run(outputs, feeds)
-    return max(fold.relative_error(net.blobs[b].data, y) for b, y in zip(outputs, got))
+    return max(caffeio.relative_error(net.blobs[b].data, y) for b, y in zip(outputs, got))
 
 
 def time_onnxruntime(model_path, images, threads=None, repeat=2):

@@ -251,6 +251,21 @@ def _why(log_path, returncode):
     return 'caffe train failed (exit %d)%s' % (returncode, ': ' + fatal if fatal else '')
 
 
+def check_device(solver, gpu=None, cwd=None):
+    """UsageError, before Caffe starts, when the device training would use
+    cannot run here: `gpu`, or (without it) a solver that says solver_mode:
+    GPU, on a CPU-only build. The caffe tool trains on the CPU when the
+    solver gives no mode, and `-gpu` overrides the solver's mode."""
+    if gpu is not None:
+        caffeio.require_gpu('--gpu %d' % gpu)
+        return
+    param = caffeio.read_solver(os.path.join(cwd or '.', solver))
+    if param.HasField('solver_mode') and param.solver_mode == param.GPU:
+        caffeio.require_gpu('%s says solver_mode: GPU' % solver,
+                            'change it to CPU, or regenerate the net with make_net.py '
+                            '--solver-mode CPU; a GPU needs make CUDA=1')
+
+
 def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=False,
           resume=True):
     """`caffe train -solver solver`, resumed from the last snapshot of the
@@ -271,6 +286,7 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
                             ('plot', '.png'))}
     if weights and not os.path.isfile(os.path.join(where, weights)):
         raise InputError('%s: no such file (initial weights)' % weights)
+    check_device(solver, gpu, cwd)
     start, state = latest_snapshot(os.path.join(where, prefix)) if resume else (0, None)
     command = [caffe_tool(), 'train', '-solver', solver]
     if state:

@@ -7,7 +7,6 @@ afterwards. Run it on an idle machine: the figures are wall-clock times.
 
     python scripts/bench_build.py --out benchmarks/build.md
 """
-import argparse
 import glob
 import json
 import logging
@@ -16,8 +15,12 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+
+from fcrn import cli, fileio
+from fcrn.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_CAFFE = os.path.join(ROOT, 'scripts', 'build_caffe.sh')
@@ -25,6 +28,7 @@ FLAVOURS = (('CPU (`make`)', []), ('CUDA, cuDNN, NCCL, sm_90 (`make CUDA=1`)', [
             ('GPU kit, sm_90 (`make gpu-kit`)', ['--kit']))
 
 log = logging.getLogger('bench_build')
+TITLE = '# Caffe build times'
 
 
 def cpu_name():
@@ -44,34 +48,38 @@ def time_build(flags, jobs, sources):
         return time.time() - started
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = cli.parser(__doc__)
     parser.add_argument('--out', required=True, help='Markdown file; a .json beside it')
-    parser.add_argument('--jobs', type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')
+    parser.add_argument('--jobs', type=cli.positive_int, default=os.cpu_count(),
+                        help='parallel compile jobs (default: the CPUs)')
+    cli.add_force(parser, 'a report')
+    args = parser.parse_args(argv)
+    return cli.run(lambda: measure(args), log.name)
+
+
+def measure(args):
+    md, js = fileio.report_targets(args.out, TITLE, args.force)
     cache = os.path.dirname(subprocess.run(['bash', BUILD_CAFFE, '--print-prefix'], check=True,
                                            capture_output=True, text=True).stdout.strip())
     sources = glob.glob(os.path.join(cache, 'debian-src', 'caffe_*'))
     if not sources:
-        parser.error('no Debian source package in %s/debian-src; run `make` once' % cache)
+        raise InputError('no Debian source package in %s/debian-src; run `make` once' % cache)
     results = []
     for name, flags in FLAVOURS:
         log.info('building %s', name)
         results.append(dict(build=name, flags=flags, seconds=time_build(flags, args.jobs, sources)))
         log.info('%s: %.0f s', name, results[-1]['seconds'])
     machine = '%s, %d cores, %d jobs' % (cpu_name(), os.cpu_count(), args.jobs)
-    lines = ['# Caffe build times', '',
+    lines = [TITLE, '',
              'Machine: %s. Produced by `scripts/bench_build.py`: `scripts/build_caffe.sh` from '
              'the unpacked Debian source to an installed prefix, wall clock, fresh cache.' % machine,
              '', '| build | minutes |', '|---|---:|']
     lines += ['| %s | %.1f |' % (r['build'], r['seconds'] / 60) for r in results]
-    with open(args.out, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    with open(os.path.splitext(args.out)[0] + '.json', 'w') as f:
-        json.dump(dict(machine=machine, python=platform.python_version(), results=results), f,
-                  indent=1)
+    fileio.atomic_write(md, '\n'.join(lines) + '\n')
+    fileio.atomic_write(js, json.dumps(dict(machine=machine, python=platform.python_version(),
+                                            results=results), indent=1) + '\n')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

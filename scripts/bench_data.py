@@ -9,7 +9,6 @@ crops) and Cityscapes-sized PNGs (2048x1024, 713x713 crops), written to LMDB
 as for training. Images are smooth noise, so JPEG/PNG sizes and decode times
 are near the real ones.
 """
-import argparse
 import json
 import logging
 import os
@@ -23,9 +22,10 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fcrn import caffeio, fileio  # noqa: E402
+from fcrn import caffeio, cli, fileio  # noqa: E402
 
 log = logging.getLogger("bench_data")
+TITLE = "# SegDataLayer benchmark"
 
 
 def synth(root, n, h, w, ext, num_classes, seed=0):
@@ -122,13 +122,22 @@ def fcrn50_steps(tmp, source, crop, iters):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = cli.parser(__doc__)
     ap.add_argument("--out", default=None, help="write the results table here (markdown)")
-    ap.add_argument("--batches", type=int, default=60, help="timed batches per crops/s figure")
-    ap.add_argument("--iters", type=int, default=3, help="timed FCRN-50 iterations (0: skip)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--batches", type=cli.positive_int, default=60,
+                    help="timed batches per crops/s figure")
+    ap.add_argument("--iters", type=cli.nonnegative_int, default=3,
+                    help="timed FCRN-50 iterations (0: skip)")
+    ap.add_argument("--workers", type=cli.nonnegative_int, nargs="+", default=[0, 2],
+                    help="the data layer's prefetching processes, one figure each")
+    cli.add_force(ap, "a report")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    return cli.run(lambda: measure(args), "bench_data")
+
+
+def measure(args):
+    if args.out:
+        fileio.report_targets(args.out, TITLE, args.force, extra=())
     caffeio.set_mode(None)
     from fcrn.data.sources import write_lmdb
 
@@ -156,7 +165,7 @@ def main(argv=None):
                      "in the data layer %.4f s (%.2f%%)", t_input, t_data,
                      100 * (t_data / t_input - 1), t_layer, 100 * t_layer / t_input)
 
-    text = ["# SegDataLayer benchmark", "",
+    text = [TITLE, "",
             "`python scripts/bench_data.py` on %s, %d CPU cores (shared), Caffe CPU build, %s."
             % (platform.processor() or platform.machine(), os.cpu_count(),
                time.strftime("%Y-%m-%d")), "",

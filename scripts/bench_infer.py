@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Inference benchmarks: whole pipeline against the bare forward, folded against
-unfolded BN, pycaffe against OpenCV DNN, FLOPs and achieved GFLOP/s.
+unfolded BN, pycaffe against OpenCV DNN and onnxruntime, FLOPs and achieved GFLOP/s.
 
   python scripts/bench_infer.py --net prototxt/voc/r50_s8_k5_d12/deploy.prototxt \\
       --size 321 321 --images 8 --out benchmarks/infer.md
 
 Without --weights the net gets random He-initialised weights and random BN
 statistics (speed does not depend on the values; folding is checked on them).
+The forward times of pycaffe (unfolded and folded), OpenCV DNN (the folded
+Caffe net) and onnxruntime (the ONNX model that scripts/export_onnx.py writes,
+CPU provider, one intra-op thread per CPU this process may use, as OpenBLAS
+uses) are each the best of --repeat forwards of the same input after a warm-up.
 The machine's peak is an estimate from /proc/cpuinfo: cores x clock x FLOPs per
 cycle (32 for AVX2 with FMA, 64 with AVX-512, fp32), stated as such.
 """
@@ -23,6 +27,7 @@ import numpy as np
 from fcrn import cli, fileio
 
 log = logging.getLogger("bench_infer")
+TITLE = "# Inference benchmarks"
 
 
 def parse_args(argv=None):
@@ -36,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--gpu", type=cli.nonnegative_int, help="GPU id (CUDA build)")
     p.add_argument("--out", default="benchmarks/infer.md", help="Markdown report (+ .json)")
     p.add_argument("--note", help="a line about the conditions, added to the report")
+    cli.add_force(p, "a report")
     return p.parse_args(argv)
 
 
@@ -93,17 +99,14 @@ def timed(fn, repeat):
     return best
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GLOG_minloglevel", "2")
+def measure(args, work):
+    """(Markdown report, results) of every measurement; files go to `work`."""
     import cv2
-    from fcrn import caffeio, fold, infer
+    from fcrn import caffeio, fold, infer, onnx_export
 
     caffe = caffeio.caffe()
     caffeio.set_mode(args.gpu)
     h, w = args.size
-    work = tempfile.mkdtemp(prefix="bench_infer.")
     weights = args.weights
     if not weights:
         net = caffeio.load_net(args.net)
@@ -169,13 +172,20 @@ def main(argv=None):
             cvnet.setInput(feeds["data"])
             cvnet.forward(out_name)
         results["forward_opencv_folded_s"] = timed(cv_fwd, args.repeat)
+        # The ONNX export is checked against the unfolded pycaffe net at this size.
+        model = os.path.join(work, "fcrn.onnx")
+        exported = onnx_export.export(args.net, weights, model, outputs=[out_name],
+                                      verify_size=(h, w))
+        results["onnxruntime_relative_error"] = exported.relative_error
+        results["forward_onnxruntime_s"] = onnx_export.time_onnxruntime(
+            model, [feeds["data"]], repeat=args.repeat)
     flops = conv_flops(net, net_param)
     peak, peak_note = peak_gflops() if args.gpu is None else (None, "n/a")
     results.update(gflop_per_forward=flops / 1e9,
                    gflops_achieved_folded=flops / 1e9 / t_fold,
                    peak_gflops=peak, peak_note=peak_note)
 
-    md = ["# Inference benchmarks", "",
+    md = [TITLE, "",
           "`%s`, input %dx%d, %s, %d image(s), best of %d." % (
               args.net, h, w, results["mode"], args.images, args.repeat), "",
           "| Measure | Value |", "|---|---:|",
@@ -188,7 +198,12 @@ def main(argv=None):
           "| folded / unfolded max relative difference | %.1e |" % err]
     if "forward_opencv_folded_s" in results:
         md += ["| forward, BN folded, OpenCV DNN (s) | %.3f |" % results["forward_opencv_folded_s"],
-               "| OpenCV / pycaffe max relative difference | %.1e |" % results["opencv_relative_error"]]
+               "| OpenCV / pycaffe max relative difference | %.1e |"
+               % results["opencv_relative_error"],
+               "| forward, ONNX export (BN folded), onnxruntime CPU (s) | %.3f |"
+               % results["forward_onnxruntime_s"],
+               "| onnxruntime / pycaffe (unfolded) max relative difference | %.1e |"
+               % results["onnxruntime_relative_error"]]
     md += ["| convolution FLOPs per forward | %.1f G |" % results["gflop_per_forward"],
            "| achieved, folded pycaffe | %.1f GFLOP/s |" % results["gflops_achieved_folded"]]
     if peak:
@@ -196,13 +211,23 @@ def main(argv=None):
             peak_note, peak, 100 * results["gflops_achieved_folded"] / peak))
     if args.note:
         md += ["", args.note]
-    text = "\n".join(md) + "\n"
-    sys.stdout.write(text)
-    if args.out:
-        fileio.atomic_write(args.out, text)
-        fileio.atomic_write(os.path.splitext(args.out)[0] + ".json",
-                            json.dumps(results, indent=1) + "\n")
-    return 0
+    return "\n".join(md) + "\n", results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
+    def job():
+        if args.out:
+            md, js = fileio.report_targets(args.out, TITLE, args.force)
+        with tempfile.TemporaryDirectory(prefix="bench_infer.") as work:
+            text, results = measure(args, work)
+        sys.stdout.write(text)
+        if args.out:
+            fileio.atomic_write(md, text)
+            fileio.atomic_write(js, json.dumps(results, indent=1) + "\n")
+    return cli.run(job, log.name)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ import time
 
 import numpy as np
 
-from fcrn import caffeio, fileio
+from fcrn import caffeio, cli, fileio
 
 caffe = caffeio.caffe()  # pycaffe with the project's layers
 from caffe import layers as L  # noqa: E402
 
 log = logging.getLogger("bench_layers")
+TITLE = "# Layer benchmarks"
 
 LOSS_SHAPES = [("VOC-like", (n, 21, 65, 65)) for n in (1, 2, 5, 10)] + \
               [("Cityscapes-like", (1, 19, 128, 256))]
@@ -160,7 +161,7 @@ def machine():
 def write_report(path, loss_rows, bn_rows, repeats):
     input_mb = np.prod(BN_SHAPE) * 4 / 2.0 ** 20
     lines = [
-        "# Layer benchmarks", "",
+        TITLE, "",
         "Machine: %s. Produced by `scripts/bench_layers.py`; times are the fastest "
         "of %d forward + backward passes." % (machine(), repeats), "",
         "## BootstrappedSoftmaxWithLoss vs SoftmaxWithLoss (CPU)", "",
@@ -190,23 +191,27 @@ def write_report(path, loss_rows, bn_rows, repeats):
     fileio.atomic_write(path, "\n".join(lines) + "\n")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    parser = cli.parser(__doc__)
     parser.add_argument("--out", default="benchmarks/layers.md", help="Markdown report")
-    parser.add_argument("--repeats", type=int, default=20, help="timed iterations")
+    parser.add_argument("--repeats", type=cli.positive_int, default=20,
+                        help="timed iterations")
+    cli.add_force(parser, "a report")
     parser.add_argument("--bn-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     caffe.set_mode_cpu()
     if args.bn_child:
         bn_child(args.bn_child, args.repeats)
-        return
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    loss_rows = bench_loss(args.repeats)
-    bn_rows = bench_bn(args.repeats)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_report(args.out, loss_rows, bn_rows, args.repeats)
-    log.info("wrote %s", args.out)
+        return 0
+
+    def job():
+        fileio.report_targets(args.out, TITLE, args.force, extra=())
+        loss_rows = bench_loss(args.repeats)
+        bn_rows = bench_bn(args.repeats)
+        write_report(args.out, loss_rows, bn_rows, args.repeats)
+        log.info("wrote %s", args.out)
+    return cli.run(job, log.name)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

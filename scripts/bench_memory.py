@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+TITLE = '# Memory and time of one training iteration'
+
 
 CASES = ('upstream', 'caffe', 'lean', 'sim4', 'true4')
 
@@ -112,7 +114,7 @@ def measure(case, args):
 def report(results, args):
     gb = lambda b: b / 1e9  # noqa: E731
     by_case = {r['case']: r for r in results}
-    lines = ['# Memory and time of one training iteration', '',
+    lines = [TITLE, '',
              'ResNet-%d FCRN (5x5 classifier, dilation 12), one %dx%d crop, CPU, '
              'measured by `scripts/bench_memory.py` (peak resident set of the whole '
              'process, pycaffe included; time: the fastest of %d iterations).'
@@ -140,27 +142,30 @@ def report(results, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    from fcrn import cli, fileio
+    parser = cli.parser(__doc__)
     parser.add_argument('--depth', type=int, default=101, choices=(50, 101, 152))
-    parser.add_argument('--size', type=int, default=321)
+    parser.add_argument('--size', type=cli.positive_int, default=321)
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=CASES)
-    parser.add_argument('--iterations', type=int, default=1)
+    parser.add_argument('--iterations', type=cli.positive_int, default=1)
     parser.add_argument('--out', help='Markdown report (and .json beside it)')
+    cli.add_force(parser, 'a report')
     parser.add_argument('--child', choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.depth, args.size, args.iterations)))
         return 0
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    results = [measure(case, args) for case in args.cases]
-    text = report(results, args)
-    print(text)
-    if args.out:
-        from fcrn.fileio import atomic_write
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        atomic_write(args.out, text)
-        atomic_write(os.path.splitext(args.out)[0] + '.json', json.dumps(results, indent=1))
-    return 0
+
+    def job():
+        if args.out:
+            md, js = fileio.report_targets(args.out, TITLE, args.force)
+        results = [measure(case, args) for case in args.cases]
+        text = report(results, args)
+        print(text)
+        if args.out:
+            fileio.atomic_write(md, text)
+            fileio.atomic_write(js, json.dumps(results, indent=1))
+    return cli.run(job, 'bench_memory')
 
 
 if __name__ == '__main__':

@@ -54,7 +54,8 @@ def measure(model, size, backward, iterations, warmup):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sizes', type=int, nargs='+', default=[505, 713])
     parser.add_argument('--iterations', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)

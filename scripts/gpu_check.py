@@ -321,7 +321,8 @@ def markdown(report):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--kit', required=True, help='unpacked gpu-kit folder')
     parser.add_argument('--out', required=True, help='folder for gpu.md, gpu.json and logs')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU (small sizes)')

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Segment images with a deploy net: one label PNG of exactly the input size each.
 
-  # VOC: whole images, unresized (the paper's test), palette PNGs + overlays
+  # VOC: whole images, unresized (the paper's test), palette PNGs + overlays,
+  # on the val list that scripts/prepare_voc.py wrote
   python scripts/infer.py --net deploy.prototxt --weights fcrn.caffemodel \\
-      --list val_images.txt --out out/val --overlay out/val_overlay
+      --list data/voc_aug/val.txt --out out/val --overlay out/val_overlay
+
+  # one's own dataset (scripts/prepare_folder.py): its classes' colours
+  python scripts/infer.py --net nets/mine/deploy.prototxt --weights mine.caffemodel \\
+      --classes data/mine/classes.txt --list data/mine/val.txt --out out/mine_val
 
   # Cityscapes: 1024x2048 in overlapping 512x1024 tiles, flip averaging,
   # trainId palette PNGs plus labelId PNGs for the official server
@@ -35,8 +40,13 @@ def parse_args(argv=None):
     p.add_argument("--net", required=True, help="deploy prototxt")
     p.add_argument("--weights", required=True, help="caffemodel")
     p.add_argument("--out", required=True, help="folder for the label PNGs")
-    p.add_argument("--dataset", choices=datasets.names(), default="voc",
-                   help="colours of the palette PNGs and overlays")
+    p.add_argument("--dataset", choices=datasets.choices(),
+                   help="the net's dataset: colours of the palette PNGs and overlays "
+                   "(default: the colours of --classes, else VOC's, for any number of "
+                   "classes)")
+    p.add_argument("--classes", metavar="FILE",
+                   help="generic dataset: classes file with the colours (what "
+                   "scripts/prepare_folder.py writes)")
     p.add_argument("--overlay", help="also write colour overlays (JPEG) here")
     p.add_argument("--labelids", help="cityscapes: also write labelId PNGs here")
     p.add_argument("--tile", type=cli.positive_int, nargs=2, metavar=("H", "W"),
@@ -48,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--flip", action="store_true", help="also average the mirrored image")
     p.add_argument("--passes", type=int, choices=[1, 4],
                    help="shifted test passes (default: 4 when the net has a 'pass' input)")
-    p.add_argument("--batch", dest="batch_size", type=cli.positive_int, default=1,
-                   help="net inputs per forward")
+    p.add_argument("--batch-size", "--batch", dest="batch_size", type=cli.positive_int,
+                   default=1, metavar="N", help="net inputs per forward (default: 1)")
     p.add_argument("--gpu", type=cli.nonnegative_int, metavar="N",
                    help="run on GPU N (CUDA build)")
     p.add_argument("--mean", type=cli.finite, nargs=3, default=datasets.MEAN_BGR,
@@ -58,8 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--output-blob", dest="output", help="score blob (default: score, else prob)")
     p.add_argument("--stride", type=cli.positive_int, help="override the traced output stride")
     p.add_argument("--offset", type=cli.finite, help="override the traced grid offset")
-    p.add_argument("--jobs", type=cli.positive_int, default=2,
-                   help="threads reading and writing files")
+    cli.add_jobs(p, "threads reading and writing files", 2)
     cli.add_force(p, "an output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -71,7 +80,7 @@ def main(argv=None):
     def job():
         stats = infer.run(args.net, args.weights, args.inputs, args.out, args.list,
                           args.overlay, args.labelids, args.dataset, args.gpu, args.jobs,
-                          args.force, not args.quiet,
+                          args.force, not args.quiet, args.classes,
                           **{k: getattr(args, k) for k in NETWORK_OPTIONS})
         return 1 if stats.failed else 0
     return cli.run(job, "infer")

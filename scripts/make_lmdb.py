@@ -23,13 +23,13 @@ def main(argv=None):
                     help="labels must be < this or 255 (default: from manifest.json beside "
                     "the list)")
     ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
+    cli.add_jobs(ap, "threads reading images")
     cli.add_force(ap, "an output folder")
     args = ap.parse_args(argv)
 
     def job():
         meta = write_lmdb(args.list, args.out, args.root, args.num_classes,
-                          args.skip_bad, args.workers, force=args.force)
+                          args.skip_bad, args.jobs, force=args.force)
         print("records=%d" % meta["count"]
               + (" skipped=%d" % len(meta["skipped"]) if meta["skipped"] else ""))
     return cli.run(job, "make_lmdb")

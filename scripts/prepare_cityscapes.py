@@ -3,7 +3,7 @@
 ignore) and the lists train.txt (2,975 on the real data), val.txt (500) and,
 image-only, test.txt (1,525), "image label" per line, relative to --out.
 
-    python scripts/prepare_cityscapes.py --root cityscapes --out cityscapes_fcrn
+    python scripts/prepare_cityscapes.py --cityscapes cityscapes --out cityscapes_fcrn
 
 The labelId -> trainId table is fcrn/datasets/cityscapes.json, a copy of
 cityscapesscripts' (a test keeps them equal). Bad input is listed file by
@@ -16,19 +16,17 @@ import sys
 
 from fcrn import cli
 from fcrn.data.cityscapes import prepare_cityscapes
-from fcrn.data.common import summary
+from fcrn.data.common import add_output_options, summary
 
 
 def main(argv=None):
     ap = cli.parser(__doc__)
-    ap.add_argument("--root", required=True, help="directory holding leftImg8bit/ and gtFine/")
-    ap.add_argument("--out", required=True, help="output directory (replaced as a whole)")
-    ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
-    cli.add_force(ap, "an output folder")
+    ap.add_argument("--cityscapes", "--root", dest="cityscapes", required=True,
+                    help="folder holding leftImg8bit/ and gtFine/ (--root: its earlier name)")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     return cli.run(lambda: print(summary(prepare_cityscapes(
-        args.root, args.out, args.skip_bad, args.workers, args.force))), "prepare_cityscapes")
+        args.cityscapes, args.out, args.skip_bad, args.jobs, args.force))), "prepare_cityscapes")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ replaced as a whole when it is an earlier output of this script (or with
 import sys
 
 from fcrn import cli
-from fcrn.data.common import summary
+from fcrn.data.common import add_output_options, summary
 from fcrn.data.voc import prepare_voc
 
 
@@ -23,13 +23,10 @@ def main(argv=None):
     ap.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 or a directory above it")
     ap.add_argument("--sbd", help="SBD benchmark_RELEASE/dataset or a directory above it; "
                                   "without it no train_aug list is made")
-    ap.add_argument("--out", required=True, help="output directory (replaced as a whole)")
-    ap.add_argument("--skip-bad", action="store_true", help="skip bad images and report the count")
-    ap.add_argument("--workers", type=cli.positive_int, default=None, help="reader threads")
-    cli.add_force(ap, "an output folder")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     return cli.run(lambda: print(summary(prepare_voc(
-        args.voc, args.sbd, args.out, args.skip_bad, args.workers, args.force))), "prepare_voc")
+        args.voc, args.sbd, args.out, args.skip_bad, args.jobs, args.force))), "prepare_voc")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,32 @@
 #!/usr/bin/env python3
-"""Regenerate prototxt/ (every variant of the paper's Tables 1-4) and its index."""
-import argparse
+"""Regenerate prototxt/ (every variant of the paper's Tables 1-4) and its index.
+
+  python scripts/regen_prototxt.py               # this checkout (`make prototxt`)
+  python scripts/regen_prototxt.py --out /tmp/x  # elsewhere, to compare
+
+The folders are this tool's own output: they are rewritten in place.
+"""
 import logging
 import os
 import sys
 
 from tqdm import tqdm
 
-from fcrn import ROOT
+from fcrn import ROOT, cli
 from fcrn.net import zoo
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--root', default=ROOT,
-                        help='repository root to write prototxt/ into (default: this checkout)')
+    parser = cli.parser(__doc__)
+    parser.add_argument('--out', '--root', dest='out', default=ROOT,
+                        help='folder to write prototxt/ into (default: this checkout)')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    rows = zoo.regenerate(args.root, progress=lambda rows: tqdm(rows, desc='variants'))
-    logging.info('wrote %d variants and prototxt/README.md under %s',
-                 len(rows), os.path.abspath(args.root))
-    return 0
+
+    def job():
+        rows = zoo.regenerate(args.out, progress=lambda rows: tqdm(rows, desc='variants'))
+        logging.info('wrote %d variants and prototxt/README.md under %s',
+                     len(rows), os.path.abspath(args.out))
+    return cli.run(job, 'regen_prototxt')
 
 
 if __name__ == '__main__':

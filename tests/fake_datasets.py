@@ -160,3 +160,55 @@ def write_coded_list(root, n, size=(40, 50), num_classes=5, seed=3, name="list.t
     with open(path, "w") as f:
         f.writelines(lines)
     return path, arrays
+
+
+# ------------------------------------------------ one's own dataset (generic)
+
+# Three classes, one name with a blank (quoted in the file), colours given.
+FOLDER_CLASSES = [("background", (0, 0, 0)), ("red disc", (220, 20, 60)),
+                  ("square", (0, 0, 255))]
+
+
+def shapes_pair(rng, h, w):
+    """A textured image with a disc (class 1) and a square (class 2) of their
+    own colours, and its label map; its top row is 255 (not scored)."""
+    img = rng.integers(60, 120, (h, w, 3)).astype(np.uint8)
+    lbl = np.zeros((h, w), np.uint8)
+    y, x = np.mgrid[0:h, 0:w]
+    cy, cx, r = rng.integers(h // 4, 3 * h // 4), rng.integers(w // 4, w // 2), h // 5
+    disc = (y - cy) ** 2 + (x - cx) ** 2 <= r * r
+    sy, sx, s = rng.integers(0, h - h // 3), rng.integers(w // 2, w - w // 4), h // 3
+    square = (y >= sy) & (y < sy + s) & (x >= sx) & (x < sx + s)
+    img[disc], lbl[disc] = (60, 20, 220), 1
+    img[square], lbl[square] = (255, 0, 0), 2
+    lbl[0] = 255
+    return img, lbl
+
+
+def make_folder(root, names, seed=4, size=(40, 48), layout="side-by-side"):
+    """One's own dataset under root: images and label PNGs, with
+    layout "side-by-side" (images/NAME.jpg beside images/NAME_mask.png, one
+    folder) or "split" (images/{train,val}/NAME.jpg, labels/{train,val}/NAME.png;
+    `names` is then {split: [names]}), and classes.txt. Returns {name: label}."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("".join("%s %d %d %d\n" % (("'%s'" % n) if " " in n else n, *rgb)
+                        for n, rgb in FOLDER_CLASSES))
+    items = [(split, n) for split, ns in names.items() for n in ns] \
+        if layout == "split" else [("", n) for n in names]
+    labels = {}
+    for split, name in items:
+        img, lbl = shapes_pair(rng, *size)
+        if layout == "split":
+            image = os.path.join(root, "images", split, name + ".jpg")
+            label = os.path.join(root, "labels", split, name + ".png")
+        else:
+            image = os.path.join(root, "images", name + ".jpg")
+            label = os.path.join(root, "images", name + "_mask.png")
+        os.makedirs(os.path.dirname(image), exist_ok=True)
+        os.makedirs(os.path.dirname(label), exist_ok=True)
+        cv2.imwrite(image, img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(label, lbl)
+        labels[name] = lbl
+    return labels

@@ -123,6 +123,14 @@ class World(dict):
     def make_pred(self):
         return self["gt"] and self.path("pred")
 
+    def make_mine(self):
+        """One's own 3-class dataset: images/NAME.jpg beside images/NAME_mask.png."""
+        fake.make_folder(self.path("mine"), ["m1", "m2", "m3"])
+        return self.path("mine")
+
+    def make_classes(self):
+        return self["mine"] and self.path("mine", "classes.txt")
+
     def make_spaced(self):
         """A VOC tree under a folder whose name has a space."""
         fake.make_voc(self.path("my data"), ["a1", "a2"], ["v1"])
@@ -213,14 +221,15 @@ def reading(tool, weights):
     return {"infer": ["{img}", "--out", "{tmp}/o", "--net", "{net}", "--weights", weights, "-q"],
             "fold_bn": ["--net", "{net}", "--weights", weights, "--out-net", "{tmp}/f.prototxt",
                         "--out-weights", "{tmp}/f.caffemodel"],
-            "convert_weights": [weights, "{net}", "{tmp}/i.caffemodel"]}[tool]
+            "convert_weights": [weights, "{net}", "{tmp}/i.caffemodel"],
+            "export_onnx": ["--net", "{net}", "--weights", weights, "--out", "{tmp}/m.onnx"]}[tool]
 
 
 # --- the eight defects of issue 14 ----------------------------------------------
 
 DEFECTS = [
     row("infer-batch-0-hangs", "infer", ["{img}", "--out", "{tmp}/o", "--batch", "0"] + INFER,
-        2, ["argument --batch: must be >= 1, not 0"], absent("{tmp}/o")),
+        2, ["argument --batch-size/--batch: must be >= 1, not 0"], absent("{tmp}/o")),
     row("prepare-out-holds-the-input", "prepare_voc", ["--voc", "{voc}", "--out", "{tmp}/ds"],
         2, ["{tmp}/ds would replace the input", "VOC2012"]),
     row("lmdb-out-is-the-prepared-folder", "make_lmdb",
@@ -321,10 +330,10 @@ WEAK = [
         1, ["{tmp}/empty.caffemodel: not a caffemodel (empty file)"], one_error),
     row("workers-negative-prepare", "prepare_voc", ["--voc", "{voc}", "--out", "{tmp}/o",
                                                     "--workers", "-1"],
-        2, ["argument --workers: must be >= 1, not -1"]),
+        2, ["argument --jobs/--workers: must be >= 1, not -1"]),
     row("workers-negative-lmdb", "make_lmdb", ["--list", "{prep}/train.txt", "--out",
                                                "{tmp}/o", "--workers", "-1"],
-        2, ["argument --workers: must be >= 1, not -1"]),
+        2, ["argument --jobs/--workers: must be >= 1, not -1"]),
     row("duplicate-prediction-ids", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/dupred",
                                                  "--dataset", "generic", "--num-classes", "3",
                                                  "-q"],
@@ -342,7 +351,7 @@ WEAK = [
                                       "{tmp}/empty.txt", "-q"],
         1, ["{tmp}/empty.txt: the id list is empty"]),
 ] + [row("%s-caffemodel-%s" % (kind, tool), tool, reading(tool, path), 1, [message])
-     for tool in ("infer", "fold_bn", "convert_weights")
+     for tool in ("infer", "fold_bn", "convert_weights", "export_onnx")
      for kind, path, message in (
          ("missing", "{tmp}/none.caffemodel", "{tmp}/none.caffemodel: no such file"),
          ("truncated", "{tmp}/cut.caffemodel",
@@ -354,6 +363,9 @@ WEAK = [
 EVAL = ["--gt", "{gt}", "--pred", "{pred}", "--dataset", "generic", "--num-classes", "3", "-q"]
 FOLD = ["--net", "{net}", "--weights", "{weights}", "--out-net", "{tmp}/f.prototxt",
         "--out-weights", "{tmp}/f.caffemodel"]
+
+FOLDER = ["--images", "{mine}/images", "--labels", "{mine}/images", "--label-suffix",
+          "_mask.png", "--classes", "{classes}"]
 
 EXTRA = [
     # infer
@@ -406,7 +418,7 @@ EXTRA = [
     row("infer-scales-tiny", "infer", ["{img}", "--out", "{tmp}/o", "--scales", "0.001"]
         + INFER, 0, [], exists("{tmp}/o/a.png")),
     row("infer-jobs-0", "infer", ["{img}", "--out", "{tmp}/o", "--jobs", "0"] + INFER,
-        2, ["argument --jobs: must be >= 1, not 0"]),
+        2, ["argument --jobs/--workers: must be >= 1, not 0"]),
     row("infer-out-is-a-file", "infer", ["{img}", "--out", "{file}"] + INFER,
         2, ["{file}: exists and is not this tool's output"]),
     row("infer-foreign-folder", "infer", ["{img}", "--out", "{tmp}/theirs"] + INFER,
@@ -436,7 +448,7 @@ EXTRA = [
         ["argument --num-classes: must be in [1, 255], not 0"]),
     row("evaluate-generic-without-classes", "evaluate", ["--gt", "{gt}", "--pred", "{pred}",
                                                          "--dataset", "generic"],
-        2, ["--dataset generic needs --num-classes"]),
+        2, ["a generic dataset needs --classes FILE or --num-classes N"]),
     row("evaluate-rgb-prediction", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/rgb",
                                                 "--dataset", "generic", "--num-classes", "3",
                                                 "-q"],
@@ -511,15 +523,60 @@ EXTRA = [
     row("dataset-path-with-a-line-break", "prepare_voc", ["--voc", "{tmp}/a\nb", "--out",
                                                           "{tmp}/o"],
         1, ["a path with a line break cannot be written in a list"], absent("{tmp}/o")),
-    row("prepare-cityscapes-16-bit-label-ids", "prepare_cityscapes", ["--root", "{cs}",
-                                                                      "--out", "{tmp}/o"],
+    row("prepare-cityscapes-16-bit-label-ids", "prepare_cityscapes",
+        ["--cityscapes", "{cs}", "--out", "{tmp}/o"],
         1, ["lindau_000000_000019_gtFine_labelIds.png: labelId 1000 is not a Cityscapes"]),
-    row("prepare-cityscapes-missing", "prepare_cityscapes", ["--root", "{tmp}/none", "--out",
-                                                             "{tmp}/o"],
+    row("prepare-cityscapes-missing", "prepare_cityscapes",
+        ["--cityscapes", "{tmp}/none", "--out", "{tmp}/o"],
         1, ["{tmp}/none: not a Cityscapes tree"]),
-    row("prepare-cityscapes-out-is-root", "prepare_cityscapes", ["--root", "{cs}", "--out",
-                                                                 "{cs}"],
+    row("prepare-cityscapes-out-is-root", "prepare_cityscapes",
+        ["--cityscapes", "{cs}", "--out", "{cs}"],
         2, ["{cs} would replace the input {cs}/"]),
+    # prepare_folder, and one's own dataset in the other tools
+    row("prepare-folder-classes-missing", "prepare_folder", FOLDER[:4] + [
+        "--classes", "{tmp}/none.txt", "--out", "{tmp}/o"],
+        1, ["{tmp}/none.txt: classes file not found"], absent("{tmp}/o")),
+    row("prepare-folder-classes-and-num-classes", "prepare_folder", FOLDER + [
+        "--num-classes", "3"], 2, ["argument --num-classes: not allowed with argument --classes"]),
+    row("prepare-folder-images-missing", "prepare_folder", [
+        "--images", "{tmp}/none", "--labels", "{mine}/images", "--num-classes", "3", "--out",
+        "{tmp}/o"], 1, ["{tmp}/none: images folder not found"]),
+    row("prepare-folder-out-inside-the-images", "prepare_folder", FOLDER + [
+        "--out", "{mine}/images/prep"], 2, ["would be written inside the input {mine}/images"]),
+    row("prepare-folder-labels-beyond-classes", "prepare_folder", FOLDER[:6] + [
+        "--num-classes", "2", "--out", "{tmp}/o"],
+        1, ["m1_mask.png: label values [2] outside [0, 2)"], absent("{tmp}/o")),
+    row("prepare-folder-no-label-found", "prepare_folder", FOLDER[:4] + [
+        "--classes", "{classes}", "--out", "{tmp}/o"],
+        1, ["m1.jpg: no label (looked for {mine}/images/m1.png)"], absent("{tmp}/o")),
+    row("prepare-folder-suffix-with-a-folder", "prepare_folder", FOLDER[:4] + [
+        "--label-suffix", "x/y.png", "--num-classes", "3", "--out", "{tmp}/o"],
+        2, ["label suffix 'x/y.png': give the end of a label's"]),
+    row("prepare-folder-val-fraction-1", "prepare_folder", FOLDER + ["--val-fraction", "1"],
+        2, ["argument --val-fraction: must be in (0, 1), not 1"]),
+    row("classes-file-bad-colour", "make_net", ["--classes", "{tmp}/bad.txt", "--out",
+                                                "{tmp}/n"],
+        1, ["{tmp}/bad.txt: class 1 (car): colour 0 0 256 is not three integers in 0..255"],
+        absent("{tmp}/n")),
+    row("make-net-generic-without-lists", "make_net", ["--num-classes", "3", "--out", "{tmp}/n"],
+        2, ["dataset generic needs train-source and val-source"], absent("{tmp}/n")),
+    row("make-net-num-classes-with-voc", "make_net", ["--dataset", "voc", "--num-classes", "5",
+                                                      "--out", "{tmp}/n"],
+        2, ["voc has its own 21 classes; --classes and --num-classes are for --dataset "
+            "generic"]),
+    row("make-net-generic-val-list-missing", "make_net", [
+        "--num-classes", "3", "--train-source", "t.txt", "--val-source", "{tmp}/v.txt",
+        "--out", "{tmp}/n"], 2, ["validation list, which cannot be read ({tmp}/v.txt: list "
+                                 "file not found); give test-iter"]),
+    row("infer-net-has-more-classes-than-the-file", "infer", [
+        "{img}", "--out", "{tmp}/o", "--classes", "{tmp}/two.txt"] + INFER,
+        2, ["the net scores 3 classes, generic has 2"], absent("{tmp}/o")),
+    row("infer-classes-file-missing", "infer", [
+        "{img}", "--out", "{tmp}/o", "--classes", "{tmp}/none.txt"] + INFER,
+        1, ["{tmp}/none.txt: classes file not found"]),
+    row("evaluate-classes-file-names-more-than-the-labels", "evaluate", [
+        "--gt", "{gt}", "--pred", "{pred}", "--classes", "{tmp}/two.txt", "-q"],
+        1, ["{gt}/b.png: ground truth has labels [2] outside 0..1"]),
     # fold_bn, convert_weights
     row("fold-tol-0", "fold_bn", FOLD + ["--tol", "0"], 2, ["argument --tol: must be > 0"]),
     row("fold-verify-size-0", "fold_bn", FOLD + ["--verify-size", "0", "0"], 2,
@@ -544,6 +601,41 @@ EXTRA = [
     row("convert-output-is-the-source", "convert_weights", ["{weights}", "{net}", "{weights}",
                                                             "--force"],
         2, ["would overwrite the input {weights}"]),
+    # export_onnx
+    row("onnx-net-missing", "export_onnx", ["--net", "{tmp}/none.prototxt", "--weights",
+                                            "{weights}", "--out", "{tmp}/m.onnx"],
+        1, ["{tmp}/none.prototxt: no such file (net prototxt)"], absent("{tmp}/m.onnx")),
+    row("onnx-net-is-a-caffemodel", "export_onnx", ["--net", "{weights}", "--weights",
+                                                    "{weights}", "--out", "{tmp}/m.onnx"],
+        1, ["{weights}: not a"], absent("{tmp}/m.onnx")),
+    row("onnx-text-file-as-caffemodel", "export_onnx", reading("export_onnx", "{file}"),
+        1, ["{file}: not a caffemodel"], one_error),
+    row("onnx-layer-not-exportable", "export_onnx", ["--net", "{tmp}/sigmoid.prototxt",
+                                                     "--weights", "{weights}", "--out",
+                                                     "{tmp}/m.onnx"],
+        1, ["layers not exportable to ONNX: squash (Sigmoid)"], absent("{tmp}/m.onnx")),
+    row("onnx-shifted-net-python-layer", "export_onnx",
+        ["--net", ROOT + "/prototxt/voc/r101_s8_k5_d12_sim4/deploy.prototxt", "--weights",
+         "{weights}", "--out", "{tmp}/m.onnx"],
+        1, ["res3_shift (Python)"], absent("{tmp}/m.onnx")),
+    row("onnx-pool-window-past-the-input", "export_onnx",
+        ["--net", "{tmp}/strided.prototxt", "--weights", "{weights}", "--out", "{tmp}/m.onnx",
+         "--no-verify"],
+        1, ["subsample: stride larger than kernel without padding is not exported"],
+        absent("{tmp}/m.onnx")),
+    row("onnx-out-is-a-user-file", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
+                                                   "--out", "{file}"],
+        2, ["{file}: exists and is not this tool's output; use --force"]),
+    row("onnx-out-is-the-weights", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
+                                                   "--out", "{weights}", "--force"],
+        2, ["would overwrite the input {weights}"]),
+    row("onnx-verify-size-differs", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
+                                                    "--out", "{tmp}/m.onnx", "--size", "8",
+                                                    "8", "--verify-size", "9", "9"],
+        2, ["--verify-size differs from the fixed --size"]),
+    row("onnx-size-0", "export_onnx", ["--net", "{net}", "--weights", "{weights}", "--out",
+                                       "{tmp}/m.onnx", "--size", "0", "8"],
+        2, ["argument --size: must be >= 1, not 0"]),
     # train, demo
     row("train-solver-missing", "train", ["--solver", "{tmp}/none.prototxt", "-q"], 1,
         ["{tmp}/none.prototxt: no such file (solver prototxt)"]),
@@ -583,8 +675,32 @@ def prepare_row(w, request):
             f.write(data[:len(data) // 2])
     if name == "empty-file-as-caffemodel":
         open(w.path("empty.caffemodel"), "w").close()
+    if name == "classes-file-bad-colour":
+        with open(w.path("bad.txt"), "w") as f:
+            f.write("road 1 2 3\ncar 0 0 256\n")
+    if name in ("infer-net-has-more-classes-than-the-file",
+                "evaluate-classes-file-names-more-than-the-labels"):
+        with open(w.path("two.txt"), "w") as f:
+            f.write("road\ncar\n")
+    if name == "prepare-folder-no-label-found":
+        w["mine"]
+        for n in ("m1", "m2", "m3"):  # labels named NAME_mask.jpg: not found as NAME.png
+            os.rename(w.path("mine", "images", n + "_mask.png"),
+                      w.path("mine", "images", n + "_mask.jpg"))
     if name == "empty-id-list":
         open(w.path("empty.txt"), "w").close()
+    if name == "onnx-layer-not-exportable":
+        with open(w.path("sigmoid.prototxt"), "w") as f:
+            f.write(TINY_NET + 'layer { name: "squash" type: "Sigmoid" bottom: "score" '
+                    'top: "squashed" }\n')
+    if name == "onnx-pool-window-past-the-input":
+        # Caffe's last window of a 1x1/2 pool on an even input lies past the input.
+        with open(w.path("strided.prototxt"), "w") as f:
+            f.write(TINY_NET.replace(
+                'layer { name: "score" type: "Convolution" bottom: "conv1"',
+                'layer { name: "subsample" type: "Pooling" bottom: "conv1" top: "sub"\n'
+                '  pooling_param { pool: MAX kernel_size: 1 stride: 2 } }\n'
+                'layer { name: "score" type: "Convolution" bottom: "sub"'))
     if name == "duplicate-prediction-ids":
         os.makedirs(w.path("dupred", "sub"))
         for p in ("a.png", "sub/a.png", "b.png"):

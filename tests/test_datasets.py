@@ -126,7 +126,7 @@ CS_SPLITS = {"train": {"aachen": 3, "bochum": 2}, "val": {"lindau": 2}, "test": 
 def test_cityscapes_train_ids_and_lists(tmp_path, run):
     ids = fake.make_cityscapes(str(tmp_path / "cs"), CS_SPLITS)
     out = tmp_path / "out"
-    assert run("prepare_cityscapes")(["--root", str(tmp_path / "cs"), "--out", str(out)]) == 0
+    assert run("prepare_cityscapes")(["--cityscapes", str(tmp_path / "cs"), "--out", str(out)]) == 0
     from fcrn.data.cityscapes import label_lut
     lut = label_lut()
     # known entries of the official table: road, car, bicycle, unlabeled, guard rail

@@ -2,23 +2,19 @@
 what pycaffe computes on the original, unfolded net, for the paper's 1/8 and 1/16
 nets and a net with every exported layer kind, at several odd and even input
 sizes from one dynamic-size model; Caffe's pooling sizes hold where ONNX's ceil
-mode gives another; bad input is refused in one line, and nothing is written
-over an existing file or when the check fails."""
+mode gives another; nothing is written when the check fails. Bad input is in
+the table of tests/test_bad_inputs.py."""
 import logging
 import os
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import numpy as np
+import onnx
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import fcrn  # noqa: E402,F401  (registers the project's layers when built)
-import caffe  # noqa: E402
-from caffe import layers as L, params as P  # noqa: E402
-from fcrn import fold, onnx_export  # noqa: E402
-import onnx  # noqa: E402
-import project_scripts  # noqa: E402
-from test_shift import randomise  # noqa: E402
+import caffe
+from caffe import layers as L, params as P
+import fcrn
+from fcrn import caffeio, onnx_export
 
 TOL = 1e-4
 
@@ -59,21 +55,25 @@ def small_net():
     return n.to_proto()
 
 
-def save_model(tmp_path, proto, tag="net"):
-    """Prototxt and random weights (BN statistics included) saved by pycaffe."""
-    path = str(tmp_path / (tag + ".prototxt"))
-    with open(path, "w") as f:
-        f.write(str(proto) if not isinstance(proto, str) else proto)
-    net = caffe.Net(path, caffe.TEST)
-    randomise(net, 1)
-    weights = str(tmp_path / (tag + ".caffemodel"))
-    net.save(weights)
-    return path, weights
+@pytest.fixture
+def save_model(tmp_path, randomise):
+    """save_model(proto, tag): prototxt and random weights (BN statistics
+    included) saved by pycaffe in tmp_path."""
+    def save(proto, tag="net"):
+        path = str(tmp_path / (tag + ".prototxt"))
+        with open(path, "w") as f:
+            f.write(str(proto) if not isinstance(proto, str) else proto)
+        net = caffe.Net(path, caffe.TEST)
+        randomise(net, 1)
+        weights = str(tmp_path / (tag + ".caffemodel"))
+        net.save(weights)
+        return path, weights
+    return save
 
 
 def caffe_outputs(prototxt, weights, x, blobs):
     net = caffe.Net(prototxt, caffe.TEST, weights=weights)
-    fold.forward(net, {"data": x})
+    caffeio.forward(net, {"data": x})
     return {b: net.blobs[b].data.copy() for b in blobs}
 
 
@@ -85,8 +85,8 @@ def image(shape, seed=7):
     return np.random.RandomState(seed).uniform(-128, 128, shape).astype(np.float32)
 
 
-def test_small_net_equals_pycaffe_at_odd_and_even_sizes(tmp_path):
-    proto, weights = save_model(tmp_path, small_net())
+def test_small_net_equals_pycaffe_at_odd_and_even_sizes(save_model, tmp_path):
+    proto, weights = save_model(small_net())
     out = str(tmp_path / "net.onnx")
     # conv1: rewritten in place; pool_ave3: a branch that score does not need
     blobs = ["score", "prob", "conv1", "pool_max", "pool_ave", "pool_ave3"]
@@ -99,7 +99,7 @@ def test_small_net_equals_pycaffe_at_odd_and_even_sizes(tmp_path):
         for b in blobs:
             assert got[b].shape == ref[b].shape, (b, h, w)
             assert np.abs(ref[b]).max() > 0.1, b  # compares something
-            assert fold.relative_error(ref[b], got[b]) < TOL, (b, h, w)
+            assert caffeio.relative_error(ref[b], got[b]) < TOL, (b, h, w)
         np.testing.assert_array_equal(got["label"][:, 0], got["score"].argmax(1))
         # ONNX's ceil-mode size, ceil((n + 2p - k) / s) + 1, against Caffe's
         n = ref["conv1"].shape[2]
@@ -107,10 +107,10 @@ def test_small_net_equals_pycaffe_at_odd_and_even_sizes(tmp_path):
     assert pooled == {0, 1}  # the sizes include Caffe's dropped last window
 
 
-def test_fixed_size_model_declares_caffe_shapes(tmp_path):
+def test_fixed_size_model_declares_caffe_shapes(save_model, tmp_path):
     """With --size, ONNX's own shape inference (the spec's arithmetic, not a
     runtime's) gives every blob the shape Caffe gives it."""
-    proto, weights = save_model(tmp_path, small_net())
+    proto, weights = save_model(small_net())
     out = str(tmp_path / "fixed.onnx")
     onnx_export.export(proto, weights, out, size=(21, 26))
     inferred = onnx.shape_inference.infer_shapes(onnx.load(out)).graph
@@ -121,15 +121,15 @@ def test_fixed_size_model_declares_caffe_shapes(tmp_path):
     for b in ("pool_max", "pool_ave", "sum", "pool_floor", "pool_hw"):
         assert dims[b] == ["batch"] + list(net.blobs[b].data.shape[1:]), b
     x = image((1, 3, 21, 26))
-    assert fold.relative_error(caffe_outputs(proto, weights, x, ["score"])["score"],
+    assert caffeio.relative_error(caffe_outputs(proto, weights, x, ["score"])["score"],
                                onnx_outputs(out, x, ["score"])["score"]) < TOL
 
 
-def test_opencv_reads_the_model_and_agrees(tmp_path):
+def test_opencv_reads_the_model_and_agrees(save_model, tmp_path):
     """A second, independent ONNX reader (OpenCV's DNN importer) computes the
     same at a size where Caffe drops the last pooling window."""
     cv2 = pytest.importorskip("cv2")
-    proto, weights = save_model(tmp_path, small_net())
+    proto, weights = save_model(small_net())
     out = str(tmp_path / "net.onnx")
     blobs = ["score", "pool_max", "pool_ave", "pool_ave3"]
     onnx_export.export(proto, weights, out, outputs=blobs)
@@ -140,18 +140,18 @@ def test_opencv_reads_the_model_and_agrees(tmp_path):
     net.setInput(x)
     for b, got in zip(blobs, net.forward(blobs)):
         assert got.shape == ref[b].shape, b
-        assert fold.relative_error(ref[b], got) < TOL, b
+        assert caffeio.relative_error(ref[b], got) < TOL, b
 
 
 @pytest.mark.skipif("LeanBatchNorm" not in caffe.layer_type_list(),
                     reason="LeanBatchNorm not built (build/libfcrn_layers.so)")
 @pytest.mark.parametrize("variant", ["r50_s8_k3_d12", "r50_s16_k3_d6"])
-def test_paper_variant_equals_pycaffe_on_an_odd_input(tmp_path, variant):
+def test_paper_variant_equals_pycaffe_on_an_odd_input(save_model, tmp_path, variant):
     """The committed deploy nets (LeanBatchNorm, dilated res4/res5 and
     classifier, ceil-mode pool1) at 67x53, exported once with dynamic size."""
     src = os.path.join(fcrn.ROOT, "prototxt", "voc", variant, "deploy.prototxt")
     with open(src) as f:
-        proto, weights = save_model(tmp_path, f.read(), variant)
+        proto, weights = save_model(f.read(), variant)
     out = str(tmp_path / "fcrn.onnx")
     result = onnx_export.export(proto, weights, out, argmax=True, verify_size=(33, 45))
     assert result.outputs == ["score", "label"] and result.relative_error < TOL
@@ -162,12 +162,12 @@ def test_paper_variant_equals_pycaffe_on_an_odd_input(tmp_path, variant):
     assert ref.shape == got["score"].shape == (1, 21) + {"r50_s8_k3_d12": (9, 7),
                                                          "r50_s16_k3_d6": (5, 4)}[variant]
     assert ref.std() > 0
-    assert fold.relative_error(ref, got["score"]) < TOL
+    assert caffeio.relative_error(ref, got["score"]) < TOL
     assert (got["label"][:, 0] == ref.argmax(1)).mean() > 0.99
 
 
-def test_time_onnxruntime_runs_the_images(tmp_path):
-    proto, weights = save_model(tmp_path, small_net())
+def test_time_onnxruntime_runs_the_images(save_model, tmp_path):
+    proto, weights = save_model(small_net())
     out = str(tmp_path / "net.onnx")
     onnx_export.export(proto, weights, out, verify=False)
     t = onnx_export.time_onnxruntime(out, [image((3, 21, 26)), image((1, 3, 30, 30))],
@@ -175,83 +175,24 @@ def test_time_onnxruntime_runs_the_images(tmp_path):
     assert 0 < t < 60
 
 
-def _script():
-    return project_scripts.load("export_onnx")
-
-
-def _errors(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-def test_script_writes_a_checked_model(tmp_path, caplog):
+def test_script_writes_a_checked_model(save_model, tmp_path, script, caplog):
     caplog.set_level(logging.INFO)
-    proto, weights = save_model(tmp_path, small_net())
+    proto, weights = save_model(small_net())
     out = tmp_path / "m.onnx"
-    assert _script().main(["--net", proto, "--weights", weights, "--out", str(out)]) == 0
+    assert script("export_onnx").main(["--net", proto, "--weights", weights,
+                                       "--out", str(out)]) == 0
     assert "2 BN layer(s) into convolutions, 1 into Scale" in caplog.text
     assert "onnxruntime and pycaffe agree" in caplog.text
     assert [o.name for o in onnx.load(str(out)).graph.output] == ["score"]
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "net.caffemodel", "net.prototxt"]
 
 
-def test_script_refuses_bad_input_in_one_line(tmp_path, caplog):
-    proto, weights = save_model(tmp_path, small_net())
-    out = str(tmp_path / "m.onnx")
-    junk = tmp_path / "junk.caffemodel"
-    junk.write_text("this is not a caffemodel\n")
-    empty = tmp_path / "empty.caffemodel"
-    empty.write_bytes(b"")
-    with_sigmoid = small_net()
-    layer = with_sigmoid.layer.add()
-    layer.name, layer.type = "squash", "Sigmoid"
-    layer.bottom.append("score")
-    layer.top.append("squashed")
-    sig_path = tmp_path / "sigmoid.prototxt"
-    sig_path.write_text(str(with_sigmoid))
-    shifted = os.path.join(fcrn.ROOT, "prototxt", "voc", "r101_s8_k5_d12_sim4",
-                           "deploy.prototxt")
-    # Caffe's last window of a 1x1/2 pool on an even input lies past the input.
-    n = caffe.NetSpec()
-    n.data = L.Input(shape={"dim": [1, 3, 8, 8]})
-    n.subsample = L.Pooling(n.data, pool=P.Pooling.MAX, kernel_size=1, stride=2)
-    n.score = L.Convolution(n.subsample, num_output=2, kernel_size=1)
-    strided, strided_weights = save_model(tmp_path, n.to_proto(), "strided")
-    cases = [
-        (["--net", str(tmp_path / "none.prototxt"), "--weights", weights],
-         "none.prototxt: No such file or directory"),
-        (["--net", proto, "--weights", str(junk)], "junk.caffemodel: not a caffemodel"),
-        (["--net", weights, "--weights", weights], "net.caffemodel: not a Caffe prototxt"),
-        (["--net", proto, "--weights", str(empty)], "empty.caffemodel: not a caffemodel"),
-        (["--net", str(sig_path), "--weights", weights],
-         "not exportable to ONNX: squash (Sigmoid)"),
-        (["--net", shifted, "--weights", weights], "res3_shift (Python)"),
-        (["--net", strided, "--weights", strided_weights],
-         "subsample: stride larger than kernel without padding is not exported"),
-    ]
-    for argv, message in cases:
-        caplog.clear()
-        assert _script().main(argv + ["--out", out]) == 1, message
-        errors = _errors(caplog)
-        assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], errors
-    assert not os.path.exists(out)
-
-
-def test_script_keeps_an_existing_output_without_force(tmp_path):
-    proto, weights = save_model(tmp_path, small_net())
-    out = tmp_path / "m.onnx"
-    out.write_bytes(b"keep me")
-    argv = ["--net", proto, "--weights", weights, "--out", str(out), "--no-verify"]
-    with pytest.raises(SystemExit) as e:
-        _script().main(argv)
-    assert e.value.code == 2 and out.read_bytes() == b"keep me"
-    assert _script().main(argv + ["--force"]) == 0
-    onnx.checker.check_model(onnx.load(str(out)))
-
-
-def test_model_that_disagrees_is_not_written(tmp_path, monkeypatch, caplog):
-    proto, weights = save_model(tmp_path, small_net())
+def test_model_that_disagrees_is_not_written(save_model, tmp_path, script, monkeypatch,
+                                             caplog):
+    proto, weights = save_model(small_net())
     out = tmp_path / "m.onnx"
     monkeypatch.setattr(onnx_export, "compare", lambda *a, **k: 0.5)
-    assert _script().main(["--net", proto, "--weights", weights, "--out", str(out)]) == 1
+    assert script("export_onnx").main(["--net", proto, "--weights", weights,
+                                       "--out", str(out)]) == 1
     assert "differs from the Caffe net: relative error 0.5" in caplog.text
     assert sorted(os.listdir(tmp_path)) == ["net.caffemodel", "net.prototxt"]

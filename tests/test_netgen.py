@@ -54,6 +54,21 @@ def test_zoo_covers_every_row_of_tables_1_to_4():
     assert cited == {'Table 1': 21, 'Table 2': 23, 'Table 3': 5, 'Table 4': 14, 'Sec. 3.2': 1}
 
 
+def test_the_papers_scores_stand_beside_every_row_and_agree_across_tables():
+    """Every row of the paper's Tables 1-4 gives its scores to exactly one
+    folder; a folder that several tables cite (Table 1's 101/1/8/5/12 is
+    Table 3's 1/8-1/8 and Table 4's F/F) gets the same scores from each,
+    which checks the transcription against itself."""
+    looked_up = 0
+    for entry in zoo.entries():
+        scores = zoo.paper_scores(entry)
+        assert bool(scores) == (entry.tables != 'Sec. 3.2'), entry.tables
+        assert len(set(scores.values())) <= 1, (entry.argv, scores)
+        looked_up += len(scores)
+    assert looked_up == sum(len(zoo.paper_table(t)) for t in zoo._PAPER) == 21 + 23 + 5 + 14
+    assert zoo.paper_table('Table 4')[('voc', '152', '512', 'T')] == (94.46, 85.13, 75.90)
+
+
 def test_finer_test_resolution_keeps_the_weights_and_the_fov_in_pixels():
     trained = netgen.Variant(depth=101, resolution=16, kernel=5, dilation=6)
     tested = netgen.Variant(depth=101, resolution=16, kernel=5, dilation=6, test_resolution=4)
@@ -201,7 +216,9 @@ def test_caffe_batch_norm_emits_batchnorm_and_scale_with_the_released_names():
     (['--dropout', '--dropout-ratio', '1.5'],
      'argument --dropout-ratio: must be in (0, 1), not 1.5'),
     (['--batch-norm', 'sync'], "invalid choice: 'sync' (choose from 'lean', 'caffe')"),
-    (['--scale', '2,1'], 'scale must be (min, max) with 0 < min <= max, not (2.0, 1.0)'),
+    (['--train-scale', '2', '1'], 'scale must be (min, max) with 0 < min <= max, not (2.0, 1.0)'),
+    (['--train-scale', 'big', '1'], "argument --train-scale: 'big' is not a number"),
+    (['--train-scale', '0', '1'], 'argument --train-scale: must be > 0, not 0'),
     (['--scale', 'big'], "'big' is not MIN,MAX"),
 ])
 def test_bad_options_are_argparse_errors_naming_the_allowed_values(options, message, tmp_path,
@@ -239,6 +256,18 @@ def test_to_argv_round_trips_through_the_parser():
     s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU')
     _, v2, s2 = options.parse(options.to_argv(v, s) + ['--out', 'x'])
     assert (v2, s2) == (v, s)
+    mine = netgen.Variant(dataset='generic', num_classes=3, train_source='t.txt',
+                          val_source='v.txt')
+    s = netgen.SolverSettings(test_iter=7, solver_mode='GPU')
+    argv = options.to_argv(mine, s)
+    assert argv[:4] == ['--dataset', 'generic', '--num-classes', '3']
+    _, v2, s2 = options.parse(argv + ['--out', 'x'])
+    assert (v2, s2) == (mine, s)
+
+
+def test_the_earlier_scale_option_still_reads():
+    assert options.parse(['--scale', '0.75,1.25', '--out', 'x'])[1].scale == (0.75, 1.25)
+    assert options.parse(['--train-scale', '0.75', '1.25', '--out', 'x'])[1].scale == (0.75, 1.25)
 
 
 def test_scale_range_reaches_the_train_data_layer_only():
@@ -289,7 +318,7 @@ def test_each_files_header_names_the_command_that_made_it(tmp_path, monkeypatch,
         argv = shlex.split(headers[folder].pop()[len(prefix):])
         args, variant, settings = options.parse(argv)
         assert (args.out, variant, settings) == (folder, zoo.variant(entry),
-                                                 netgen.SolverSettings()), folder
+                                                 zoo.SETTINGS), folder
     assert len(headers) == len(zoo.entries()) == 60
     monkeypatch.chdir(tmp_path)
     folder = zoo.folder(zoo.entries()[-1])

@@ -54,14 +54,17 @@ def test_unknown_dataset_names_the_known_ones():
         datasets.get("ade")
 
 
-def test_registry_is_shipped_as_package_data(tmp_path):
+def test_wheel_ships_the_registry_and_the_constraints(tmp_path):
     """A wheel built from setup.py carries the JSON files (an installed
-    package, not only this checkout, finds its datasets). Built from a copy:
-    setuptools writes its build tree into the source folder."""
+    package, not only this checkout, finds its datasets) and requires the
+    versions constraints.txt allows (a bare `pip install` must not pull a
+    numpy 2 or protobuf 5 that break pycaffe). Built from a copy: setuptools
+    writes its build tree into the source folder."""
     src = tmp_path / "src"
     shutil.copytree(os.path.join(ROOT, "fcrn"), str(src / "fcrn"),
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(os.path.join(ROOT, "setup.py"), str(src))
+    for name in ("setup.py", "constraints.txt"):
+        shutil.copy(os.path.join(ROOT, name), str(src))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                              "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
                             capture_output=True, text=True)
@@ -72,3 +75,21 @@ def test_registry_is_shipped_as_package_data(tmp_path):
         assert "fcrn/datasets/%s.json" % name in names
     assert not [n for n in names if n.startswith("fcrn/demo/") and n.endswith(".json")]
     assert os.path.isfile(os.path.join(datasets.HERE, "voc.json"))
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
+    required = {}
+    for line in metadata.decode().splitlines():
+        if line.startswith("Requires-Dist: "):
+            r = Requirement(line[len("Requires-Dist: "):])
+            required[r.name.lower()] = r.specifier
+    with open(os.path.join(ROOT, "constraints.txt")) as f:
+        pinned = [Requirement(line.split("#")[0].strip()) for line in f
+                  if line.split("#")[0].strip()]
+    for name in ("numpy", "protobuf", "opencv-python-headless", "onnx", "onnxruntime"):
+        assert name in {r.name for r in pinned}
+    for r in pinned:
+        if r.name in required:
+            assert required[r.name] == r.specifier, r.name
+    assert required["numpy"] == SpecifierSet("<1.25")
+    assert not required["numpy"].contains("2.0.0") and not required["protobuf"].contains("5.0")

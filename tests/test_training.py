@@ -206,15 +206,27 @@ def test_non_finite_loss_stops_with_the_iteration_named(tmp_path, caplog, script
     assert os.path.getsize(str(tmp_path / 'nan.csv')) > 0
 
 
-def test_gpu_on_a_cpu_build_quotes_caffes_reason(tmp_path, caplog, script):
+@pytest.mark.parametrize('argv, solver_mode, message', [
+    (['--gpu', '0'], 'CPU', '--gpu 0: this Caffe is a CPU-only build (make CUDA=1)'),
+    ([], 'GPU', 'solver.prototxt says solver_mode: GPU: this Caffe is a CPU-only build '
+                '(change it to CPU, or regenerate the net with make_net.py --solver-mode CPU'),
+])
+def test_a_gpu_on_a_cpu_build_is_refused_before_caffe_starts(tmp_path, caplog, script, argv,
+                                                             solver_mode, message):
     from fcrn import caffeio
     if caffeio.gpu_build():
-        pytest.skip('a CUDA build can use -gpu')
+        pytest.skip('a CUDA build can use a GPU')
     folder = _setup(str(tmp_path))
+    solver = os.path.join(folder, 'solver.prototxt')
+    with open(solver) as f:
+        text = f.read().replace('solver_mode: CPU', 'solver_mode: ' + solver_mode)
+    with open(solver, 'w') as f:
+        f.write(text)
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        assert script('train').main(['--solver', 'solver.prototxt', '--gpu', '0', '-q']) == 1
+        assert script('train').main(['--solver', 'solver.prototxt', '-q'] + argv) == 2
     finally:
         os.chdir(cwd)
-    assert 'Cannot use GPU in CPU-only Caffe' in caplog.text
+    assert message in caplog.text
+    assert not os.path.exists(os.path.join(folder, 'snap', 'tiny.log'))  # caffe never ran

@@ -113,7 +113,7 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None, force=False)
         done, problems = run_checked(items, work, skip_bad, "cityscapes", workers)
         counts = write_split_lists(
             tmp, {split: [(it[3], lbl) for it, lbl in done if it[0] == split]
-                  for split in splits}, out_abs, "cityscapes")
+                  for split in splits}, out_abs, datasets.get("cityscapes"))
         manifest = dict(format=FORMAT, fingerprint=fp, counts=counts,
                         num_classes=NUM_CLASSES, root=os.path.abspath(root),
                         label_table="fcrn/datasets/cityscapes.json", skipped=problems)

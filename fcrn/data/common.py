@@ -76,13 +76,12 @@ def current_manifest(out_dir, fp):
     return manifest
 
 
-def write_split_lists(tmp, split_pairs, out_abs, dataset):
+def write_split_lists(tmp, split_pairs, out_abs, expected):
     """`<split>.txt` in `tmp` for each split of {split: [(image, label)]}, in
     the dict's order, paths relative to `out_abs`; a split left with no
     usable image is an error. Sizes that differ from the full dataset's (the
-    registry's) are logged. Returns {split: count}."""
+    registry's Dataset `expected`) are logged. Returns {split: count}."""
     counts = {}
-    expected = datasets.get(dataset)
     for name, pairs in split_pairs.items():
         if not pairs:
             raise InputError("split %s: no usable image" % name)
@@ -90,7 +89,7 @@ def write_split_lists(tmp, split_pairs, out_abs, dataset):
         counts[name] = len(pairs)
         full = expected.split_size(name)
         log.info("%s: %d images%s", name, len(pairs), "" if full in (None, len(pairs))
-                 else " (%d in the full %s)" % (full, expected.title or dataset))
+                 else " (%d in the full %s)" % (full, expected.title or expected.name))
     return counts
 
 
@@ -125,6 +124,16 @@ def run_checked(items, work, skip_bad, desc, workers=None):
     if problems:
         log.warning("skipped %d bad item(s) of %d", len(problems), len(items))
     return [r[1] for r in results if r is not None], problems
+
+
+def add_output_options(parser):
+    """--out, --skip-bad, --jobs and --force, as every preparation script has them."""
+    from .. import cli
+    parser.add_argument("--out", required=True, help="output folder (replaced as a whole)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad images and report the count")
+    cli.add_jobs(parser, "threads reading images")
+    cli.add_force(parser, "an output folder")
 
 
 def summary(manifest):

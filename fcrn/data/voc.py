@@ -149,7 +149,7 @@ def prepare_voc(voc_root, sbd_root, out_dir, skip_bad=False, workers=None, force
         counts = write_split_lists(
             tmp, {name: [(good[i], os.path.join(out_abs, LABEL_DIR, i + ".png"))
                          for i in split if i in good]
-                  for name, split in sorted(splits.items())}, out_abs, "voc")
+                  for name, split in sorted(splits.items())}, out_abs, datasets.get("voc"))
         manifest = dict(format=FORMAT, fingerprint=fp, counts=counts,
                         num_classes=NUM_CLASSES, voc=os.path.abspath(voc),
                         sbd=os.path.abspath(sbd) if sbd else None,

@@ -16,6 +16,11 @@ demo all read it from here. A file holds:
   eval_split             the split the paper scores (its size is the test_iter)
   crop                   the default training crop
   lists                  default train/val lists (scripts/prepare_*.py --out data/...)
+
+A dataset of one's own is `generic` (`generic()`, `resolve()`): its classes
+come from a classes file (`read_classes`: one class per line in label order,
+`name` or `name R G B`) or are only counted (`class0`, `class1`, ...); its
+colours default to `colormap`; scripts/prepare_folder.py writes its lists.
 """
 import dataclasses
 import functools
@@ -25,6 +30,9 @@ from typing import Optional
 
 import numpy as np
 
+from .. import lists
+from ..errors import InputError, UsageError
+
 # BGR mean of the ImageNet ResNets (He et al.) that initialise FCRN, as FCN
 # and DeepLab subtract it: the input normalisation of every net here.
 MEAN_BGR = (104.008, 116.669, 122.675)
@@ -32,6 +40,9 @@ MEAN_BGR = (104.008, 116.669, 122.675)
 IGNORE_LABEL = 255
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+GENERIC = "generic"
+# Default training crop of a generic dataset: VOC's, a photo's size.
+GENERIC_CROP = 500
 
 
 def colormap(n=256):
@@ -128,3 +139,79 @@ def get(name):
         fields.update(classes=tuple(raw["classes"]),
                       colours=tuple(map(tuple, raw["colours"])) if "colours" in raw else None)
     return Dataset(**fields)
+
+
+# --------------------------------------------------------------------- generic
+
+def read_classes(path):
+    """(names, colours) of a classes file: one class per line in label
+    order, `name` or `name R G B` (0..255; a name with blanks quoted as a
+    shell word, as in the project's lists). `colours` is None when no line
+    has one; a line without one takes `colormap`'s colour. InputError naming
+    the line otherwise."""
+    rows = lists.read(path, 1, 4, "classes")
+    if not rows:
+        raise InputError("%s: no class in the file" % path)
+    names, colours, default = [], [], colormap(len(rows))
+    for n, row in enumerate(rows):
+        if len(row) not in (1, 4):
+            raise InputError("%s: class %d (%s): expected a name, or a name and R G B"
+                             % (path, n, " ".join(row)))
+        rgb = tuple(int(v) if v.isdigit() else -1 for v in row[1:])
+        if not all(0 <= v <= 255 for v in rgb):
+            raise InputError("%s: class %d (%s): colour %s is not three integers in 0..255"
+                             % (path, n, row[0], " ".join(row[1:])))
+        names.append(row[0])
+        colours.append(rgb or tuple(int(v) for v in default[n]))
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise InputError("%s: class names given twice: %s" % (path, ", ".join(twice)))
+    if len(names) > IGNORE_LABEL:
+        raise InputError("%s: %d classes; labels are 8-bit with %d ignored, so at most %d"
+                         % (path, len(names), IGNORE_LABEL, IGNORE_LABEL))
+    given = any(len(r) == 4 for r in rows)
+    return tuple(names), tuple(colours) if given else None
+
+
+def write_classes(path, names, colours=None):
+    """A classes file that `read_classes` reads back as (names, colours)."""
+    lists.write(path, [[name] + ([str(v) for v in colours[i]] if colours else [])
+                       for i, name in enumerate(names)])
+
+
+def generic(num_classes=None, classes_file=None):
+    """The Dataset of one's own data: classes from `classes_file`, else
+    `num_classes` of them named class0, class1, ..."""
+    if classes_file:
+        names, colours = read_classes(classes_file)
+        if num_classes and num_classes != len(names):
+            raise UsageError("--num-classes %d contradicts the %d classes of %s"
+                             % (num_classes, len(names), classes_file))
+    elif num_classes:
+        names, colours = tuple("class%d" % i for i in range(num_classes)), None
+    else:
+        raise UsageError("a generic dataset needs --classes FILE or --num-classes N")
+    return Dataset(name=GENERIC, classes=names, colours=colours, eval_split="val",
+                   crop=GENERIC_CROP, title="own dataset")
+
+
+def resolve(name=None, num_classes=None, classes_file=None):
+    """The Dataset a command line names: a registry dataset, or `generic`
+    (the default when `num_classes` or `classes_file` is given, else voc)."""
+    if name is None:
+        name = GENERIC if num_classes or classes_file else "voc"
+    if name == GENERIC:
+        return generic(num_classes, classes_file)
+    try:
+        data = get(name)
+    except ValueError as e:
+        raise UsageError(str(e))
+    if classes_file or (num_classes and num_classes != data.num_classes):
+        raise UsageError("%s has its own %d classes; --classes and --num-classes are for "
+                         "--dataset generic" % (name, data.num_classes))
+    return data
+
+
+def choices():
+    """What --dataset accepts: the registry's datasets and `generic`."""
+    return names() + [GENERIC]

@@ -30,7 +30,8 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from . import resnet
-from .. import datasets, fileio
+from .. import caffeio, datasets, fileio, lists
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def field_of_view(stride, kernel, dilation):
 @dataclasses.dataclass
 class Variant:
     """One FCRN configuration. Strides are denominators: resolution 8 is 1/8."""
-    dataset: str = 'voc'
+    dataset: str = 'voc'               # a registry dataset, or 'generic' (one's own)
+    num_classes: Optional[int] = None  # generic: the number of classes
     depth: int = 101
     resolution: int = 8
     kernel: int = 5
@@ -88,17 +90,24 @@ class Variant:
     batch_norm: str = 'lean'
     bn_stats: str = 'frozen'            # resnet.BN_STATS; 'batch' to train from scratch
     bn_fraction: Optional[float] = None  # moving_average_fraction with 'batch'
-    train_source: Optional[str] = None  # None: data/{dataset}/train.txt
-    val_source: Optional[str] = None    # None: data/{dataset}/val.txt
+    train_source: Optional[str] = None  # None: the registry's list (generic: required)
+    val_source: Optional[str] = None    # None: the registry's list (generic: required)
     seed: int = 0
 
     @property
+    def data(self):
+        """The dataset's registry entry (generic: `num_classes` unnamed classes)."""
+        if self.dataset == datasets.GENERIC:
+            return datasets.generic(self.num_classes)
+        return datasets.get(self.dataset)
+
+    @property
     def classes(self):
-        return datasets.get(self.dataset).num_classes
+        return self.data.num_classes
 
     @property
     def train_crop(self):
-        return self.crop or datasets.get(self.dataset).crop
+        return self.crop or self.data.crop
 
     @property
     def passes(self):
@@ -137,8 +146,19 @@ class Variant:
         def check(ok, message):
             if not ok:
                 raise ValueError(message)
-        check(self.dataset in datasets.names(), 'dataset must be one of %s, not %r'
-              % (', '.join(datasets.names()), self.dataset))
+        check(self.dataset in datasets.choices(), 'dataset must be one of %s, not %r'
+              % (', '.join(datasets.choices()), self.dataset))
+        if self.dataset == datasets.GENERIC:
+            check(self.num_classes is not None and 2 <= self.num_classes <= 255,
+                  'dataset generic needs num-classes in 2..255 (or --classes FILE), not %r'
+                  % self.num_classes)
+            check(self.train_source and self.val_source,
+                  'dataset generic needs train-source and val-source (the lists '
+                  'scripts/prepare_folder.py writes)')
+        else:
+            check(self.num_classes in (None, self.classes),
+                  '%s has %d classes; num-classes is for dataset generic'
+                  % (self.dataset, self.classes))
         check(self.depth in resnet.BLOCKS, 'depth must be one of %s, not %r'
               % (', '.join(map(str, sorted(resnet.BLOCKS))), self.depth))
         check(self.resolution in RESOLUTIONS, 'resolution must be one of %s, not 1/%s'
@@ -191,7 +211,7 @@ class Variant:
 
     def source(self, phase):
         split = 'train' if phase == 'train' else 'val'
-        return getattr(self, split + '_source') or datasets.get(self.dataset).default_list(split)
+        return getattr(self, split + '_source') or self.data.default_list(split)
 
 
 def _data_layer(n, variant, phase):
@@ -333,11 +353,30 @@ class SolverSettings:
     snapshot_prefix: Optional[str] = None
     test_interval: int = 2000
     test_iter: Optional[int] = None   # None: every validation image, every pass
-    solver_mode: str = 'GPU'
+    solver_mode: Optional[str] = None  # 'CPU' or 'GPU'; None: the loaded Caffe's build
     random_seed: Optional[int] = None  # Caffe's seed of fillers, dropout, DummyData
 
 
 LR_POLICIES = ('poly', 'step', 'fixed')
+
+
+def _val_images(variant):
+    """Images of the validation set: the registry's count, or (generic) the
+    lines of the validation list, read relative to the working directory as
+    Caffe will read it."""
+    data = variant.data
+    if data.split_size(data.eval_split):
+        return data.split_size(data.eval_split)
+    try:
+        return len(lists.read_pairs(variant.val_source, need_label=False))
+    except InputError as e:
+        raise ValueError('test-iter (one per validation image) is counted from the '
+                         'validation list, which cannot be read (%s); give test-iter' % e)
+
+
+def build_solver_mode():
+    """The solver mode the loaded Caffe can run: GPU on a CUDA build, else CPU."""
+    return 'GPU' if caffeio.gpu_build() else 'CPU'
 
 
 def solver(variant, settings, net_dir):
@@ -351,9 +390,7 @@ def solver(variant, settings, net_dir):
     s = caffe_pb2.SolverParameter()
     s.train_net = os.path.join(net_dir, 'train.prototxt')
     s.test_net.append(os.path.join(net_dir, 'test.prototxt'))
-    data = datasets.get(variant.dataset)
-    s.test_iter.append(settings.test_iter or
-                       data.split_size(data.eval_split) * variant.passes)
+    s.test_iter.append(settings.test_iter or _val_images(variant) * variant.passes)
     s.test_interval = settings.test_interval
     s.test_initialization = False
     s.base_lr = settings.base_lr
@@ -372,7 +409,8 @@ def solver(variant, settings, net_dir):
     s.snapshot = settings.snapshot
     s.snapshot_prefix = settings.snapshot_prefix or os.path.join(
         'snapshots', '%s_%s' % (variant.dataset, variant.tag))
-    s.solver_mode = getattr(caffe_pb2.SolverParameter, settings.solver_mode.upper())
+    s.solver_mode = getattr(caffe_pb2.SolverParameter,
+                            (settings.solver_mode or build_solver_mode()).upper())
     if settings.random_seed is not None:
         s.random_seed = settings.random_seed
     return s

@@ -9,6 +9,7 @@ import shlex
 
 from . import netgen, resnet
 from .. import cli, datasets
+from ..errors import InputError, UsageError
 
 # The largest training crop: Cityscapes' full width. Beyond it the widest
 # blobs of a 1/4-resolution net approach Caffe's limit of 2^31 elements.
@@ -33,8 +34,13 @@ def _scale_range(text):
 # option -> (Variant or SolverSettings field, argparse keywords). The defaults
 # come from the dataclasses, so that to_argv() can leave them out.
 VARIANT_OPTIONS = [
-    ('--dataset', 'dataset', dict(choices=datasets.names(),
-                                  help='voc: 21 classes; cityscapes: 19 (ignore label 255)')),
+    ('--dataset', 'dataset', dict(choices=datasets.choices(),
+                                  help='voc: 21 classes; cityscapes: 19; generic: one\'s own '
+                                       '(--classes or --num-classes; the default when either '
+                                       'is given, else voc)')),
+    ('--num-classes', 'num_classes', dict(type=cli.ranged(int, 2, 255), metavar='N',
+                                          help='generic dataset: N classes, labels 0..N-1 '
+                                               '(255: ignored)')),
     ('--depth', 'depth', dict(type=int, choices=sorted(resnet.BLOCKS))),
     ('--resolution', 'resolution', dict(type=_resolution, metavar='1/S',
                                         help='output stride: 1/16, 1/8 or 1/4')),
@@ -60,9 +66,9 @@ VARIANT_OPTIONS = [
                                                        'weights, dilations doubled')),
     ('--crop', 'crop', dict(type=cli.ranged(int, 1, MAX_CROP),
                             help='training crop (default: per dataset)')),
-    ('--scale', 'scale', dict(type=_scale_range, metavar='MIN,MAX',
-                              help='random resize range of training images (default: '
-                                   'the data layer\'s 0.5,2)')),
+    ('--train-scale', 'scale', dict(type=cli.positive_float, nargs=2, metavar=('MIN', 'MAX'),
+                                    help='random resize range of training images (default: '
+                                         'the data layer\'s 0.5 2)')),
     ('--batch-size', 'batch_size', dict(type=cli.positive_int)),
     ('--batch-norm', 'batch_norm', dict(choices=resnet.BATCH_NORMS,
                                         help='lean: LeanBatchNorm; caffe: BatchNorm + Scale')),
@@ -82,7 +88,8 @@ VARIANT_OPTIONS = [
     ('--val-source', 'val_source', dict(help='default: data/voc_aug/val.txt, '
                                              'data/cityscapes_fcrn/val.txt')),
     ('--seed', 'seed', dict(type=cli.nonnegative_int,
-                            help='seed of the data layer\'s augmentation and order')),
+                            help='seed of the data layer\'s augmentation and order (Caffe\'s '
+                                 'own seed, of fillers and dropout: --random-seed)')),
 ]
 SOLVER_OPTIONS = [
     ('--iter-size', 'iter_size', dict(type=cli.positive_int,
@@ -102,7 +109,9 @@ SOLVER_OPTIONS = [
     ('--test-interval', 'test_interval', dict(type=cli.positive_int)),
     ('--test-iter', 'test_iter', dict(type=cli.positive_int,
                                       help='default: every validation image, every pass')),
-    ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper)),
+    ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper,
+                                          help='default: GPU with a CUDA build of Caffe, '
+                                               'else CPU')),
     ('--random-seed', 'random_seed', dict(type=cli.nonnegative_int,
                                           help='Caffe\'s random_seed (fillers, '
                                                'dropout): reproducible training')),
@@ -113,18 +122,24 @@ def build_parser(prog=None, description='Write train/test/deploy/solver.prototxt
                  'variant (Wu, Shen, van den Hengel 2016) and print its field of view.'):
     parser = cli.parser(description, prog=prog)
     parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--force', action='store_true',
-                        help='write into a non-empty --out (its four files are replaced)')
+    cli.add_force(parser, 'a non-empty --out (then only its four files are replaced)')
+    parser.add_argument('--classes', metavar='FILE',
+                        help='generic dataset: its classes file (one class per line; what '
+                             'scripts/prepare_folder.py writes); sets --num-classes')
     for title, options, cls in (('network', VARIANT_OPTIONS, netgen.Variant),
                                 ('solver', SOLVER_OPTIONS, netgen.SolverSettings)):
         group = parser.add_argument_group(title)
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for option, field, kwargs in options:
-            kwargs = dict(kwargs, dest=field, default=defaults[field])
+            # --dataset's default depends on --classes/--num-classes (parse)
+            kwargs = dict(kwargs, dest=field,
+                          default=None if field == 'dataset' else defaults[field])
             if 'help' in kwargs and kwargs.get('action') != 'store_true' \
                     and defaults[field] is not None:
                 kwargs['help'] += ' (default: %(default)s)'
             group.add_argument(option, **kwargs)
+    # Earlier name and form of --train-scale.
+    parser.add_argument('--scale', dest='scale', type=_scale_range, help=argparse.SUPPRESS)
     return parser
 
 
@@ -132,8 +147,19 @@ def parse(argv, parser=None):
     """(args, Variant, SolverSettings); bad combinations are argparse errors."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    try:
+        data = datasets.resolve(args.dataset, args.num_classes, args.classes)
+    except UsageError as error:
+        parser.error(str(error))
+    except InputError as error:
+        parser.exit(1, '%s: error: %s\n' % (parser.prog, error))
+    args.dataset = data.name
+    args.num_classes = data.num_classes if data.name == datasets.GENERIC else None
+    args.scale = args.scale and tuple(args.scale)
     variant = netgen.Variant(**{f: getattr(args, f) for _, f, _ in VARIANT_OPTIONS})
     settings = netgen.SolverSettings(**{f: getattr(args, f) for _, f, _ in SOLVER_OPTIONS})
+    # Resolved now, so that the command in the files' headers reproduces them.
+    settings.solver_mode = settings.solver_mode or netgen.build_solver_mode()
     try:
         variant.validate()
         netgen.solver(variant, settings, '.')
@@ -162,8 +188,8 @@ def to_argv(variant, settings=None):
                 argv.append(option)
             elif kwargs.get('type') is _resolution:
                 argv += [option, '1/%d' % mine]
-            elif kwargs.get('type') is _scale_range:
-                argv += [option, '%g,%g' % mine]
+            elif kwargs.get('nargs') == 2:
+                argv += [option] + ['%g' % v for v in mine]
             else:
                 argv += [option, str(mine)]
     return argv

@@ -1,0 +1,182 @@
+"""One's own dataset (`generic`): scripts/prepare_folder.py on fabricated
+3-class folders in both layouts, the classes file, and the whole way from a
+folder of images and label PNGs to a trained, evaluated and exported net
+through the scripts, each reading what the previous one wrote."""
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fake_datasets as fake
+from fcrn import datasets, imageio, lists
+from fcrn.errors import InputError, UsageError
+
+NAMES = ["img%02d" % i for i in range(10)]
+
+
+def pairs(path):
+    return lists.read_pairs(str(path), need_label=False)
+
+
+def test_classes_file_round_trip_and_defaults(tmp_path):
+    path = str(tmp_path / "c.txt")
+    datasets.write_classes(path, ["sky", "red car", "road"], [(1, 2, 3), (4, 5, 6), (7, 8, 9)])
+    assert open(path).read().splitlines()[1] == "'red car' 4 5 6"
+    assert datasets.read_classes(path) == (("sky", "red car", "road"),
+                                           ((1, 2, 3), (4, 5, 6), (7, 8, 9)))
+    with open(path, "w") as f:
+        f.write("a\nb 10 20 30\nc\n")
+    data = datasets.generic(classes_file=path)
+    # a line without a colour takes the default map's (VOC's) colour of its index
+    assert data.palette()[:3].tolist() == [[0, 0, 0], [10, 20, 30], [0, 128, 0]]
+    assert datasets.generic(4).classes == ("class0", "class1", "class2", "class3")
+    assert (datasets.generic(4).palette() == datasets.colormap(256)).all()
+    with pytest.raises(UsageError, match="--num-classes 2 contradicts the 3 classes"):
+        datasets.generic(2, path)
+    for text, message in (("a 1 2\n", "expected a name, or a name and R G B"),
+                          ("a 1 2 300\n", "colour 1 2 300 is not three integers"),
+                          ("a\na\n", "class names given twice: a"), ("", "no class")):
+        with open(path, "w") as f:
+            f.write(text)
+        with pytest.raises(InputError, match=message):
+            datasets.read_classes(path)
+
+
+def test_side_by_side_folder_holds_out_a_reproducible_val(tmp_path, script, caplog):
+    labels = fake.make_folder(str(tmp_path / "mine"), NAMES)
+    images = str(tmp_path / "mine" / "images")
+    argv = ["--images", images, "--labels", images, "--label-suffix", "_mask.png",
+            "--classes", str(tmp_path / "mine" / "classes.txt"), "--val-fraction", "0.5",
+            "--out", str(tmp_path / "prep")]
+    assert script("prepare_folder").main(argv) == 0
+    train, val = pairs(tmp_path / "prep" / "train.txt"), pairs(tmp_path / "prep" / "val.txt")
+    # the masks are labels, not images; val is about half (by hashes, not counted)
+    assert len(train) + len(val) == 10 and 2 <= len(val) <= 8
+    for image, label in train + val:
+        name = os.path.basename(image)[:-len(".jpg")]
+        assert os.path.normpath(label) == os.path.join(images, name + "_mask.png")
+        np.testing.assert_array_equal(imageio.read_label(label), labels[name])
+    manifest = json.load(open(str(tmp_path / "prep" / "manifest.json")))
+    assert manifest["num_classes"] == 3
+    assert manifest["counts"] == {"train": len(train), "val": len(val)}
+    assert datasets.read_classes(str(tmp_path / "prep" / "classes.txt")) == (
+        tuple(n for n, _ in fake.FOLDER_CLASSES), tuple(c for _, c in fake.FOLDER_CLASSES))
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert script("prepare_folder").main(argv) == 0
+    assert "is up to date" in caplog.text
+    # More images: the val images chosen before stay val (chosen by path hashes).
+    fake.make_folder(str(tmp_path / "mine"), ["new%02d" % i for i in range(10)], seed=5)
+    assert script("prepare_folder").main(argv) == 0
+    assert set(val) <= set(pairs(tmp_path / "prep" / "val.txt"))
+    assert set(train) <= set(pairs(tmp_path / "prep" / "train.txt"))
+
+
+def test_train_and_val_folders_are_the_splits(tmp_path, script):
+    split = {"train": NAMES[:6], "val": NAMES[6:9], "test": NAMES[9:]}
+    fake.make_folder(str(tmp_path / "mine"), split, layout="split")
+    root = tmp_path / "mine"
+    shutil.rmtree(str(root / "labels" / "test"))  # test images without labels
+    assert script("prepare_folder").main(
+        ["--images", str(root / "images"), "--labels", str(root / "labels"),
+         "--num-classes", "3", "--out", str(tmp_path / "prep")]) == 0
+    for name, names in split.items():
+        got = pairs(tmp_path / "prep" / (name + ".txt"))
+        assert [os.path.basename(i)[:-4] for i, _ in got] == names
+        assert all((lbl is None) == (name == "test") for _, lbl in got)
+    assert datasets.read_classes(str(tmp_path / "prep" / "classes.txt")) == (
+        ("class0", "class1", "class2"), None)
+
+
+def test_bad_pairs_are_all_named_and_nothing_is_written(tmp_path, script, caplog):
+    fake.make_folder(str(tmp_path / "mine"), NAMES)
+    images = tmp_path / "mine" / "images"
+    Image.fromarray(np.full((40, 48), 3, np.uint8)).save(str(images / "img01_mask.png"))
+    os.remove(str(images / "img02_mask.png"))
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(str(images / "img03_mask.png"))
+    out = tmp_path / "prep"
+    assert script("prepare_folder").main(
+        ["--images", str(images), "--labels", str(images), "--label-suffix", "_mask.png",
+         "--num-classes", "3", "--out", str(out)]) == 1
+    for message in ("3 bad input file(s)", "img01_mask.png: label values [3] outside [0, 3)",
+                    "img02.jpg: no label (looked for %s)" % (images / "img02_mask.png"),
+                    "img03_mask.png: label size 10x10 differs from image"):
+        assert message in caplog.text
+    assert not out.exists()
+
+
+def test_own_dataset_from_folder_to_trained_evaluated_exported_net(tmp_path, script,
+                                                                   monkeypatch):
+    """prepare_folder -> make_net --classes -> train -> infer --classes --list
+    -> evaluate --classes --list -> export_onnx, each on what the previous wrote,
+    run as the README's walkthrough runs them (from one working folder)."""
+    monkeypatch.chdir(tmp_path)
+    fake.make_folder("mine", NAMES, size=(48, 56))
+    assert script("prepare_folder").main(
+        ["--images", "mine/images", "--labels", "mine/images", "--label-suffix", "_mask.png",
+         "--classes", "mine/classes.txt", "--val-fraction", "0.2", "--out", "data/mine"]) == 0
+    assert script("make_net").main(
+        ["--classes", "data/mine/classes.txt", "--train-source", "data/mine/train.txt",
+         "--val-source", "data/mine/val.txt", "--depth", "50", "--kernel", "3",
+         "--dilation", "2", "--bn-stats", "batch", "--crop", "48", "--iter-size", "1",
+         "--base-lr", "0.01", "--max-iter", "12", "--snapshot", "12", "--test-interval", "6",
+         "--display", "1", "--random-seed", "1", "--snapshot-prefix", "snap/mine",
+         "--out", "nets/mine"]) == 0
+    with open("nets/mine/solver.prototxt") as f:
+        solver = f.read()
+    from fcrn import caffeio
+    assert "solver_mode: %s" % ("GPU" if caffeio.gpu_build() else "CPU") in solver
+    val = pairs("data/mine/val.txt")
+    assert "test_iter: %d\n" % len(val) in solver   # counted from the val list
+    deploy = caffeio.read_net_param("nets/mine/deploy.prototxt")
+    assert [l.convolution_param.num_output for l in deploy.layer if l.name == "score"] == [3]
+    os.makedirs("snap")
+    assert script("train").main(["--solver", "nets/mine/solver.prototxt", "-q"]) == 0
+    weights = "snap/mine_iter_12.caffemodel"
+    log = json.load(open("snap/mine.json"))
+    assert [i for i, _ in log["train_loss"]] == list(range(13))
+    assert np.isfinite([v for _, v in log["train_loss"]]).all()
+    assert [i for i, _ in log["test"]["accuracy"]] == [6, 12]
+
+    assert script("infer").main(["--net", "nets/mine/deploy.prototxt", "--weights", weights,
+                                 "--classes", "data/mine/classes.txt", "--list",
+                                 "data/mine/val.txt", "--out", "out/val", "-q"]) == 0
+    for image, _ in val:
+        with Image.open(os.path.join("out/val", os.path.basename(image)[:-4] + ".png")) as im:
+            assert im.mode == "P" and im.size == (56, 48)
+            assert np.array(im).max() < 3
+            assert im.getpalette()[:9] == [v for _, c in fake.FOLDER_CLASSES for v in c]
+
+    assert script("evaluate").main(["--classes", "data/mine/classes.txt", "--gt",
+                                    "mine/images", "--gt-suffix", "_mask.png", "--pred",
+                                    "out/val", "--list", "data/mine/val.txt", "--out-json",
+                                    "val.json", "-q"]) == 0
+    report = json.load(open("val.json"))
+    assert report["classes"] == ["background", "red disc", "square"]
+    assert report["num_images"] == len(val)
+    valid = sum(int((imageio.read_label(lbl) != 255).sum()) for _, lbl in val)
+    assert report["num_pixels"] == valid == np.sum(report["confusion_matrix"])
+
+    assert script("export_onnx").main(["--net", "nets/mine/deploy.prototxt", "--weights",
+                                       weights, "--out", "mine.onnx", "--argmax"]) == 0
+    import onnx
+    assert [o.name for o in onnx.load("mine.onnx").graph.output] == ["score", "label"]
+
+
+def test_lists_name_the_files_when_the_output_is_reached_through_a_link(tmp_path, script):
+    """--out under a symbolic link to another folder: a list's relative paths
+    are opened from where the list really lies, so they must be counted
+    from there."""
+    fake.make_folder(str(tmp_path / "mine"), NAMES)
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "deep")
+    images = str(tmp_path / "mine" / "images")
+    assert script("prepare_folder").main(
+        ["--images", images, "--labels", images, "--label-suffix", "_mask.png",
+         "--num-classes", "3", "--out", str(tmp_path / "link" / "prep")]) == 0
+    for image, label in pairs(tmp_path / "link" / "prep" / "train.txt"):
+        assert os.path.isfile(image) and os.path.isfile(label), image
