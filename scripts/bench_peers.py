@@ -4,9 +4,11 @@
 R50 and R101 at 1/8 (deploy nets of fcrn.net.netgen; torchvision's ResNet
 made the same architecture), forward and forward + backward: time (median
 of alternated runs) and peak resident memory, for Caffe as built, with
-share_memory, and with im2col on one thread, against PyTorch in NCHW and
-channels_last. PyTorch comes from PyPI into a virtual environment of its own,
-made on first use (see requirements-peers.txt; a few GB).
+share_memory, and with one time lever undone or changed (upstream's
+im2col loops, the classifier through im2col, OpenBLAS's OpenMP build, its
+AVX2 kernels), against PyTorch in NCHW and channels_last; and SGEMM of each
+BLAS build installed. PyTorch comes from PyPI into a virtual environment of
+its own, made on first use (see requirements-peers.txt; a few GB).
 
   scripts/bench_peers.py --out benchmarks/peers.md
   scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --size 97   # quick check
@@ -37,29 +39,34 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=7)
     parser.add_argument('--threads', type=int, default=os.cpu_count(),
-                        help='BLAS threads of the serial-im2col variant (default: all cores)')
+                        help='threads of the SGEMM comparison (default: all cores)')
+    parser.add_argument('--no-gemm', action='store_true',
+                        help='skip the SGEMM comparison of the installed BLAS builds')
     parser.add_argument('--torch-venv', default=peers.default_torch_venv(),
                         help='virtual environment for PyTorch (made if missing)')
     parser.add_argument('--out', help='Markdown report (and .json beside it)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
 
-    known = peers.variants(args.threads)
-    names = [v.name for v in known]
+    groups = peers.variant_groups()
+    names = sorted({v.name for group in groups for v in group})
     unknown = sorted(set(args.variants or []) - set(names))
     if unknown:
         parser.error('unknown variant(s) %s; choose from %s' % (', '.join(unknown),
                                                               ', '.join(names)))
-    chosen = [v for v in known if not args.variants or v.name in args.variants]
+    groups = [[v for v in group if not args.variants or v.name in args.variants]
+              for group in groups]
+    groups = [group for group in groups if group]
     if args.runs < 1 or args.warmup < 0:
         parser.error('--runs must be at least 1 and --warmup at least 0')
     cases = [peers.CASES[i] for i in args.cases]
     if args.size:
         cases = [dataclasses.replace(c, size=args.size) for c in cases]
     torch_python = peers.torch_python(args.torch_venv) \
-        if any(v.framework == 'torch' for v in chosen) else None
+        if any(v.framework == 'torch' for group in groups for v in group) else None
     with tempfile.TemporaryDirectory() as tmp:
-        record = peers.run(cases, chosen, torch_python, args.warmup, args.runs, tmp)
+        record = peers.run(cases, groups, torch_python, args.warmup, args.runs, tmp,
+                           threads=args.threads, gemm=not args.no_gemm)
     text = peers.report(record)
     print(text)
     if args.out:

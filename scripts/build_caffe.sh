@@ -44,7 +44,6 @@ CMAKE_OPTS=(
   -DCMAKE_BUILD_TYPE=Release -DBLAS=Open -DUSE_LEVELDB=OFF -DUSE_LMDB=ON
   -DUSE_OPENCV=ON -DBUILD_python=ON -DBUILD_python_layer=ON -DBUILD_docs=OFF
   -Dpython_version=3 -DPYTHON_EXECUTABLE=/usr/bin/python3
-  -DUSE_OPENMP=ON   # im2col/col2im over channels in parallel (patch 0011)
 )
 if [ "$CUDA" = 1 ]; then
   CMAKE_OPTS+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DCUDA_ARCH_NAME=Manual

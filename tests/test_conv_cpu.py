@@ -1,13 +1,9 @@
 """Caffe's CPU convolution as the project patches it (cpp/patches/0011-*, 0012-*):
-im2col/col2im over channels in parallel, and kn2row for convolutions with few
-outputs (FCRN's classifier). Output and gradients are checked against a
-direct numpy convolution, with kn2row on and off (FCRN_NO_KN2ROW).
+im2col/col2im copying whole in-bounds runs, and kn2row for convolutions with
+few outputs (FCRN's classifier). Output and gradients are checked against a
+direct numpy convolution, with kn2row on and off (FCRN_NO_KN2ROW), and
+im2col/col2im against a numpy gather and upstream's loops.
 """
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
@@ -23,8 +19,8 @@ CONFIGS = [
     (8, 2, 3, 1, 5, 1, 4, 5),       # kn2row: padding larger than the kernel reach
     (3, 5, 3, 2, 1, 1, 9, 10),      # im2col: strided
     (4, 4, 3, 1, 3, 3, 8, 9),       # im2col: dilated, more outputs than kn2row takes
-    (64, 64, 3, 1, 1, 1, 20, 21),   # im2col large enough to run in parallel
-    (64, 16, 3, 1, 2, 2, 20, 21),   # kn2row large enough to run in parallel
+    (64, 64, 3, 1, 1, 1, 20, 21),   # im2col: a ResNet 3x3 in miniature
+    (64, 16, 3, 1, 2, 2, 20, 21),   # kn2row: more channels
     (5, 4, 3, 2, 2, 2, 11, 9),      # im2col: strided and dilated
 ]
 
@@ -91,31 +87,41 @@ def test_convolution_matches_direct_numpy(tmp_path, monkeypatch, config, kn2row)
         assert error < 1e-5, '%s: relative error %.2g' % (name, error)
 
 
-def test_parallel_im2col_gives_the_bits_of_one_thread(tmp_path):
-    """im2col/col2im split channels between threads; every element is still
-    computed alone and in the same order, so one thread gives the same bits."""
-    path = conv_net(tmp_path, 64, 64, 3, 2, 2, 2, 33, 30)
-    child = textwrap.dedent('''
-        import sys
-        import numpy as np
-        import fcrn, caffe
-        net = caffe.Net(sys.argv[1], caffe.TRAIN)
-        rng = np.random.RandomState(0)
-        for blob in [net.blobs['x']] + list(net.params['y']):
-            blob.data[...] = rng.randn(*blob.data.shape)
+def im2col_net(tmp_path, channels, kernel, stride, pad, dilation, height, width):
+    n = caffe.NetSpec()
+    n.x = L.Input(shape=dict(dim=[2, channels, height, width]))
+    n.col = L.Im2col(n.x, convolution_param=dict(kernel_size=kernel, stride=stride, pad=pad,
+                                                 dilation=dilation))
+    proto = n.to_proto()
+    proto.force_backward = True
+    path = tmp_path / 'im2col.prototxt'
+    path.write_text(str(proto))
+    return caffe.Net(str(path), caffe.TRAIN)
+
+
+@pytest.mark.parametrize('config', CONFIGS)
+def test_im2col_copies_exactly_and_col2im_adds_as_upstream(tmp_path, monkeypatch, config):
+    """im2col copies: equal to a numpy gather bit for bit. col2im adds in
+    upstream's order: the bits of upstream's loops (FCRN_UPSTREAM_IM2COL)."""
+    channels, _, kernel, stride, pad, dilation, height, width = config
+    net = im2col_net(tmp_path, channels, kernel, stride, pad, dilation, height, width)
+    rng = np.random.RandomState(sum(config))
+    x = rng.randn(*net.blobs['x'].data.shape).astype(np.float32)
+    col_diff = rng.randn(*net.blobs['col'].data.shape).astype(np.float32)
+    results = {}
+    for upstream in (False, True):
+        if upstream:
+            monkeypatch.setenv('FCRN_UPSTREAM_IM2COL', '1')
+        net.blobs['x'].data[...] = x
         net.forward()
-        net.backward(y=rng.randn(*net.blobs['y'].data.shape).astype(np.float32))
-        np.savez(sys.argv[2], y=net.blobs['y'].data, dx=net.blobs['x'].diff,
-                 dw=net.params['y'][0].diff)
-        ''')
-    results = []
-    for threads in ('1', '2'):
-        out = str(tmp_path / ('threads%s.npz' % threads))
-        # OpenBLAS would follow OMP_NUM_THREADS too: keep its threads fixed.
-        env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS='2',
-                   GLOG_minloglevel='2')
-        subprocess.run([sys.executable, '-c', child, str(path), out], check=True, env=env,
-                       cwd=fcrn.ROOT, timeout=300)
-        results.append(np.load(out))
-    for name in ('y', 'dx', 'dw'):
-        assert results[0][name].tobytes() == results[1][name].tobytes(), name
+        net.backward(col=col_diff)
+        results[upstream] = net.blobs['col'].data.copy(), net.blobs['x'].diff.copy()
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out_h, out_w = net.blobs['col'].data.shape[2:]
+    expected = np.stack([xp[:, :, i * dilation:i * dilation + stride * (out_h - 1) + 1:stride,
+                            j * dilation:j * dilation + stride * (out_w - 1) + 1:stride]
+                         for i in range(kernel) for j in range(kernel)], axis=2)
+    expected = expected.reshape(net.blobs['col'].data.shape)
+    for upstream in (False, True):
+        assert np.array_equal(results[upstream][0], expected), upstream
+    assert results[False][1].tobytes() == results[True][1].tobytes()

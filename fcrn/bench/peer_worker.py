@@ -51,7 +51,7 @@ class CaffePeer:
         proto.share_memory = args.share_memory
         path = os.path.join(args.tmp, 'peer-%d.prototxt' % os.getpid())
         with open(path, 'w') as f:
-            f.write(netgen.net_text(proto))
+            f.write(str(proto))  # net_text would drop the net-level fields
         try:
             # TRAIN keeps every blob's data for Backward (and shares diffs);
             # TEST runs Forward only (and shares data).

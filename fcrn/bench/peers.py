@@ -19,6 +19,8 @@ import platform
 import statistics
 import subprocess
 import sys
+import sysconfig
+import time
 from typing import List
 
 from fcrn import ROOT
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peer_worker.py')
 REQUIREMENTS = os.path.join(ROOT, 'requirements-peers.txt')
 MODES = ('forward', 'backward')
+SETTLE_SECONDS = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +61,46 @@ class Variant:
     note: str = ''
 
 
-def variants(threads):
-    """The variants measured, Caffe's baseline first."""
+def openblas_dir(flavour):
+    """Debian's folder of one OpenBLAS build ('openmp', 'pthread', 'serial')."""
+    multiarch = sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'
+    return '/usr/lib/%s/openblas-%s' % (multiarch, flavour)
+
+
+# OpenBLAS picks its kernels for the CPU unless OPENBLAS_CORETYPE names them;
+# some machines pin them (with OPENBLAS_L2_SIZE) in the environment. Workers
+# run without the pin unless their variant sets it, and report the kernels.
+OPENBLAS_PINS = ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE')
+SHARED = ('--share-memory',)
+
+
+def variant_groups():
+    """Groups of variants, each group's workers alternated run by run.
+
+    The first group compares Caffe with PyTorch; the second holds one lever
+    each against caffe-shared (all share memory, so that five Caffe
+    processes fit in memory at 505x505)."""
     return (
-        Variant('caffe', 'caffe', note='as built'),
-        Variant('caffe-shared', 'caffe', ('--share-memory',),
-                note='share_memory: data (forward) or diffs (backward) share memory'),
-        # OpenMP regions (im2col/col2im) on one thread, BLAS still on all:
-        # the parallel-im2col lever, off. OPENBLAS_NUM_THREADS rules the
-        # pthreads OpenBLAS; an OpenMP BLAS would follow OMP_NUM_THREADS.
-        Variant('caffe-serial-im2col', 'caffe',
-                env=(('OMP_NUM_THREADS', '1'), ('OPENBLAS_NUM_THREADS', str(threads))),
-                note='im2col/col2im on one thread'),
-        Variant('torch', 'torch', note='NCHW (contiguous)'),
-        Variant('torch-cl', 'torch', ('--channels-last',), note='channels_last'),
+        (Variant('caffe', 'caffe', note='as built'),
+         Variant('caffe-shared', 'caffe', SHARED,
+                 note='share_memory: data (forward) or diffs (backward) share memory'),
+         Variant('torch', 'torch', note='NCHW (contiguous)'),
+         Variant('torch-cl', 'torch', ('--channels-last',), note='channels_last')),
+        (Variant('caffe-shared', 'caffe', SHARED, note='the reference of this group'),
+         Variant('caffe-upstream-im2col', 'caffe', SHARED,
+                 env=(('FCRN_UPSTREAM_IM2COL', '1'),),
+                 note="upstream's im2col/col2im loops (patch 0011 off)"),
+         Variant('caffe-im2col-classifier', 'caffe', SHARED,
+                 env=(('FCRN_NO_KN2ROW', '1'),),
+                 note='the classifier through im2col (patch 0012 off)'),
+         # OpenBLAS's OpenMP build (its libopenblas.so.0 found first): BLAS
+         # and im2col share one pool of threads.
+         Variant('caffe-openblas-openmp', 'caffe', SHARED,
+                 env=(('LD_LIBRARY_PATH', openblas_dir('openmp')),),
+                 note='OpenBLAS built for OpenMP'),
+         Variant('caffe-haswell-kernels', 'caffe', SHARED,
+                 env=(('OPENBLAS_CORETYPE', 'Haswell'),),
+                 note='OpenBLAS held to its AVX2 (Haswell) kernels')),
     )
 
 
@@ -105,6 +134,65 @@ def torch_python(venv, requirements=REQUIREMENTS):
     return python
 
 
+# SGEMM shapes (rows, inner, columns) of the benchmark's nets: a large square
+# one (the machine's measured peak), R101's res5 3x3 convolution at 505x505
+# (64x64 output), and the k5 classifier there as im2col (21 rows) and as
+# kn2row (25 * 21 rows) compute it.
+GEMM_SHAPES = ((2048, 2048, 2048), (512, 4608, 4096), (21, 51200, 4096), (525, 2048, 4096))
+
+_GEMM_CHILD = """
+import ctypes, json, sys, time
+import numpy as np
+library = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_LOCAL)
+sgemm = library.cblas_sgemm
+sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
+                  ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+rates = []
+for m, k, n in json.loads(sys.argv[2]):
+    rng = np.random.RandomState(0)
+    a, b = rng.rand(m, k).astype(np.float32), rng.rand(k, n).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    best = float('inf')
+    for _ in range(4):  # the first one warms up
+        start = time.perf_counter()
+        sgemm(101, 111, 111, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0,
+              c.ctypes.data, n)
+        best = min(best, time.perf_counter() - start)
+    assert np.allclose(c[:3, :3], a[:3] @ b[:, :3], rtol=1e-3), 'wrong product'
+    rates.append(2.0 * m * k * n / best / 1e9)
+print(json.dumps(rates))
+"""
+
+
+def gemm_libraries():
+    """(name, library path, extra environment) of the BLAS builds installed."""
+    multiarch = sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'
+    found = []
+    for flavour in ('pthread', 'openmp'):
+        path = os.path.join(openblas_dir(flavour), 'libopenblas.so.0')
+        found.append(('OpenBLAS %s' % flavour, path, {}))
+        # The kernels OpenBLAS picks itself (this environment may pin them).
+        found.append(('OpenBLAS %s, own kernel choice' % flavour, path,
+                      {'OPENBLAS_CORETYPE': None, 'OPENBLAS_L2_SIZE': None}))
+    found.append(('BLIS openmp', '/usr/lib/%s/blis-openmp/libblis.so.4' % multiarch, {}))
+    return [entry for entry in found if os.path.isfile(entry[1])]
+
+
+def gemm_rates(threads, shapes=GEMM_SHAPES):
+    """{library name: [GFLOP/s per shape]}, each library in a process of its own."""
+    rates = {}
+    for name, path, extra in gemm_libraries():
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads), BLIS_NUM_THREADS=str(threads))
+        for key, value in extra.items():
+            env.pop(key) if value is None else env.update({key: value})
+        log.info('SGEMM with %s', name)
+        result = subprocess.run([sys.executable, '-c', _GEMM_CHILD, path, json.dumps(shapes)],
+                                capture_output=True, text=True, env=env, check=True)
+        rates[name] = json.loads(result.stdout)
+    return rates
+
+
 class Worker:
     """A running peer_worker.py, answering one JSON line per request."""
 
@@ -112,7 +200,13 @@ class Worker:
         command = [python, WORKER, variant.framework, '--depth', str(case.depth),
                    '--kernel', str(case.kernel), '--dilation', str(case.dilation),
                    '--size', str(case.size), '--mode', mode, '--tmp', tmp] + list(variant.flags)
-        env = dict(os.environ, GLOG_minloglevel='2', **dict(variant.env))
+        env = dict(os.environ, GLOG_minloglevel='2')
+        for name in OPENBLAS_PINS:
+            env.pop(name, None)
+        for name, value in variant.env:
+            # a library folder goes first, before those the user set
+            env[name] = value + (':' + env[name] if name == 'LD_LIBRARY_PATH' and
+                                 env.get(name) else '')
         self.variant = variant
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=env, cwd=ROOT)
@@ -138,7 +232,8 @@ class Worker:
 
 
 def measure(case, mode, chosen, pythons, warmup, runs, tmp):
-    """{variant name: result} for one case and mode, the variants alternated."""
+    """{variant name: result} for one case and mode, the variants of one
+    group alternated."""
     workers = []
     try:
         for variant in chosen:
@@ -147,6 +242,9 @@ def measure(case, mode, chosen, pythons, warmup, runs, tmp):
         seconds = {w.variant.name: [] for w in workers}
         for index in range(warmup + runs):
             for worker in workers:
+                # BLAS and OpenMP threads spin a while after their last work:
+                # let the previous worker's settle before timing the next.
+                time.sleep(SETTLE_SECONDS)
                 answer = worker.ask('run')
                 if index >= warmup:
                     seconds[worker.variant.name].append(answer['seconds'])
@@ -179,19 +277,24 @@ def cpu_name():
     return platform.processor() or 'unknown CPU'
 
 
-def run(cases: List[Case], chosen, torch_python_path, warmup=2, runs=7, tmp='/tmp'):
-    """Measure every case in both modes; returns the record written as JSON."""
+def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, tmp='/tmp',
+        threads=None, gemm=True):
+    """Measure every case in both modes, group by group (and SGEMM of each
+    BLAS); returns the record written as JSON."""
     pythons = dict(caffe=sys.executable, torch=torch_python_path)
+    threads = threads or os.cpu_count()
     load_before = os.getloadavg()
+    gemm_record = dict(shapes=GEMM_SHAPES, rates=gemm_rates(threads)) if gemm else None
     records = []
     for case in cases:
         for mode in MODES:
-            results = measure(case, mode, chosen, pythons, warmup, runs, tmp)
-            records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
-                                results=results))
+            for group, chosen in enumerate(groups):
+                results = measure(case, mode, chosen, pythons, warmup, runs, tmp)
+                records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
+                                    group=group, results=results))
     return dict(machine=dict(cpu=cpu_name(), cores=os.cpu_count(),
                              load_before=load_before, load_after=os.getloadavg()),
-                warmup=warmup, runs=runs, records=records)
+                warmup=warmup, runs=runs, threads=threads, gemm=gemm_record, records=records)
 
 
 def best_torch(results):
@@ -205,47 +308,57 @@ def _gb(value):
 
 
 def report(record, caffe_variant='caffe-shared'):
-    """Markdown: one table per mode, ratios against PyTorch's best, the targets."""
+    """Markdown: one table per mode, ratios against caffe-shared of the same
+    group and against PyTorch's best, the targets, the SGEMM table."""
     machine = record['machine']
     lines = ['# FCRN on the CPU: Caffe and PyTorch side by side', '',
              'Machine: %s, %d cores (load average %.1f before, %.1f after). Produced by '
-             '`scripts/bench_peers.py`: each variant in a process of its own, the processes '
-             'asked for one pass each in turn; %d warm-up passes, then the median of %d. '
-             'Memory: peak resident set of the whole process, and above the process\'s '
-             'own after its imports (the net alone).' % (
-                 machine['cpu'], machine['cores'], machine['load_before'][0],
-                 machine['load_after'][0], record['warmup'], record['runs']), '']
-    first = record['records'][0]['results']
-    lines.append('Settings:')
-    for name, result in first.items():
-        lines.append('- `%s` (%s): %s' % (name, result['note'], json.dumps(
-            result['settings'], sort_keys=True)))
+             '`scripts/bench_peers.py`: each variant in a process of its own; the processes '
+             'of a group are asked for one pass each in turn, %d warm-up passes, then the '
+             'median of %d. Group 1 compares Caffe with PyTorch; group 2 measures one time '
+             'lever per row against caffe-shared. Memory: peak resident set of the whole '
+             'process, and above the process\'s own after its imports ("net": the net '
+             'alone).' % (machine['cpu'], machine['cores'], machine['load_before'][0],
+                          machine['load_after'][0], record['warmup'], record['runs']), '',
+             'Settings (threads, BLAS library and kernels):']
+    seen = set()
+    for entry in record['records']:
+        for name, result in entry['results'].items():
+            if (entry['group'], name) not in seen:
+                seen.add((entry['group'], name))
+                lines.append('- group %d, `%s` (%s): %s' % (
+                    entry['group'] + 1, name, result['note'],
+                    json.dumps(result['settings'], sort_keys=True)))
     lines.append('')
     titles = dict(forward='Forward (TEST net / inference mode)',
                   backward='Forward + backward (all parameter and input gradients)')
     for mode in MODES:
         lines += ['## ' + titles[mode], '',
-                  '| Case | Variant | median s | vs PyTorch best | peak GB | net GB '
-                  '| peak vs PyTorch best | net vs PyTorch best |',
-                  '|---|---|---:|---:|---:|---:|---:|---:|']
+                  '| Case | Group | Variant | median s | vs caffe-shared | vs PyTorch best '
+                  '| peak GB | net GB | peak vs PyTorch best | net vs PyTorch best |',
+                  '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
         for entry in record['records']:
             if entry['mode'] != mode:
                 continue
             reference = best_torch(entry['results'])
+            anchor = entry['results'].get('caffe-shared')
             for name, r in entry['results'].items():
                 net = r['peak_rss'] - r['baseline_rss']
+                ratios = ['%.2f' % (r['median'] / anchor['median']) if anchor else '-']
                 if reference:
                     ref_net = reference['peak_rss'] - reference['baseline_rss']
-                    ratios = ['%.2f' % (r['median'] / reference['median']),
-                              '%.2f' % (r['peak_rss'] / reference['peak_rss']),
-                              '%.2f' % (net / ref_net)]
+                    ratios += ['%.2f' % (r['median'] / reference['median']),
+                               '%.2f' % (r['peak_rss'] / reference['peak_rss']),
+                               '%.2f' % (net / ref_net)]
                 else:
-                    ratios = ['-'] * 3
-                lines.append('| %s | %s | %.3f | %s | %s | %s | %s | %s |' % (
-                    entry['name'], name, r['median'], ratios[0], _gb(r['peak_rss']),
-                    _gb(net), ratios[1], ratios[2]))
+                    ratios += ['-'] * 3
+                lines.append('| %s | %d | %s | %.3f | %s | %s | %s | %s | %s | %s |' % (
+                    entry['name'], entry['group'] + 1, name, r['median'], ratios[0],
+                    ratios[1], _gb(r['peak_rss']), _gb(net), ratios[2], ratios[3]))
         lines.append('')
     lines += targets(record, caffe_variant)
+    if record.get('gemm'):
+        lines += gemm_table(record['gemm'], record['threads'])
     return '\n'.join(lines) + '\n'
 
 
@@ -271,4 +384,16 @@ def targets(record, caffe_variant):
             verdict(mine['peak_rss'] / reference['peak_rss']),
             verdict((mine['peak_rss'] - mine['baseline_rss']) /
                     (reference['peak_rss'] - reference['baseline_rss']))))
+    return lines + ['']
+
+
+def gemm_table(gemm, threads):
+    shapes = ['%dx%dx%d' % tuple(shape) for shape in gemm['shapes']]
+    lines = ['## SGEMM of each BLAS installed (GFLOP/s, %d threads, best of 3)' % threads, '',
+             'Shapes are rows x inner x columns: a large square one (the machine\'s '
+             'measured peak), R101\'s res5 3x3 convolution at 505x505, its k5 '
+             'classifier as im2col and as kn2row compute it.', '',
+             '| BLAS | ' + ' | '.join(shapes) + ' |', '|---|' + '---:|' * len(shapes)]
+    for name, rates in gemm['rates'].items():
+        lines.append('| %s | %s |' % (name, ' | '.join('%.0f' % r for r in rates)))
     return lines + ['']
