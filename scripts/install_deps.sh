@@ -14,6 +14,9 @@ PACKAGES=(
   python3-protobuf python3-yaml python3-pil
   # C++ layer tests
   libgtest-dev
+  # other BLAS builds that scripts/bench_peers.py compares (Caffe links the
+  # default OpenBLAS; LD_LIBRARY_PATH=/usr/lib/<arch>/openblas-openmp swaps)
+  libopenblas0-openmp libblis4-openmp
 )
 
 missing=()

@@ -77,8 +77,16 @@ class CaffePeer:
         return list(self.net.blobs['prob'].data.shape)
 
     def settings(self):
+        import ctypes
         keys = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE')
-        return dict(blas=loaded_blas(), **{k.lower(): os.environ.get(k) for k in keys})
+        found = dict(blas=loaded_blas(), **{k.lower(): os.environ.get(k) for k in keys})
+        for path in found['blas']:
+            if 'libopenblas' in os.path.basename(path):
+                openblas = ctypes.CDLL(path)  # the copy already loaded
+                openblas.openblas_get_corename.restype = ctypes.c_char_p
+                found['openblas_kernels'] = openblas.openblas_get_corename().decode()
+                found['openblas_threads'] = openblas.openblas_get_num_threads()
+        return found
 
 
 class TorchPeer:
