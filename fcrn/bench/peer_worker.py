@@ -58,12 +58,19 @@ class CaffePeer:
             self.net = caffe.Net(path, caffe.TRAIN if self.backward else caffe.TEST)
         finally:
             os.unlink(path)
+        # As torchvision initialises: He-normal convolutions, zero biases, and
+        # normalisation that starts as the identity (mean 0, variance 1,
+        # Caffe's moving-average factor 1, gamma 1, beta 0).
         rng = np.random.RandomState(0)
-        for params in self.net.params.values():
+        for name, params in self.net.params.items():
+            if self.net.layer_dict[name].type == 'LeanBatchNorm':
+                for p, value in zip(params, (0, 1, 1, 1, 0)):
+                    p.data[...] = value
+                continue
             for p in params:
-                fan_in = max(1, int(np.prod(p.data.shape[1:])))
-                p.data[...] = rng.rand(*p.data.shape) + 0.5 if p.data.ndim == 1 \
-                    else rng.randn(*p.data.shape) * np.sqrt(2.0 / fan_in)
+                fan_in = int(np.prod(p.data.shape[1:]))
+                p.data[...] = rng.randn(*p.data.shape) * np.sqrt(2.0 / fan_in) \
+                    if p.data.ndim > 1 else 0
         self.net.blobs['data'].data[...] = rng.randn(*self.net.blobs['data'].data.shape) * 50
         self.top_diff = rng.randn(*self.net.blobs['prob'].data.shape).astype(np.float32)
 

@@ -61,10 +61,10 @@ class Variant:
     note: str = ''
 
 
-def openblas_dir(flavour):
-    """Debian's folder of one OpenBLAS build ('openmp', 'pthread', 'serial')."""
+def blas_dir(build):
+    """Debian's folder of one BLAS build: 'openblas-pthread', 'blis-openmp', ..."""
     multiarch = sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'
-    return '/usr/lib/%s/openblas-%s' % (multiarch, flavour)
+    return '/usr/lib/%s/%s' % (multiarch, build)
 
 
 # OpenBLAS picks its kernels for the CPU unless OPENBLAS_CORETYPE names them;
@@ -93,10 +93,9 @@ def variant_groups():
          Variant('caffe-im2col-classifier', 'caffe', SHARED,
                  env=(('FCRN_NO_KN2ROW', '1'),),
                  note='the classifier through im2col (patch 0012 off)'),
-         # OpenBLAS's OpenMP build (its libopenblas.so.0 found first): BLAS
-         # and im2col share one pool of threads.
+         # The same soname, libopenblas.so.0, found first in that folder.
          Variant('caffe-openblas-openmp', 'caffe', SHARED,
-                 env=(('LD_LIBRARY_PATH', openblas_dir('openmp')),),
+                 env=(('LD_LIBRARY_PATH', blas_dir('openblas-openmp')),),
                  note='OpenBLAS built for OpenMP'),
          Variant('caffe-haswell-kernels', 'caffe', SHARED,
                  env=(('OPENBLAS_CORETYPE', 'Haswell'),),
@@ -165,27 +164,28 @@ print(json.dumps(rates))
 
 
 def gemm_libraries():
-    """(name, library path, extra environment) of the BLAS builds installed."""
-    multiarch = sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'
+    """(name, library path, whether the environment's kernel pin stays) of
+    the BLAS builds installed."""
+    pin = os.environ.get('OPENBLAS_CORETYPE')
     found = []
     for flavour in ('pthread', 'openmp'):
-        path = os.path.join(openblas_dir(flavour), 'libopenblas.so.0')
-        found.append(('OpenBLAS %s' % flavour, path, {}))
-        # The kernels OpenBLAS picks itself (this environment may pin them).
-        found.append(('OpenBLAS %s, own kernel choice' % flavour, path,
-                      {'OPENBLAS_CORETYPE': None, 'OPENBLAS_L2_SIZE': None}))
-    found.append(('BLIS openmp', '/usr/lib/%s/blis-openmp/libblis.so.4' % multiarch, {}))
+        path = os.path.join(blas_dir('openblas-' + flavour), 'libopenblas.so.0')
+        found.append(('OpenBLAS %s%s' % (flavour, ', OPENBLAS_CORETYPE=%s' % pin if pin
+                                         else ''), path, True))
+        found.append(('OpenBLAS %s, own kernel choice' % flavour, path, False))
+    found.append(('BLIS openmp', os.path.join(blas_dir('blis-openmp'), 'libblis.so.4'), True))
     return [entry for entry in found if os.path.isfile(entry[1])]
 
 
 def gemm_rates(threads, shapes=GEMM_SHAPES):
     """{library name: [GFLOP/s per shape]}, each library in a process of its own."""
     rates = {}
-    for name, path, extra in gemm_libraries():
+    for name, path, pinned in gemm_libraries():
         env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS=str(threads), BLIS_NUM_THREADS=str(threads))
-        for key, value in extra.items():
-            env.pop(key) if value is None else env.update({key: value})
+        if not pinned:
+            for key in OPENBLAS_PINS:
+                env.pop(key, None)
         log.info('SGEMM with %s', name)
         result = subprocess.run([sys.executable, '-c', _GEMM_CHILD, path, json.dumps(shapes)],
                                 capture_output=True, text=True, env=env, check=True)
