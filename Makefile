@@ -34,7 +34,7 @@ VENV_SITE = $(shell $(PYTHON_SYSTEM) -c 'import sysconfig; \
   print(sysconfig.get_path("purelib", "venv", vars={"base": "$(CURDIR)/$(VENV)"}))')
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench clean
+.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench bench-peers clean
 
 all: layers venv
 
@@ -101,6 +101,12 @@ bench: all
 	@$(ENV) python scripts/bench_infer.py --net prototxt/voc/r50_s8_k3_d12/deploy.prototxt \
 	  --size 321 321 --out benchmarks/infer.md
 	@$(ENV) python scripts/bench_data.py --out benchmarks/data.md
+
+# Caffe against PyTorch on the CPU (benchmarks/peers.md); not part of CI. The
+# first run makes a PyTorch environment from PyPI (a few GB, see
+# requirements-peers.txt); the runs take about half an hour on 2 cores.
+bench-peers: all
+	@$(ENV) python scripts/bench_peers.py --out benchmarks/peers.md
 
 clean:
 	rm -rf $(BUILD) build-kit $(VENV)

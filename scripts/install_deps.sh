@@ -32,6 +32,9 @@ PACKAGES=(
   libgtest-dev
   # the GPU kit (make gpu-kit): its archive, and binaries that find its libraries
   xz-utils patchelf
+  # other BLAS builds that scripts/bench_peers.py compares (Caffe links the
+  # default OpenBLAS; LD_LIBRARY_PATH=/usr/lib/<arch>/openblas-openmp swaps)
+  libopenblas0-openmp libblis4-openmp
 )
 
 missing=()

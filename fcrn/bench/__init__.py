@@ -1,0 +1,1 @@
+"""Benchmarks that compare the project with its peers."""

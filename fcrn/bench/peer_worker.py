@@ -1,0 +1,194 @@
+"""One framework's side of scripts/bench_peers.py, run as a child process.
+
+    python peer_worker.py caffe|torch --depth 101 --kernel 5 --dilation 12
+        --size 505 --mode forward|backward [--share-memory] [--channels-last]
+
+Run by path with that framework's interpreter (the PyTorch one cannot import
+pycaffe, so this file imports nothing of the project at module level). It
+builds the FCRN deploy net with random weights and prints one JSON line when
+ready; then each line `run` on stdin runs one pass (forward, or forward and
+backward) and answers its seconds; `finish` answers the peak resident set and
+the output shape, and the worker exits. The parent alternates the workers run
+by run, so that a change of load on the machine hits every framework alike.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+CLASSES = 21
+
+
+def rss_peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def loaded_blas():
+    """Paths of the BLAS libraries mapped into this process."""
+    names = ('openblas', 'blis', 'mkl', 'libblas')
+    with open('/proc/self/maps') as maps:
+        paths = {line.split()[-1] for line in maps if '/' in line}
+    return sorted(p for p in paths if any(n in os.path.basename(p) for n in names))
+
+
+class CaffePeer:
+    """The project's generated deploy net (fcrn.net.netgen) in pycaffe."""
+
+    def __init__(self, args):
+        import numpy as np
+        import fcrn  # noqa: F401  (LeanBatchNorm)
+        import caffe
+        from fcrn.net import netgen
+        self.baseline = rss_peak()
+        caffe.set_mode_cpu()
+        variant = netgen.Variant(depth=args.depth, kernel=args.kernel, dilation=args.dilation)
+        proto = netgen.net(variant, 'deploy')
+        proto.layer[0].input_param.shape[0].dim[2:] = [args.size, args.size]
+        self.backward = args.mode == 'backward'
+        proto.force_backward = self.backward
+        proto.share_memory = args.share_memory
+        path = os.path.join(args.tmp, 'peer-%d.prototxt' % os.getpid())
+        with open(path, 'w') as f:
+            f.write(str(proto))  # net_text would drop the net-level fields
+        try:
+            # TRAIN keeps every blob's data for Backward (and shares diffs);
+            # TEST runs Forward only (and shares data).
+            self.net = caffe.Net(path, caffe.TRAIN if self.backward else caffe.TEST)
+        finally:
+            os.unlink(path)
+        # As torchvision initialises: He-normal convolutions, zero biases, and
+        # normalisation that starts as the identity (mean 0, variance 1,
+        # Caffe's moving-average factor 1, gamma 1, beta 0).
+        rng = np.random.RandomState(0)
+        for name, params in self.net.params.items():
+            if self.net.layer_dict[name].type == 'LeanBatchNorm':
+                for p, value in zip(params, (0, 1, 1, 1, 0)):
+                    p.data[...] = value
+                continue
+            for p in params:
+                fan_in = int(np.prod(p.data.shape[1:]))
+                p.data[...] = rng.randn(*p.data.shape) * np.sqrt(2.0 / fan_in) \
+                    if p.data.ndim > 1 else 0
+        self.net.blobs['data'].data[...] = rng.randn(*self.net.blobs['data'].data.shape) * 50
+        self.top_diff = rng.randn(*self.net.blobs['prob'].data.shape).astype(np.float32)
+
+    def run(self):
+        self.net.forward()
+        if self.backward:
+            self.net.clear_param_diffs()
+            self.net.backward(prob=self.top_diff)
+
+    def output_shape(self):
+        return list(self.net.blobs['prob'].data.shape)
+
+    def settings(self):
+        import ctypes
+        keys = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE')
+        found = dict(blas=loaded_blas(), **{k.lower(): os.environ.get(k) for k in keys})
+        for path in found['blas']:
+            if 'libopenblas' in os.path.basename(path):
+                openblas = ctypes.CDLL(path)  # the copy already loaded
+                openblas.openblas_get_corename.restype = ctypes.c_char_p
+                found['openblas_kernels'] = openblas.openblas_get_corename().decode()
+                found['openblas_threads'] = openblas.openblas_get_num_threads()
+        return found
+
+
+class TorchPeer:
+    """The same architecture from torchvision: original ResNet (stride on the
+    first 1x1 convolution of a block, every 3x3 of a dilated stage dilated,
+    max-pool in Caffe's ceil mode), frozen BN, the dilated classifier."""
+
+    def __init__(self, args):
+        import torch
+        import torchvision
+        self.torch = torch
+        self.baseline = rss_peak()
+        torch.manual_seed(0)
+        make = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}[args.depth]
+        net = make(weights=None, replace_stride_with_dilation=[False, True, True])
+        net.maxpool = torch.nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
+        for stage, dilation in ((net.layer2, 1), (net.layer3, 2), (net.layer4, 4)):
+            for index, block in enumerate(stage):
+                block.conv2.dilation = (dilation, dilation)
+                block.conv2.padding = (dilation, dilation)
+                if stage is net.layer2 and index == 0:
+                    block.conv1.stride, block.conv2.stride = (2, 2), (1, 1)
+        pad = args.dilation * (args.kernel - 1) // 2
+        classifier = torch.nn.Conv2d(2048, CLASSES, args.kernel, padding=pad,
+                                     dilation=args.dilation)
+        self.net = torch.nn.Sequential(
+            net.conv1, net.bn1, net.relu, net.maxpool,
+            net.layer1, net.layer2, net.layer3, net.layer4, classifier,
+            torch.nn.Softmax(dim=1)).eval()  # eval: frozen BN statistics
+        self.backward = args.mode == 'backward'
+        self.memory_format = torch.channels_last if args.channels_last \
+            else torch.contiguous_format
+        self.net = self.net.to(memory_format=self.memory_format)
+        self.input = (torch.randn(1, 3, args.size, args.size) * 50).to(
+            memory_format=self.memory_format)
+        # Caffe's force_backward computes the input's gradient too.
+        self.input.requires_grad_(self.backward)
+        for p in self.net.parameters():
+            p.requires_grad_(self.backward)
+        self.output = None
+        self.top_diff = None
+
+    def run(self):
+        if self.backward:
+            for p in self.net.parameters():
+                p.grad = None
+            self.input.grad = None
+            self.output = self.net(self.input)
+            if self.top_diff is None:
+                self.top_diff = self.torch.randn_like(self.output)
+            self.output.backward(self.top_diff)
+        else:
+            with self.torch.inference_mode():
+                self.output = self.net(self.input)
+
+    def output_shape(self):
+        return list(self.output.shape)
+
+    def settings(self):
+        torch = self.torch
+        return dict(version=torch.__version__, threads=torch.get_num_threads(),
+                    mkldnn=torch.backends.mkldnn.is_available(),
+                    memory_format='channels_last' if self.memory_format ==
+                    torch.channels_last else 'contiguous')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('framework', choices=('caffe', 'torch'))
+    parser.add_argument('--depth', type=int, choices=(50, 101), required=True)
+    parser.add_argument('--kernel', type=int, required=True)
+    parser.add_argument('--dilation', type=int, required=True)
+    parser.add_argument('--size', type=int, required=True)
+    parser.add_argument('--mode', choices=('forward', 'backward'), required=True)
+    parser.add_argument('--share-memory', action='store_true')
+    parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument('--tmp', default='/tmp')
+    args = parser.parse_args(argv)
+    peer = (CaffePeer if args.framework == 'caffe' else TorchPeer)(args)
+
+    def answer(**fields):
+        sys.stdout.write(json.dumps(fields) + '\n')
+        sys.stdout.flush()
+
+    answer(ready=True, baseline_rss=peer.baseline, settings=peer.settings())
+    for line in sys.stdin:
+        if line.strip() == 'run':
+            start = time.perf_counter()
+            peer.run()
+            answer(seconds=time.perf_counter() - start)
+        elif line.strip() == 'finish':
+            answer(peak_rss=rss_peak(), output_shape=peer.output_shape())
+            return 0
+    return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

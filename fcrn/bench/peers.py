@@ -1,0 +1,399 @@
+"""The FCRN in Caffe and in PyTorch on the CPU, side by side (scripts/bench_peers.py).
+
+Each (case, mode, variant) runs in a worker process of its own
+(fcrn/bench/peer_worker.py): Caffe variants under the project's interpreter,
+PyTorch ones under a virtual environment of their own that `torch_python`
+makes on demand from requirements-peers.txt (PyTorch never enters the pycaffe
+environment). The workers of one case and mode live side by side and the
+parent asks them for one pass each in turn, run after run, so that the
+machine's changing load hits every variant alike. Peak memory is each
+worker's peak resident set, whole (interpreter and libraries included) and
+above its baseline after the imports.
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from typing import List
+
+from fcrn import ROOT
+
+log = logging.getLogger(__name__)
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peer_worker.py')
+REQUIREMENTS = os.path.join(ROOT, 'requirements-peers.txt')
+MODES = ('forward', 'backward')
+SETTLE_SECONDS = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One network and input size (the deploy net of fcrn.net.netgen)."""
+    depth: int
+    kernel: int
+    dilation: int
+    size: int
+
+    @property
+    def name(self):
+        return 'R%d 1/8 (k%d d%d), %dx%d' % (self.depth, self.kernel, self.dilation,
+                                             self.size, self.size)
+
+
+CASES = (Case(50, 3, 12, 321), Case(50, 3, 12, 505),
+         Case(101, 5, 12, 321), Case(101, 5, 12, 505))
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A way to run one framework: the lever it measures is its only change."""
+    name: str
+    framework: str
+    flags: tuple = ()
+    env: tuple = ()          # (name, value) pairs set for the worker
+    note: str = ''
+
+
+def blas_dir(build):
+    """Debian's folder of one BLAS build: 'openblas-pthread', 'blis-openmp', ..."""
+    multiarch = sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'
+    return '/usr/lib/%s/%s' % (multiarch, build)
+
+
+# OpenBLAS picks its kernels for the CPU unless OPENBLAS_CORETYPE names them;
+# some machines pin them (with OPENBLAS_L2_SIZE) in the environment. Workers
+# run without the pin unless their variant sets it, and report the kernels.
+OPENBLAS_PINS = ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE')
+SHARED = ('--share-memory',)
+
+
+def variant_groups():
+    """Groups of variants, each group's workers alternated run by run.
+
+    The first group compares Caffe with PyTorch; the second holds one lever
+    each against caffe-shared (all share memory, so that five Caffe
+    processes fit in memory at 505x505)."""
+    return (
+        (Variant('caffe', 'caffe', note='as built'),
+         Variant('caffe-shared', 'caffe', SHARED,
+                 note='share_memory: data (forward) or diffs (backward) share memory'),
+         Variant('torch', 'torch', note='NCHW (contiguous)'),
+         Variant('torch-cl', 'torch', ('--channels-last',), note='channels_last')),
+        (Variant('caffe-shared', 'caffe', SHARED, note='the reference of this group'),
+         Variant('caffe-upstream-im2col', 'caffe', SHARED,
+                 env=(('FCRN_UPSTREAM_IM2COL', '1'),),
+                 note="upstream's im2col/col2im loops (patch 0011 off)"),
+         Variant('caffe-im2col-classifier', 'caffe', SHARED,
+                 env=(('FCRN_NO_KN2ROW', '1'),),
+                 note='the classifier through im2col (patch 0012 off)'),
+         # The same soname, libopenblas.so.0, found first in that folder.
+         Variant('caffe-openblas-openmp', 'caffe', SHARED,
+                 env=(('LD_LIBRARY_PATH', blas_dir('openblas-openmp')),),
+                 note='OpenBLAS built for OpenMP'),
+         Variant('caffe-haswell-kernels', 'caffe', SHARED,
+                 env=(('OPENBLAS_CORETYPE', 'Haswell'),),
+                 note='OpenBLAS held to its AVX2 (Haswell) kernels')),
+    )
+
+
+def requirements_key(path=REQUIREMENTS):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def default_torch_venv():
+    cache = os.environ.get('FCRN_CACHE_DIR') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'fcrn')
+    return os.path.join(cache, 'peers-venv')
+
+
+def torch_python(venv, requirements=REQUIREMENTS):
+    """The interpreter of a virtual environment with PyTorch and torchvision
+    as pinned in `requirements`, made (or remade, when they change) with pip
+    as the machine configures it. Its marker file holds the requirements'
+    hash, written last: an interrupted install is redone."""
+    python = os.path.join(venv, 'bin', 'python')
+    marker = os.path.join(venv, '.complete')
+    key = requirements_key(requirements)
+    if os.path.isfile(marker) and open(marker).read().strip() == key:
+        return python
+    log.info('making the PyTorch environment %s from %s (a few GB)', venv, requirements)
+    subprocess.run(['/usr/bin/python3', '-m', 'venv', '--clear', venv], check=True)
+    subprocess.run([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
+                    '-r', requirements], check=True)
+    with open(marker, 'w') as f:
+        f.write(key + '\n')
+    return python
+
+
+# SGEMM shapes (rows, inner, columns) of the benchmark's nets: a large square
+# one (the machine's measured peak), R101's res5 3x3 convolution at 505x505
+# (64x64 output), and the k5 classifier there as im2col (21 rows) and as
+# kn2row (25 * 21 rows) compute it.
+GEMM_SHAPES = ((2048, 2048, 2048), (512, 4608, 4096), (21, 51200, 4096), (525, 2048, 4096))
+
+_GEMM_CHILD = """
+import ctypes, json, sys, time
+import numpy as np
+library = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_LOCAL)
+sgemm = library.cblas_sgemm
+sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
+                  ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+rates = []
+for m, k, n in json.loads(sys.argv[2]):
+    rng = np.random.RandomState(0)
+    a, b = rng.rand(m, k).astype(np.float32), rng.rand(k, n).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    best = float('inf')
+    for _ in range(4):  # the first one warms up
+        start = time.perf_counter()
+        sgemm(101, 111, 111, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0,
+              c.ctypes.data, n)
+        best = min(best, time.perf_counter() - start)
+    assert np.allclose(c[:3, :3], a[:3] @ b[:, :3], rtol=1e-3), 'wrong product'
+    rates.append(2.0 * m * k * n / best / 1e9)
+print(json.dumps(rates))
+"""
+
+
+def gemm_libraries():
+    """(name, library path, whether the environment's kernel pin stays) of
+    the BLAS builds installed."""
+    pin = os.environ.get('OPENBLAS_CORETYPE')
+    found = []
+    for flavour in ('pthread', 'openmp'):
+        path = os.path.join(blas_dir('openblas-' + flavour), 'libopenblas.so.0')
+        found.append(('OpenBLAS %s%s' % (flavour, ', OPENBLAS_CORETYPE=%s' % pin if pin
+                                         else ''), path, True))
+        found.append(('OpenBLAS %s, own kernel choice' % flavour, path, False))
+    found.append(('BLIS openmp', os.path.join(blas_dir('blis-openmp'), 'libblis.so.4'), True))
+    return [entry for entry in found if os.path.isfile(entry[1])]
+
+
+def gemm_rates(threads, shapes=GEMM_SHAPES):
+    """{library name: [GFLOP/s per shape]}, each library in a process of its own."""
+    rates = {}
+    for name, path, pinned in gemm_libraries():
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads), BLIS_NUM_THREADS=str(threads))
+        if not pinned:
+            for key in OPENBLAS_PINS:
+                env.pop(key, None)
+        log.info('SGEMM with %s', name)
+        result = subprocess.run([sys.executable, '-c', _GEMM_CHILD, path, json.dumps(shapes)],
+                                capture_output=True, text=True, env=env, check=True)
+        rates[name] = json.loads(result.stdout)
+    return rates
+
+
+class Worker:
+    """A running peer_worker.py, answering one JSON line per request."""
+
+    def __init__(self, python, variant, case, mode, tmp):
+        command = [python, WORKER, variant.framework, '--depth', str(case.depth),
+                   '--kernel', str(case.kernel), '--dilation', str(case.dilation),
+                   '--size', str(case.size), '--mode', mode, '--tmp', tmp] + list(variant.flags)
+        env = dict(os.environ, GLOG_minloglevel='2')
+        for name in OPENBLAS_PINS:
+            env.pop(name, None)
+        for name, value in variant.env:
+            # a library folder goes first, before those the user set
+            env[name] = value + (':' + env[name] if name == 'LD_LIBRARY_PATH' and
+                                 env.get(name) else '')
+        self.variant = variant
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env=env, cwd=ROOT)
+        self.ready = self._read()
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError('%s worker exited with status %s before answering (its '
+                               'error is above)' % (self.variant.name, code))
+        return json.loads(line)
+
+    def ask(self, request):
+        self.process.stdin.write(request + '\n')
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def measure(case, mode, chosen, pythons, warmup, runs, tmp):
+    """{variant name: result} for one case and mode, the variants of one
+    group alternated."""
+    workers = []
+    try:
+        for variant in chosen:
+            log.info('%s, %s: starting %s', case.name, mode, variant.name)
+            workers.append(Worker(pythons[variant.framework], variant, case, mode, tmp))
+        seconds = {w.variant.name: [] for w in workers}
+        for index in range(warmup + runs):
+            for worker in workers:
+                # BLAS and OpenMP threads spin a while after their last work:
+                # let the previous worker's settle before timing the next.
+                time.sleep(SETTLE_SECONDS)
+                answer = worker.ask('run')
+                if index >= warmup:
+                    seconds[worker.variant.name].append(answer['seconds'])
+        results = {}
+        for worker in workers:
+            end = worker.ask('finish')
+            name = worker.variant.name
+            results[name] = dict(
+                variant=name, framework=worker.variant.framework, note=worker.variant.note,
+                seconds=seconds[name], median=statistics.median(seconds[name]),
+                peak_rss=end['peak_rss'], baseline_rss=worker.ready['baseline_rss'],
+                output_shape=end['output_shape'], settings=worker.ready['settings'])
+            log.info('%s, %s, %s: median %.3f s, peak %.2f GB', case.name, mode, name,
+                     results[name]['median'], end['peak_rss'] / 1e9)
+    finally:
+        for worker in workers:
+            worker.close()
+    shapes = {tuple(r['output_shape']) for r in results.values()}
+    if len(shapes) != 1:
+        raise RuntimeError('%s, %s: the variants disagree on the output shape: %s' % (
+            case.name, mode, {n: r['output_shape'] for n, r in results.items()}))
+    return results
+
+
+def cpu_name():
+    with open('/proc/cpuinfo') as f:
+        for line in f:
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    return platform.processor() or 'unknown CPU'
+
+
+def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, tmp='/tmp',
+        threads=None, gemm=True):
+    """Measure every case in both modes, group by group (and SGEMM of each
+    BLAS); returns the record written as JSON."""
+    pythons = dict(caffe=sys.executable, torch=torch_python_path)
+    threads = threads or os.cpu_count()
+    load_before = os.getloadavg()
+    gemm_record = dict(shapes=GEMM_SHAPES, rates=gemm_rates(threads)) if gemm else None
+    records = []
+    for case in cases:
+        for mode in MODES:
+            for group, chosen in enumerate(groups):
+                results = measure(case, mode, chosen, pythons, warmup, runs, tmp)
+                records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
+                                    group=group, results=results))
+    return dict(machine=dict(cpu=cpu_name(), cores=os.cpu_count(),
+                             load_before=load_before, load_after=os.getloadavg()),
+                warmup=warmup, runs=runs, threads=threads, gemm=gemm_record, records=records)
+
+
+def best_torch(results):
+    """PyTorch's fastest variant (its best setting) in one case and mode."""
+    torch = [r for r in results.values() if r['framework'] == 'torch']
+    return min(torch, key=lambda r: r['median']) if torch else None
+
+
+def _gb(value):
+    return '%.2f' % (value / 1e9)
+
+
+def report(record, caffe_variant='caffe-shared'):
+    """Markdown: one table per mode, ratios against caffe-shared of the same
+    group and against PyTorch's best, the targets, the SGEMM table."""
+    machine = record['machine']
+    lines = ['# FCRN on the CPU: Caffe and PyTorch side by side', '',
+             'Machine: %s, %d cores (load average %.1f before, %.1f after). Produced by '
+             '`scripts/bench_peers.py`: each variant in a process of its own; the processes '
+             'of a group are asked for one pass each in turn, %d warm-up passes, then the '
+             'median of %d. Group 1 compares Caffe with PyTorch; group 2 measures one time '
+             'lever per row against caffe-shared. Memory: peak resident set of the whole '
+             'process, and above the process\'s own after its imports ("net": the net '
+             'alone).' % (machine['cpu'], machine['cores'], machine['load_before'][0],
+                          machine['load_after'][0], record['warmup'], record['runs']), '',
+             'Settings (threads, BLAS library and kernels):']
+    seen = set()
+    for entry in record['records']:
+        for name, result in entry['results'].items():
+            if (entry['group'], name) not in seen:
+                seen.add((entry['group'], name))
+                lines.append('- group %d, `%s` (%s): %s' % (
+                    entry['group'] + 1, name, result['note'],
+                    json.dumps(result['settings'], sort_keys=True)))
+    lines.append('')
+    titles = dict(forward='Forward (TEST net / inference mode)',
+                  backward='Forward + backward (all parameter and input gradients)')
+    for mode in MODES:
+        lines += ['## ' + titles[mode], '',
+                  '| Case | Group | Variant | median s | vs caffe-shared | vs PyTorch best '
+                  '| peak GB | net GB | peak vs PyTorch best | net vs PyTorch best |',
+                  '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+        for entry in record['records']:
+            if entry['mode'] != mode:
+                continue
+            reference = best_torch(entry['results'])
+            anchor = entry['results'].get('caffe-shared')
+            for name, r in entry['results'].items():
+                net = r['peak_rss'] - r['baseline_rss']
+                ratios = ['%.2f' % (r['median'] / anchor['median']) if anchor else '-']
+                if reference:
+                    ref_net = reference['peak_rss'] - reference['baseline_rss']
+                    ratios += ['%.2f' % (r['median'] / reference['median']),
+                               '%.2f' % (r['peak_rss'] / reference['peak_rss']),
+                               '%.2f' % (net / ref_net)]
+                else:
+                    ratios += ['-'] * 3
+                lines.append('| %s | %d | %s | %.3f | %s | %s | %s | %s | %s | %s |' % (
+                    entry['name'], entry['group'] + 1, name, r['median'], ratios[0],
+                    ratios[1], _gb(r['peak_rss']), _gb(net), ratios[2], ratios[3]))
+        lines.append('')
+    lines += targets(record, caffe_variant)
+    if record.get('gemm'):
+        lines += gemm_table(record['gemm'], record['threads'])
+    return '\n'.join(lines) + '\n'
+
+
+def targets(record, caffe_variant):
+    """The issue's targets, met or not, for one Caffe variant (the plain
+    build where that one was not measured)."""
+    lines = ['## Targets (Caffe at most 1.0x PyTorch\'s best)', '',
+             '| Case | Mode | Caffe variant | time | peak memory (whole) | net memory |',
+             '|---|---|---|---|---|---|']
+    for entry in record['records']:
+        reference = best_torch(entry['results'])
+        caffe = [r for r in entry['results'].values() if r['framework'] == 'caffe']
+        if not reference or not caffe:
+            continue
+        named = {r['variant']: r for r in caffe}
+        mine = named.get(caffe_variant) or named.get('caffe') or caffe[0]
+
+        def verdict(ratio):
+            return '%.2fx %s' % (ratio, 'met' if ratio <= 1.0 else 'NOT met')
+        lines.append('| %s | %s | %s | %s | %s | %s |' % (
+            entry['name'], entry['mode'], mine['variant'],
+            verdict(mine['median'] / reference['median']),
+            verdict(mine['peak_rss'] / reference['peak_rss']),
+            verdict((mine['peak_rss'] - mine['baseline_rss']) /
+                    (reference['peak_rss'] - reference['baseline_rss']))))
+    return lines + ['']
+
+
+def gemm_table(gemm, threads):
+    shapes = ['%dx%dx%d' % tuple(shape) for shape in gemm['shapes']]
+    lines = ['## SGEMM of each BLAS installed (GFLOP/s, %d threads, best of 3)' % threads, '',
+             'Shapes are rows x inner x columns: a large square one (the machine\'s '
+             'measured peak), R101\'s res5 3x3 convolution at 505x505, its k5 '
+             'classifier as im2col and as kn2row compute it.', '',
+             '| BLAS | ' + ' | '.join(shapes) + ' |', '|---|' + '---:|' * len(shapes)]
+    for name, rates in gemm['rates'].items():
+        lines.append('| %s | %s |' % (name, ' | '.join('%.0f' % r for r in rates)))
+    return lines + ['']

@@ -1,0 +1,46 @@
+"""scripts/bench_peers.py's plumbing on its Caffe side (PyTorch needs a few GB
+from PyPI, so its side runs only in `make bench-peers`)."""
+import json
+import os
+import subprocess
+import sys
+
+import fcrn
+
+SCRIPT = os.path.join(fcrn.ROOT, 'scripts', 'bench_peers.py')
+
+
+def run(*args):
+    return subprocess.run([sys.executable, SCRIPT] + list(args), capture_output=True,
+                          text=True, cwd=fcrn.ROOT, timeout=600)
+
+
+def test_caffe_variants_alternate_and_share_memory(tmp_path):
+    out = tmp_path / 'peers.md'
+    result = run('--cases', '2', '--size', '97', '--runs', '2', '--warmup', '0', '--no-gemm',
+                 '--variants', 'caffe', 'caffe-shared', 'caffe-im2col-classifier',
+                 '--out', str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / 'peers.json').read_text())
+    assert [(e['mode'], e['group']) for e in record['records']] == [
+        ('forward', 0), ('forward', 1), ('backward', 0), ('backward', 1)]
+    for entry in record['records']:
+        for r in entry['results'].values():
+            assert len(r['seconds']) == 2
+            assert r['output_shape'] == [1, 21, 12, 12]  # 97 -> 49 -> 24 (pool) -> 12
+            assert 'openblas_coretype' not in r['settings'] or \
+                r['settings']['openblas_coretype'] is None  # OpenBLAS's own kernels
+    first = {e['mode']: e['results'] for e in record['records'] if e['group'] == 0}
+    for mode in ('forward', 'backward'):
+        plain, shared = first[mode]['caffe'], first[mode]['caffe-shared']
+        assert shared['peak_rss'] - shared['baseline_rss'] < \
+            plain['peak_rss'] - plain['baseline_rss'], mode
+    text = out.read_text()
+    assert '| R101 1/8 (k5 d12), 97x97 | 2 | caffe-im2col-classifier |' in text
+    assert 'Targets' in text
+
+
+def test_unknown_variant_is_a_usage_error():
+    result = run('--variants', 'caffe', 'cafe')
+    assert result.returncode == 2
+    assert "unknown variant(s) cafe" in result.stderr

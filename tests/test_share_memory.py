@@ -1,0 +1,234 @@
+"""Memory sharing between blobs (NetParameter.share_memory, cpp/patches/0010-*).
+
+A net with share_memory gives blobs whose lifetimes in one pass do not
+overlap one memory: their data in the TEST phase, their diffs otherwise. The
+outputs and gradients must equal, bit for bit, those of the same net without
+it; the memory layout is checked against lifetimes computed here from the
+net's own layer order; nets it would get wrong are refused, naming the layer.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fcrn  # noqa: F401  (loads the layers)
+import caffe
+from caffe import layers as L, params as P
+from fcrn.net import netgen
+
+SIZE = 49
+
+
+def fcrn_net(phase, share, size=SIZE):
+    """A small FCRN-50 deploy net (dilated 1/8, 3x3 classifier)."""
+    proto = netgen.net(netgen.Variant(depth=50, kernel=3, dilation=2), 'deploy')
+    proto.layer[0].input_param.shape[0].dim[2:] = [size, size]
+    proto.force_backward = phase == caffe.TRAIN
+    proto.share_memory = share
+    return proto
+
+
+def loss_net(share):
+    """Branches, in-place layers, a dilated convolution, a label input, and
+    consumers that send no gradient back (a pooling with propagate_down
+    false, an Accuracy): Split reads their diffs, which must stay zero."""
+    n = caffe.NetSpec()
+    n.data, n.label = L.Input(shape=[dict(dim=[2, 3, 11, 13]), dict(dim=[2, 1, 11, 13])],
+                              ntop=2)
+    n.conv1 = L.Convolution(n.data, num_output=8, kernel_size=3, pad=1,
+                            weight_filler=dict(type='gaussian', std=0.3))
+    n.bn1 = L.LeanBatchNorm(n.conv1, batch_norm_param=dict(use_global_stats=True),
+                            in_place=True)
+    n.relu1 = L.ReLU(n.conv1, in_place=True)
+    n.side = L.Pooling(n.conv1, pool=P.Pooling.AVE, kernel_size=3, stride=1, pad=1,
+                       propagate_down=[False])
+    n.branch_a = L.Convolution(n.conv1, num_output=8, kernel_size=3, pad=2, dilation=2,
+                               weight_filler=dict(type='gaussian', std=0.3))
+    n.branch_b = L.Convolution(n.conv1, num_output=8, kernel_size=1,
+                               weight_filler=dict(type='gaussian', std=0.3))
+    n.sum = L.Eltwise(n.branch_a, n.branch_b, n.side, operation=P.Eltwise.SUM)
+    n.relu2 = L.ReLU(n.sum, in_place=True)
+    n.pool = L.Pooling(n.sum, pool=P.Pooling.MAX, kernel_size=3, stride=1, pad=1)
+    n.score = L.Convolution(n.pool, num_output=4, kernel_size=3, pad=1,
+                            weight_filler=dict(type='gaussian', std=0.3))
+    n.loss = L.SoftmaxWithLoss(n.score, n.label, propagate_down=[True, False])
+    n.hard = L.BootstrappedSoftmaxWithLoss(n.score, n.label, propagate_down=[True, False],
+                                           bootstrap_param=dict(min_kept=20), loss_weight=0.5)
+    n.accuracy = L.Accuracy(n.score, n.label)
+    proto = n.to_proto()
+    proto.share_memory = share
+    return proto
+
+
+def load(tmp_path, proto, phase, name):
+    path = tmp_path / name
+    path.write_text(str(proto))
+    return caffe.Net(str(path), phase)
+
+
+def randomise(net, rng):
+    for params in net.params.values():
+        for p in params:
+            p.data[...] = rng.rand(*p.data.shape) + 0.5 if p.data.ndim == 1 else \
+                rng.randn(*p.data.shape) / np.sqrt(p.data[0].size)
+
+
+def copy_params(source, target):
+    for name, params in source.params.items():
+        for i, p in enumerate(params):
+            target.params[name][i].data[...] = p.data
+
+
+def lifetimes(net):
+    """{blob: (first, last) layer index} and {blob: alias root}: Split tops
+    are their bottom's data; everything else must not overlap."""
+    span, alias = {}, {}
+    for i, layer in enumerate(net.layers):
+        for blob in net.bottom_names[net._layer_names[i]] + net.top_names[net._layer_names[i]]:
+            first, last = span.get(blob, (i, i))
+            span[blob] = (min(first, i), max(last, i))
+        if layer.type == 'Split':
+            bottom = net.bottom_names[net._layer_names[i]][0]
+            for top in net.top_names[net._layer_names[i]]:
+                alias[top] = alias.get(bottom, bottom)
+    return span, alias
+
+
+def memory_layout(net, field):
+    """{blob: (address, bytes)} of each blob's data or diff."""
+    layout = {}
+    for name, blob in net.blobs.items():
+        array = getattr(blob, field)
+        layout[name] = (array.ctypes.data, array.nbytes)
+    return layout
+
+
+def check_layout(net, field, alias_splits):
+    """No two blobs alive at once overlap in memory; some memory is shared.
+    Returns the number of distinct memories."""
+    span, alias = lifetimes(net)
+    if not alias_splits:
+        alias = {}
+    layout = memory_layout(net, field)
+    names = [name for name in net.blobs if layout[name][1]]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if alias.get(a, a) == alias.get(b, b):
+                continue
+            overlap_in_time = span[a][0] <= span[b][1] and span[b][0] <= span[a][1]
+            (pa, na), (pb, nb) = layout[a], layout[b]
+            overlap_in_memory = pa < pb + nb and pb < pa + na
+            assert not (overlap_in_time and overlap_in_memory), \
+                '%s %s and %s share memory while both alive (%s, %s)' % (
+                    field, a, b, span[a], span[b])
+    return len({layout[name][0] for name in names})
+
+
+def test_test_phase_shares_data_and_gives_identical_outputs(tmp_path):
+    plain = load(tmp_path, fcrn_net(caffe.TEST, False), caffe.TEST, 'plain.prototxt')
+    shared = load(tmp_path, fcrn_net(caffe.TEST, True), caffe.TEST, 'shared.prototxt')
+    rng = np.random.RandomState(0)
+    randomise(plain, rng)
+    copy_params(plain, shared)
+    image = rng.randn(1, 3, SIZE, SIZE) * 50
+    for net in (plain, shared):
+        net.blobs['data'].data[...] = image
+        net.forward()
+    assert np.array_equal(plain.blobs['prob'].data, shared.blobs['prob'].data)
+    memories = check_layout(shared, 'data', alias_splits=True)
+    distinct_plain = check_layout(plain, 'data', alias_splits=True)
+    assert memories < distinct_plain / 5, (memories, distinct_plain)
+
+
+def test_test_phase_follows_a_new_input_size(tmp_path):
+    """pycaffe may reshape an input and run forward without net.reshape()."""
+    plain = load(tmp_path, fcrn_net(caffe.TEST, False), caffe.TEST, 'plain.prototxt')
+    shared = load(tmp_path, fcrn_net(caffe.TEST, True), caffe.TEST, 'shared.prototxt')
+    rng = np.random.RandomState(1)
+    randomise(plain, rng)
+    copy_params(plain, shared)
+    for size in (SIZE + 16, SIZE - 8):
+        image = rng.randn(1, 3, size, size) * 50
+        for net in (plain, shared):
+            net.blobs['data'].reshape(*image.shape)
+            net.blobs['data'].data[...] = image
+            net.forward()
+        assert np.array_equal(plain.blobs['prob'].data, shared.blobs['prob'].data)
+        check_layout(shared, 'data', alias_splits=True)
+
+
+@pytest.mark.parametrize('make', ['fcrn', 'loss'])
+def test_train_phase_shares_diffs_and_gives_identical_gradients(tmp_path, make):
+    if make == 'fcrn':
+        protos = [fcrn_net(caffe.TRAIN, share) for share in (False, True)]
+    else:
+        protos = [loss_net(share) for share in (False, True)]
+    plain, shared = [load(tmp_path, proto, caffe.TRAIN, '%d.prototxt' % i)
+                     for i, proto in enumerate(protos)]
+    rng = np.random.RandomState(2)
+    randomise(plain, rng)
+    copy_params(plain, shared)
+    inputs = {'data': rng.randn(*plain.blobs['data'].data.shape) * 50}
+    if make == 'loss':
+        inputs['label'] = rng.randint(0, 4, plain.blobs['label'].data.shape)
+    top_diff = rng.randn(*plain.blobs['prob'].data.shape) if make == 'fcrn' else None
+    for net in (plain, shared):
+        for _ in range(2):  # the second pass starts from the first one's memory
+            for name, value in inputs.items():
+                net.blobs[name].data[...] = value
+            net.clear_param_diffs()
+            outputs = net.forward()
+            net.backward(**({'prob': top_diff} if make == 'fcrn' else {}))
+    for name in outputs:
+        assert np.array_equal(plain.blobs[name].data, shared.blobs[name].data), name
+    for name, params in plain.params.items():
+        for i, p in enumerate(params):
+            assert np.array_equal(p.diff, shared.params[name][i].diff), (name, i)
+    if make == 'fcrn':
+        assert np.array_equal(plain.blobs['data'].diff, shared.blobs['data'].diff)
+    # Data stay apart (Backward reads them); diffs are shared.
+    assert check_layout(shared, 'data', alias_splits=True) == \
+        check_layout(plain, 'data', alias_splits=True)
+    assert check_layout(shared, 'diff', alias_splits=False) < \
+        check_layout(plain, 'diff', alias_splits=False)
+
+
+def run_python(code):
+    """Runs `code` in a fresh interpreter: Caffe aborts the process on a refusal."""
+    env = dict(os.environ, GLOG_minloglevel='2')
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, cwd=fcrn.ROOT, timeout=300)
+
+
+def test_refuses_a_net_with_a_python_layer(tmp_path):
+    proto = netgen.with_input_layers(netgen.net(netgen.Variant(depth=50), 'train'), SIZE)
+    proto.share_memory = True
+    path = tmp_path / 'train.prototxt'
+    path.write_text(str(proto))
+    result = run_python('''
+        import fcrn, caffe
+        caffe.Net(%r, caffe.TRAIN)
+        print('created')
+        ''' % str(path))
+    assert result.returncode != 0 and 'created' not in result.stdout
+    assert "layer 'label_sample' (type Python) may keep references to its blobs" \
+        in result.stderr, result.stderr[-2000:]
+
+
+def test_refuses_backward_when_data_are_shared(tmp_path):
+    path = tmp_path / 'deploy.prototxt'
+    path.write_text(str(fcrn_net(caffe.TRAIN, True)))  # force_backward, but TEST phase below
+    result = run_python('''
+        import fcrn, caffe
+        net = caffe.Net(%r, caffe.TEST)
+        net.forward()
+        print('forward done')
+        net.backward()
+        print('backward done')
+        ''' % str(path))
+    assert 'forward done' in result.stdout and 'backward done' not in result.stdout
+    assert result.returncode != 0
+    assert 'shares the memory of its data (share_memory in the TEST phase)' in result.stderr
