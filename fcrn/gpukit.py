@@ -121,6 +121,15 @@ def benchmarks(sizes, full=True):
                                                       'tf32' if tf32 else 'fp32'),
                          lambda s, size=size: bench_net(bench, size, s),
                          dict(engine=engine, tf32=tf32)))
+        # The memory-sharing patch (0010) on the best setting, for the
+        # comparison with PyTorch.
+        runs.append(('r101_s8_lean_%d_fb_cudnn_tf32_shared' % size,
+                     lambda s, size=size: bench_net(bench, size, s),
+                     dict(engine='CUDNN', tf32=True, share_memory=True)))
+        runs.append(('r101_s8_lean_%d_fwd_cudnn_tf32_shared' % size,
+                     lambda s, size=size: deploy_net(bench, size),
+                     dict(engine='CUDNN', tf32=True, forward_only=True, phase='TEST',
+                          share_memory=True)))
         for name, variant in (('lean', bench), ('bnscale', caffe_bn)):
             runs.append(('r101_s8_%s_%d_fwd_cudnn_tf32' % (name, size),
                          lambda s, size=size, v=variant: deploy_net(v, size),

@@ -162,8 +162,9 @@ def benchmarks(run, plan, deadline):
                 '-phase', entry.get('phase', 'TRAIN'), '-tf32=%s' % str(entry.get('tf32', True)).lower()]
         if entry.get('engine'):
             argv += ['-engine', entry['engine']]
-        if entry.get('forward_only'):
-            argv.append('-forward_only')
+        for flag in ('forward_only', 'share_memory'):
+            if entry.get(flag):
+                argv.append('-' + flag)
         if not run.cpu:
             argv += ['-gpu', '0']
         status, output = run('bench.log', argv, 300)
@@ -244,12 +245,13 @@ def targets(bench, torch, sizes):
 
     size = sizes[0]
     caffe = find(bench, 'r101_s8_lean_%d_fb_cudnn_tf32' % size)
-    ours = dict(median_ms=caffe['median_ms'], peak_bytes=caffe['peak_bytes']) if caffe else None
+    shared = find(bench, 'r101_s8_lean_%d_fb_cudnn_tf32_shared' % size)
     theirs = torch.get('runs', {}).get('%d_fb_tf32' % size) if isinstance(torch, dict) else None
-    ratio('FCRN-101 %d F+B time, Caffe (Lean, cuDNN, TF32) / PyTorch TF32' % size,
-          ours, theirs, 'median_ms', TIME_TARGET)
-    ratio('FCRN-101 %d F+B peak memory, Caffe / PyTorch' % size, ours, theirs,
-          'peak_bytes', MEMORY_TARGET)
+    for ours, how in ((caffe, ''), (shared, ', memory sharing')):
+        ratio('FCRN-101 %d F+B time, Caffe (Lean, cuDNN, TF32%s) / PyTorch TF32' % (size, how),
+              ours, theirs, 'median_ms', TIME_TARGET)
+        ratio('FCRN-101 %d F+B peak memory, Caffe%s / PyTorch' % (size, how), ours, theirs,
+              'peak_bytes', MEMORY_TARGET)
     ratio('LeanBatchNorm / BatchNorm+Scale net, F+B peak memory at %d' % size, caffe,
           find(bench, 'r101_s8_bnscale_%d_fb_cudnn_tf32' % size), 'peak_bytes', LEAN_TARGET)
     ratio('One pass of the 1/8 net / true 1/4 net, F+B peak memory at %d' % size, caffe,
@@ -287,14 +289,15 @@ def markdown(report):
         if t.get('gpu_skipped'):
             lines.append('| | %s | | | |' % t['gpu_skipped'])
     lines += ['', '## Benchmarks (Caffe, fcrn_time)', '',
-              '| run | pass | engine | TF32 | median ms | peak MiB |', '|---|---|---|---|---:|---:|']
+              '| run | pass | engine | TF32 | shared memory | median ms | peak MiB |',
+              '|---|---|---|---|---|---:|---:|']
     for b in report.get('benchmarks', []):
         if 'median_ms' in b:
-            lines.append('| %s | %s | %s | %s | %.2f | %.0f |' % (
-                b['name'], b['pass'], b['engine'], 'yes' if b['tf32'] else 'no', b['median_ms'],
-                b['peak_bytes'] / 2 ** 20))
+            lines.append('| %s | %s | %s | %s | %s | %.2f | %.0f |' % (
+                b['name'], b['pass'], b['engine'], 'yes' if b['tf32'] else 'no',
+                'yes' if b['share_memory'] else 'no', b['median_ms'], b['peak_bytes'] / 2 ** 20))
         else:
-            lines.append('| %s | | | | %s | |' % (b['name'], b.get('skipped') or b.get('error')))
+            lines.append('| %s | | | | | %s | |' % (b['name'], b.get('skipped') or b.get('error')))
     torch = report.get('torch', {})
     lines += ['', '## PyTorch, same net, same GPU', '']
     if 'runs' in torch:

@@ -4,6 +4,7 @@
 //
 //   fcrn_time -model train.prototxt [-gpu 0] [-forward_only] [-phase TEST]
 //             [-iterations 5] [-warmup 2] [-engine CAFFE|CUDNN] [-tf32=false]
+//             [-share_memory]
 //
 // Prints one JSON object on standard output. Memory is the peak above what the
 // process held before the net was made: device memory (cudaMemGetInfo, which
@@ -30,6 +31,8 @@ DEFINE_int32(warmup, 2, "Untimed iterations first (allocation, cuDNN setup).");
 DEFINE_string(engine, "", "Engine for every (de)convolution: CAFFE or CUDNN; "
     "empty keeps the net's.");
 DEFINE_bool(tf32, true, "Let float GEMMs and cuDNN convolutions use TF32.");
+DEFINE_bool(share_memory, false, "Set the net's share_memory (blobs whose "
+    "lifetimes do not overlap share memory: data in TEST, diffs in TRAIN).");
 
 namespace {
 
@@ -118,6 +121,7 @@ int main(int argc, char** argv) {
   caffe::ReadNetParamsFromTextFileOrDie(FLAGS_model, &param);
   param.mutable_state()->set_phase(FLAGS_phase == "TRAIN" ? caffe::TRAIN :
       caffe::TEST);
+  if (FLAGS_share_memory) param.set_share_memory(true);
   for (int i = 0; i < param.layer_size(); ++i) {
     caffe::LayerParameter* layer = param.mutable_layer(i);
     if (!FLAGS_engine.empty() && (layer->type() == "Convolution" ||
@@ -155,11 +159,13 @@ int main(int argc, char** argv) {
 
   printf("{\"model\": \"%s\", \"device\": \"%s\", \"phase\": \"%s\", "
       "\"pass\": \"%s\", \"engine\": \"%s\", \"tf32\": %s, "
+      "\"share_memory\": %s, "
       "\"median_ms\": %.3f, \"ms\": [", FLAGS_model.c_str(),
       FLAGS_gpu >= 0 ? "gpu" : "cpu", FLAGS_phase.c_str(),
       FLAGS_forward_only ? "forward" : "forward+backward",
       FLAGS_engine.empty() ? "net" : FLAGS_engine.c_str(),
-      FLAGS_tf32 ? "true" : "false", median);
+      FLAGS_tf32 ? "true" : "false", FLAGS_share_memory ? "true" : "false",
+      median);
   for (int i = 0; i < ms.size(); ++i) printf("%s%.3f", i ? ", " : "", ms[i]);
   printf("], \"peak_bytes\": %.0f, \"memory\": \"%s\"}\n", peak,
       FLAGS_gpu >= 0 ? "device memory above the CUDA context" :
