@@ -13,7 +13,6 @@ its own, made on first use (see requirements-peers.txt; a few GB).
   scripts/bench_peers.py --out benchmarks/peers.md
   scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --size 97   # quick check
 """
-import argparse
 import dataclasses
 import json
 import logging
@@ -21,15 +20,15 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path.insert(0, ROOT)
+from fcrn import cli, fileio
+from fcrn.bench import peers
+from fcrn.errors import UsageError
 
-from fcrn.bench import peers  # noqa: E402
-from fcrn.net.fileio import atomic_write  # noqa: E402
+log = logging.getLogger('bench_peers')
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = cli.parser(__doc__)
     parser.add_argument('--cases', type=int, nargs='+', choices=range(len(peers.CASES)),
                         default=list(range(len(peers.CASES))), metavar='N',
                         help='indices into: %s' % '; '.join(
@@ -45,20 +44,25 @@ def main(argv=None):
     parser.add_argument('--torch-venv', default=peers.default_torch_venv(),
                         help='virtual environment for PyTorch (made if missing)')
     parser.add_argument('--out', help='Markdown report (and .json beside it)')
+    cli.add_force(parser, 'a report')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    return cli.run(lambda: bench(args), log.name)
 
+
+def bench(args):
+    if args.out:
+        fileio.report_targets(args.out, peers.TITLE, args.force)
     groups = peers.variant_groups()
     names = sorted({v.name for group in groups for v in group})
     unknown = sorted(set(args.variants or []) - set(names))
     if unknown:
-        parser.error('unknown variant(s) %s; choose from %s' % (', '.join(unknown),
-                                                              ', '.join(names)))
+        raise UsageError('--variants: unknown %s; choose from %s' % (', '.join(unknown),
+                                                                   ', '.join(names)))
     groups = [[v for v in group if not args.variants or v.name in args.variants]
               for group in groups]
     groups = [group for group in groups if group]
     if args.runs < 1 or args.warmup < 0:
-        parser.error('--runs must be at least 1 and --warmup at least 0')
+        raise UsageError('--runs must be at least 1 and --warmup at least 0')
     cases = [peers.CASES[i] for i in args.cases]
     if args.size:
         cases = [dataclasses.replace(c, size=args.size) for c in cases]
@@ -70,9 +74,9 @@ def main(argv=None):
     text = peers.report(record)
     print(text)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        atomic_write(os.path.splitext(args.out)[0] + '.json', json.dumps(record, indent=1))
-        atomic_write(args.out, text)
+        fileio.atomic_write(os.path.splitext(args.out)[0] + '.json',
+                            json.dumps(record, indent=1))
+        fileio.atomic_write(args.out, text)
     return 0
 
 

@@ -14,8 +14,9 @@ import textwrap
 import numpy as np
 import pytest
 
-import fcrn  # noqa: F401  (loads the layers)
-import caffe
+import fcrn
+from fcrn import caffeio
+caffe = caffeio.caffe()  # with the project's layers
 from caffe import layers as L, params as P
 from fcrn.net import netgen
 
@@ -209,7 +210,8 @@ def test_refuses_a_net_with_a_python_layer(tmp_path):
     path = tmp_path / 'train.prototxt'
     path.write_text(str(proto))
     result = run_python('''
-        import fcrn, caffe
+        from fcrn import caffeio
+        caffe = caffeio.caffe()
         caffe.Net(%r, caffe.TRAIN)
         print('created')
         ''' % str(path))
@@ -222,7 +224,8 @@ def test_refuses_backward_when_data_are_shared(tmp_path):
     path = tmp_path / 'deploy.prototxt'
     path.write_text(str(fcrn_net(caffe.TRAIN, True)))  # force_backward, but TEST phase below
     result = run_python('''
-        import fcrn, caffe
+        from fcrn import caffeio
+        caffe = caffeio.caffe()
         net = caffe.Net(%r, caffe.TEST)
         net.forward()
         print('forward done')

@@ -38,8 +38,8 @@ class CaffePeer:
 
     def __init__(self, args):
         import numpy as np
-        import fcrn  # noqa: F401  (LeanBatchNorm)
-        import caffe
+        from fcrn import caffeio
+        caffe = caffeio.caffe()  # with the project's layers (LeanBatchNorm)
         from fcrn.net import netgen
         self.baseline = rss_peak()
         caffe.set_mode_cpu()

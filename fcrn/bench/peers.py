@@ -307,11 +307,14 @@ def _gb(value):
     return '%.2f' % (value / 1e9)
 
 
+TITLE = '# FCRN on the CPU: Caffe and PyTorch side by side'
+
+
 def report(record, caffe_variant='caffe-shared'):
     """Markdown: one table per mode, ratios against caffe-shared of the same
     group and against PyTorch's best, the targets, the SGEMM table."""
     machine = record['machine']
-    lines = ['# FCRN on the CPU: Caffe and PyTorch side by side', '',
+    lines = [TITLE, '',
              'Machine: %s, %d cores (load average %.1f before, %.1f after). Produced by '
              '`scripts/bench_peers.py`: each variant in a process of its own; the processes '
              'of a group are asked for one pass each in turn, %d warm-up passes, then the '
