@@ -131,8 +131,8 @@ def _scores(run, name, classes):
     return dict(pixel_acc=ev['pixel_acc'], mean_acc=ev['mean_acc'], mean_iou=ev['mean_iou'],
                 frequent_iou=group_mean(False), rare_iou=group_mean(True), class_iou=ious,
                 train_seconds=steps.seconds('train_' + name),
-                seconds=sum(steps.seconds(s + name) or 0 for s in ('net_', 'train_', 'infer_',
-                                                                    'eval_')),
+                seconds=sum(steps.seconds(step + name) or 0
+                            for step in ('net_', 'train_', 'infer_', 'eval_')),
                 load=steps.load('train_' + name))
 
 
@@ -163,28 +163,35 @@ def summarise(run, config, seeds):
     softmax = rows[0]
     for row in rows[1:]:
         row['vs_softmax'] = {m: _paired(row, softmax, m, seeds) for m in METRICS}
-    train_seconds = [r['train_seconds'] for row in rows for r in row['runs'].values()
-                     if r['train_seconds']]
-    loads = [r['load'] for row in rows for r in row['runs'].values() if r['load']]
+    stride = netgen.parse_resolution(config.resolution)
     return dict(
         recipe=dataclasses.asdict(config), seeds=list(seeds),
         k_scaling=dict(paper_crop=PAPER_CROP, crop=config.crop,
-                       labels_per_crop=labels_per_side(
-                           config.crop, netgen.parse_resolution(config.resolution)) ** 2,
-                       paper_labels_per_crop=labels_per_side(
-                           PAPER_CROP, netgen.parse_resolution(config.resolution)) ** 2),
+                       labels_per_crop=labels_per_side(config.crop, stride) ** 2,
+                       paper_labels_per_crop=labels_per_side(PAPER_CROP, stride) ** 2),
         rare_share=RARE_SHARE, classes=classes,
         majority=dict((m, majority[m]) for m in ('pixel_acc', 'mean_acc', 'mean_iou')),
         majority_class=majority['majority_class'], losses=rows,
-        time=dict(steps_seconds=run.steps.total_seconds(),
-                  train_seconds_mean=float(np.mean(train_seconds)) if train_seconds else None,
-                  seconds_per_iteration=float(np.mean(train_seconds)) / config.max_iter
-                  if train_seconds else None,
-                  load_at_end_of_trainings=dict(
-                      min=min(l[1] for l in loads), max=max(l[1] for l in loads),
-                      mean=float(np.mean([l[1] for l in loads]))) if loads else None),
+        time=_timing(run, rows, config.max_iter),
         machine=dict(cpus=os.cpu_count(), processor=summary.machine(),
                      system=platform.platform()))
+
+
+def _timing(run, rows, iterations):
+    """Wall times of the steps as they last ran and the load averages when
+    the trainings ended."""
+    runs = [r for row in rows for r in row['runs'].values() if r['train_seconds']]
+    if not runs:
+        return dict(steps_seconds=run.steps.total_seconds())
+    fastest = min(runs, key=lambda r: r['train_seconds'])
+    loads = [r['load'][1] for r in runs if r['load']]
+    return dict(
+        steps_seconds=run.steps.total_seconds(),
+        train_seconds_mean=float(np.mean([r['train_seconds'] for r in runs])),
+        train_seconds_fastest=fastest['train_seconds'], fastest_load=fastest['load'],
+        seconds_per_iteration_fastest=fastest['train_seconds'] / iterations,
+        load5_at_end_of_trainings=dict(min=min(loads), max=max(loads),
+                                       mean=float(np.mean(loads))) if loads else None)
 
 
 def _paired(row, softmax, metric, seeds):
@@ -264,9 +271,9 @@ def markdown(result):
         lines.append('| %s | ' % row['describe'] + ' | '.join(
             _pct(row['mean'][m], row['sd'][m]) for m in METRICS) + ' |')
     names = [cls['name'] for cls in r['classes']]
+    header = ['%s%s' % (cls['name'], ' (rare)' if cls['rare'] else '') for cls in r['classes']]
     lines += ['', '## Per-class IoU %, mean ± sd', '',
-              '| Loss | ' + ' | '.join('%s%s' % (nm, ' (rare)' if cls['rare'] else '')
-                                      for nm, cls in zip(names, r['classes'])) + ' |',
+              '| Loss | ' + ' | '.join(header) + ' |',
               '|---|' + '---:|' * len(names)]
     for row in rows:
         lines.append('| %s | ' % row['describe'] + ' | '.join(
@@ -289,7 +296,8 @@ def markdown(result):
     lines += ['', '## Findings', ''] + findings(result)
     t = r['time']
     lines += ['', '## Runs', '',
-              '| Run | Loss | Seed | Mean IoU % | IoU rare % | train s | load (1/5/15 min) at its end |',
+              '| Run | Loss | Seed | Mean IoU % | IoU rare % | train s '
+              '| load (1/5/15 min) at its end |',
               '|---|---|---:|---:|---:|---:|---|']
     for row in rows:
         for seed, run in row['runs'].items():
@@ -300,19 +308,21 @@ def markdown(result):
                 '/'.join('%.2f' % x for x in run['load']) if run['load'] else ''))
     m = r['machine']
     lines += ['', '## Time', '',
-              'Every step, as it last ran: %.0f s (%.1f h) on %s, %s. Training took %.0f s a '
-              'run on average (%.2f s an iteration, network set-up included).' % (
-                  t['steps_seconds'], t['steps_seconds'] / 3600, m['processor'], m['system'],
-                  t['train_seconds_mean'] or 0, t['seconds_per_iteration'] or 0)]
-    if t['load_at_end_of_trainings']:
-        ld = t['load_at_end_of_trainings']
-        lines.append('The machine was shared: the 5-minute load average at the end of the '
-                     'trainings ranged %.2f-%.2f (mean %.2f) on %d cores, so these times are '
-                     'longer than on an idle machine.' % (ld['min'], ld['max'], ld['mean'],
-                                                          m['cpus'])
-                     if ld['mean'] > 0.5 * m['cpus'] else
-                     'The 5-minute load average at the end of the trainings ranged %.2f-%.2f '
-                     '(mean %.2f) on %d cores.' % (ld['min'], ld['max'], ld['mean'], m['cpus']))
+              'Every step, as it last ran: %.0f s (%.2f h) on %s, %s.' % (
+                  t['steps_seconds'], t['steps_seconds'] / 3600, m['processor'], m['system'])]
+    if t.get('train_seconds_mean'):
+        ld = t['load5_at_end_of_trainings']
+        lines[-1] += (' A training took %.0f s on average, the fastest %.0f s (%.2f s an '
+                      'iteration, network set-up and the final test pass included; load '
+                      'averages %s when it ended).' % (
+                          t['train_seconds_mean'], t['train_seconds_fastest'],
+                          t['seconds_per_iteration_fastest'],
+                          '/'.join('%.2f' % x for x in t['fastest_load'] or [])))
+        if ld:
+            lines.append('The 5-minute load average when the trainings ended ranged %.2f-%.2f '
+                         '(mean %.2f) on %d cores; a load above %d means that other work shared '
+                         'the cores and the times are longer than on an idle machine.'
+                         % (ld['min'], ld['max'], ld['mean'], m['cpus'], m['cpus']))
     return '\n'.join(lines) + '\n'
 
 
@@ -362,4 +372,3 @@ def run(work, config, seeds, out_md, out_json):
     fileio.atomic_write(out_json, json.dumps(result, indent=1, sort_keys=True) + '\n')
     fileio.atomic_write(out_md, markdown(result))
     return result
-

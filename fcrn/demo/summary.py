@@ -105,16 +105,22 @@ def write(out, config, trainings, logs, steps, recipe):
             _pct(s['mean_iou']), '%.0f' % seconds if seconds is not None else ''))
     lines += ['', 'Every step, as it last ran: %.0f s in all, on %s.' % (
         steps.total_seconds(), machine())]
+    loads = ['%s %s' % (v, '/'.join('%.2f' % x for x in steps.load('train_' + v)))
+             for v in trainings if steps.load('train_' + v)]
+    if loads:
+        lines[-1] += (' Load averages (1, 5, 15 min) when training ended: %s (a load above '
+                      'the %d cores means that other work shared them, and the times are '
+                      'longer than on an idle machine).' % ('; '.join(loads), os.cpu_count() or 1))
     names = datasets.get('voc').classes
     present = [cls for cls in CLASSES if majority['class_iou'].get(names[cls.id]) is not None
                or any(s['class_iou'].get(names[cls.id]) is not None for s in scores.values())]
-    lines += ['', 'Per-class IoU %:', '',
-              '| Method | ' + ' | '.join('%s (%s)' % (cls.name, names[cls.id])
-                                        for cls in present) + ' |',
+    header = [cls.name if cls.name == names[cls.id] else '%s (%s)' % (cls.name, names[cls.id])
+              for cls in present]
+    lines += ['', 'Per-class IoU %:', '', '| Method | ' + ' | '.join(header) + ' |',
               '|---|' + '---:|' * len(present)]
     for name, s in [('majority class', majority)] + [(v, scores[v]) for v in trainings]:
-        lines.append('| %s | ' % name + ' | '.join(_pct(s['class_iou'].get(names[cls.id]))
-                                                  for cls in present) + ' |')
+        cells = [_pct(s['class_iou'].get(names[cls.id])) for cls in present]
+        lines.append('| %s | %s |' % (name, ' | '.join(cells)))
     lines += ['', '(Each class is stored under a VOC id, in brackets; only the id matters.)',
               '']
     lines += comparison(trainings, recipe)
@@ -145,13 +151,14 @@ def comparison(trainings, recipe, path=None):
             bench = json.load(f)
     except (OSError, ValueError):
         return lines + ['No benchmark result at %s: `make bench-bootstrap` trains this recipe '
-                        'with and without bootstrapping over several seeds.' % path]
+                        'with and without bootstrapping over several seeds.'
+                        % os.path.relpath(path, ROOT)]
     differing = sorted(k for k in recipe
                        if json.loads(json.dumps(recipe[k])) != bench['recipe'].get(k))
     if differing:
         return lines + ['%s was made with another recipe (%s differ): rerun `make '
                         'bench-bootstrap` for a comparison that applies here.'
-                        % (path, ', '.join(differing))]
+                        % (os.path.relpath(path, ROOT), ', '.join(differing))]
     rows = {(r['bootstrap'], r['threshold']): r for r in bench['losses']}
     softmax = rows[(None, 0.0)]
     n = len(bench['seeds'])
