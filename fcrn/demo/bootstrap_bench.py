@@ -38,7 +38,7 @@ PAPER_K = (256, 512, 1024)
 # are at most 500 px; the paper's networks "are trained with similar sizes
 # of image crops").
 PAPER_CROP = 500
-THRESHOLD = 0.7             # HRNet's and mmsegmentation's OHEM threshold
+THRESHOLD = 0.7             # the demo's t (and HRNet's OhemCrossEntropy default)
 THRESHOLD_K = PAPER_K[1]    # the paper's best K, with t > 0
 # A class with less than this share of the training pixels is rare.
 RARE_SHARE = 0.05
@@ -77,9 +77,9 @@ def losses(config):
     """The compared losses, plain softmax first."""
     stride = netgen.parse_resolution(config.resolution)
     out = [Loss('softmax')]
-    for k in PAPER_K:
-        out.append(Loss('k%d' % scaled_k(k, config.crop, stride),
-                        scaled_k(k, config.crop, stride), 0.0, k))
+    for paper_k in PAPER_K:
+        k = scaled_k(paper_k, config.crop, stride)
+        out.append(Loss('k%d' % k, k, 0.0, paper_k))
     k = scaled_k(THRESHOLD_K, config.crop, stride)
     out.append(Loss('k%d_t%g' % (k, THRESHOLD), k, THRESHOLD, THRESHOLD_K))
     return out
@@ -124,9 +124,8 @@ def _scores(run, name, classes):
         ev = json.load(f)
     ious = {c['name']: ev['class_iou'][c['voc']] for c in classes}
 
-    def group_mean(rare):
-        values = [ious[c['name']] for c in classes if c['rare'] == rare]
-        return None if any(v is None for v in values) else float(np.mean(values))
+    def group_mean(rare):   # over the group's classes scored (see fcrn.evaluate)
+        return _mean_sd([ious[c['name']] for c in classes if c['rare'] == rare])[0]
     steps = run.steps
     return dict(pixel_acc=ev['pixel_acc'], mean_acc=ev['mean_acc'], mean_iou=ev['mean_iou'],
                 frequent_iou=group_mean(False), rare_iou=group_mean(True), class_iou=ious,

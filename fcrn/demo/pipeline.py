@@ -164,7 +164,7 @@ class Run:
     def prefix(name):
         return 'train/%s/snapshot' % name
 
-    def train(self, name, key, progress=True):
+    def train(self, name, key):
         """Snapshots left by an interrupted training are resumed only if they
         were made with the same settings (recorded when training started)."""
         folder = self.path('train', name)
@@ -179,7 +179,7 @@ class Run:
             os.makedirs(folder)
             fileio.atomic_write(record, json.dumps(key, sort_keys=True))
         train.train('nets/%s/solver.prototxt' % name, log_prefix=self.log_prefix(name),
-                    cwd=self.out, progress=progress)
+                    cwd=self.out, progress=True)
         # Intermediate snapshots (about 100 MB each for FCRN-50) only serve
         # resuming; the finished run keeps its last one.
         for iteration, state in train.snapshots(self.path(self.prefix(name))):
@@ -195,10 +195,10 @@ class Run:
         return self.path('%s_iter_%d.caffemodel' % (self.prefix(name), self.config.max_iter))
 
     # ---------------------------------------------------------------- test
-    def infer(self, name, progress=True):
+    def infer(self, name):
         infer.run(self.path('nets', name, 'deploy.prototxt'), self.weights(name),
                   self.val_set()[1], self.path('infer', name, 'labels'),
-                  overlay_dir=self.path('infer', name, 'overlay'), progress=progress)
+                  overlay_dir=self.path('infer', name, 'overlay'), progress=True)
 
     def evaluate(self, name):
         evaluate.run(self.path('data', 'SegmentationClassAug'),
@@ -244,7 +244,7 @@ class Run:
         s.run('prepare', ['data'], s.stamp('dataset'), self.prepare)
         s.run('baseline', ['eval/majority.json'], s.stamp('prepare'), self.baseline)
 
-    def training(self, name, progress=True):
+    def training(self, name):
         """Generate, train, apply and score training `name`; each step is
         skipped when it finished with the same inputs."""
         c, s = self.config, self.steps
@@ -254,9 +254,9 @@ class Run:
         key = s.stamp('net_' + name, 'prepare')
         # Training keeps its snapshots when interrupted: the rerun resumes.
         s.run('train_' + name, ['train/' + name], key,
-              lambda: self.train(name, key, progress), keep_partial=True)
+              lambda: self.train(name, key), keep_partial=True)
         s.run('infer_' + name, ['infer/' + name], s.stamp('train_' + name, 'prepare'),
-              lambda: self.infer(name, progress))
+              lambda: self.infer(name))
         s.run('eval_' + name, ['eval/%s.json' % name, 'eval/%s.md' % name],
               s.stamp('infer_' + name), lambda: self.evaluate(name))
 
