@@ -34,7 +34,8 @@ VENV_SITE = $(shell $(PYTHON_SYSTEM) -c 'import sysconfig; \
   print(sysconfig.get_path("purelib", "venv", vars={"base": "$(CURDIR)/$(VENV)"}))')
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench bench-peers clean
+.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench \
+  bench-peers bench-bootstrap clean
 
 all: layers venv
 
@@ -107,6 +108,11 @@ bench: all
 # requirements-peers.txt); the runs take about half an hour on 2 cores.
 bench-peers: all
 	@$(ENV) python scripts/bench_peers.py --out benchmarks/peers.md
+
+# The miniature Table 4 (benchmarks/bootstrap.md): 15 trainings, about 2.5 h
+# on 2 idle cores; rerun after an interruption, it reuses finished trainings.
+bench-bootstrap: all
+	@$(ENV) python scripts/bench_bootstrap.py --work work/bench_bootstrap --out benchmarks/bootstrap
 
 clean:
 	rm -rf $(BUILD) build-kit $(VENV)

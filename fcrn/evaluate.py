@@ -238,16 +238,26 @@ def _lookup(lut, label, path):
     return lut[label]
 
 
+def label_counts(paths, num_classes, ignore_label=IGNORE_LABEL):
+    """(pixels, images): per class, its pixels and the number of images it
+    appears in, over the label maps `paths` (ignore and values outside the
+    classes not counted)."""
+    pixels = np.zeros(num_classes, np.int64)
+    images = np.zeros(num_classes, np.int64)
+    for path in paths:
+        label = imageio.read_label(path)
+        valid = label[(label != ignore_label) & (label < num_classes)]
+        counts = np.bincount(valid.ravel().astype(np.int64), minlength=num_classes)
+        pixels += counts
+        images += counts > 0
+    return pixels, images
+
+
 def majority_baseline(train_labels, pairs, num_classes, ignore_label=IGNORE_LABEL):
     """ConfusionMatrix of predicting, everywhere, the class most frequent in
     the label maps `train_labels` (paths), scored on the ground truth of
     `pairs` [(id, gt path, ...)], and that class."""
-    counts = np.zeros(num_classes, np.int64)
-    for path in train_labels:
-        label = imageio.read_label(path)
-        valid = label[(label != ignore_label) & (label < num_classes)]
-        counts += np.bincount(valid.ravel().astype(np.int64), minlength=num_classes)
-    majority = int(np.argmax(counts))
+    majority = int(np.argmax(label_counts(train_labels, num_classes, ignore_label)[0]))
     cm = ConfusionMatrix(num_classes, ignore_label)
     for pair in pairs:
         gt = imageio.read_label(pair[1])

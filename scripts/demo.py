@@ -2,7 +2,6 @@
 """Train and evaluate a small FCRN end to end on a synthetic dataset (`make demo`).
 
     python scripts/demo.py --out work/demo            # about 10 minutes on 2 CPU cores
-    python scripts/demo.py --out work/demo --compare  # also without bootstrapping
     python scripts/demo.py --out /tmp/q --quick       # tiny: checks the plumbing
 
 Makes a synthetic PASCAL VOC tree, prepares it as scripts/prepare_voc.py does,
@@ -34,8 +33,6 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true',
                     help='tiny dataset and %d iterations: a plumbing check, not a result'
                     % pipeline.QUICK['max_iter'])
-    ap.add_argument('--compare', action='store_true',
-                    help='also train the same net without bootstrapping (doubles the time)')
     ap.add_argument('--max-iter', type=cli.positive_int,
                     help='training iterations (default %d)' % defaults.max_iter)
     ap.add_argument('--train-images', type=cli.positive_int,
@@ -47,8 +44,6 @@ def main(argv=None):
     for field in ('max_iter', 'train_images', 'val_images'):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    if args.compare:
-        overrides['compare'] = True
     config = dataclasses.replace(defaults, **overrides)
     if config.snapshot > config.max_iter:
         config = dataclasses.replace(config, snapshot=config.max_iter)

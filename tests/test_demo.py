@@ -51,7 +51,7 @@ def test_synthetic_voc_tree_passes_prepare_voc(tmp_path):
         image = cv2.imread(str(voc / 'JPEGImages' / (image_id + '.jpg')))
         assert image.shape[:2] == label.shape and 64 <= min(label.shape) <= max(label.shape) <= 80
         values |= set(np.unique(label).tolist())
-    assert values <= set(range(synthetic.NUM_LABELS)) | {255} and 0 in values and 255 in values
+    assert values <= {c.id for c in synthetic.CLASSES} | {255} and 0 in values and 255 in values
     assert len(values - {0, 255}) >= 2
     rc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'prepare_voc.py'),
                          '--voc', str(tmp_path / 'src'), '--out', str(tmp_path / 'data')],
@@ -69,6 +69,32 @@ def test_synthetic_is_reproducible_and_varies_with_the_seed():
     assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1])
     # an image is a scene, not a constant: several labels, textured pixels
     assert len(np.unique(a[1])) >= 3 and a[0].std() > 10
+
+
+def test_rare_objects_are_small_rare_and_lie_on_their_region():
+    """The two rare classes (same look) each lie wholly on their own region
+    class, with some of it around them; they hold under 5% of the pixels and
+    appear in a minority of images, each region class in over 5%."""
+    rng = np.random.default_rng(1)
+    pixels, images, count = {}, {}, 300
+    ring = np.ones((2 * synthetic.VOID_WIDTH + 3,) * 2, np.uint8)
+    for _ in range(count):
+        image, label = synthetic.sample(rng, 120, 120)
+        for cls in synthetic.CLASSES:
+            n = int((label == cls.id).sum())
+            pixels[cls.id] = pixels.get(cls.id, 0) + n
+            images[cls.id] = images.get(cls.id, 0) + (n > 0)
+        for cls, host in synthetic.OBJECTS:
+            mask = (label == cls.id).astype(np.uint8)
+            if mask.any():
+                around = label[(cv2.dilate(mask, ring) > 0) & (mask == 0)]
+                assert set(np.unique(around).tolist()) - {synthetic.VOID} == {host}
+    total = 120 * 120 * count
+    for cls, _ in synthetic.OBJECTS:
+        assert 0.005 < pixels[cls.id] / total < 0.05 and 0.2 < images[cls.id] / count < 0.5
+    for cls in synthetic.REGIONS:
+        assert pixels[cls.id] / total > 0.05
+    assert {c.texture for c, _ in synthetic.OBJECTS} == {'speckle'}
 
 
 def test_parse_log_with_resume_test_and_nan():

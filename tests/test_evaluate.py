@@ -90,6 +90,19 @@ def test_gt_label_out_of_range_raises():
         ev.ConfusionMatrix(2).update(np.array([0, 5]), np.array([0, 1]))
 
 
+def test_label_counts_and_majority_baseline(tmp_path):
+    """Pixels and images per class, counted by hand; ignore and values past
+    the classes left out; the majority class is the one with most pixels."""
+    _write_png(str(tmp_path / "a.png"), np.array([[0, 0, 1], [255, 1, 7]]))
+    _write_png(str(tmp_path / "b.png"), np.array([[1, 1, 1], [2, 255, 255]]))
+    pixels, images = ev.label_counts([str(tmp_path / "a.png"), str(tmp_path / "b.png")], 3)
+    assert pixels.tolist() == [2, 5, 1] and images.tolist() == [1, 2, 1]
+    cm, majority = ev.majority_baseline([str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                                        [("b", str(tmp_path / "b.png"))], 3)
+    assert majority == 1
+    assert cm.hist.tolist() == [[0, 0, 0, 0], [0, 3, 0, 0], [0, 1, 0, 0]]
+
+
 def test_script_scores_files_and_writes_reports(tmp_path, script):
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     _write_png(str(gt_dir / "a.png"), np.array([[0, 0], [1, 255]]))

@@ -9,7 +9,7 @@ from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
-from fcrn import ROOT
+from fcrn import ROOT, caffeio
 from fcrn.net import netgen, options, resnet, zoo
 
 
@@ -253,7 +253,7 @@ def test_to_argv_round_trips_through_the_parser():
     v = netgen.Variant(dataset='cityscapes', depth=152, resolution=16, kernel=3, dilation=6,
                        bootstrap=512, dropout=True, test_resolution=8, batch_norm='caffe',
                        scale=(0.75, 1.25))
-    s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU')
+    s = netgen.SolverSettings(base_lr=1e-3, iter_size=2, solver_mode='CPU', solver_type='Adam')
     _, v2, s2 = options.parse(options.to_argv(v, s) + ['--out', 'x'])
     assert (v2, s2) == (v, s)
     mine = netgen.Variant(dataset='generic', num_classes=3, train_source='t.txt',
@@ -268,6 +268,28 @@ def test_to_argv_round_trips_through_the_parser():
 def test_the_earlier_scale_option_still_reads():
     assert options.parse(['--scale', '0.75,1.25', '--out', 'x'])[1].scale == (0.75, 1.25)
     assert options.parse(['--train-scale', '0.75', '1.25', '--out', 'x'])[1].scale == (0.75, 1.25)
+
+
+def test_solver_type_reaches_caffe(tmp_path):
+    """Adam is written as Caffe's solver type and Caffe builds an Adam
+    solver from it; SGD, Caffe's default, names no type (the committed
+    solvers stay as they are)."""
+    v = netgen.Variant(depth=50, crop=65, bn_stats='batch', train_source='t.txt',
+                       val_source='v.txt')
+    assert not netgen.solver(v, netgen.SolverSettings(), 'n').HasField('type')
+    adam = netgen.solver(v, netgen.SolverSettings(solver_type='Adam', momentum=0.8), 'n')
+    assert (adam.type, round(adam.momentum, 6), round(adam.momentum2, 6)) == ('Adam', 0.8, 0.999)
+    # A solver around a one-layer net: the type alone decides the class.
+    (tmp_path / 'net.prototxt').write_text(
+        'layer { name: "x" type: "DummyData" top: "x" dummy_data_param { shape { dim: 1 } } }')
+    adam.ClearField('test_net')
+    adam.ClearField('test_iter')
+    adam.ClearField('train_net')
+    adam.net = str(tmp_path / 'net.prototxt')
+    adam.snapshot_prefix = str(tmp_path / 'snap')
+    path = tmp_path / 'solver.prototxt'
+    path.write_text(str(adam))
+    assert type(caffeio.caffe().get_solver(str(path))).__name__ == 'AdamSolver'
 
 
 def test_scale_range_reaches_the_train_data_layer_only():

@@ -72,9 +72,10 @@ class Steps:
         if missing:
             raise RuntimeError('step %s finished without writing %s' % (name, ', '.join(missing)))
         os.makedirs(self.path(RECORDS), exist_ok=True)
+        # The load averages when it finished say how busy the machine was.
         atomic_write(self._record(name), json.dumps(
-            dict(key=key, outputs=outputs, seconds=round(seconds, 1), finished=time.time_ns()),
-            indent=1, sort_keys=True))
+            dict(key=key, outputs=outputs, seconds=round(seconds, 1), finished=time.time_ns(),
+                 load=[round(x, 2) for x in os.getloadavg()]), indent=1, sort_keys=True))
         log.info('[%s] done in %.1f s', name, seconds)
         self.ran.append(name)
         return True
@@ -89,6 +90,10 @@ class Steps:
     def seconds(self, name):
         """Wall time the step took when it ran (None if unknown)."""
         return self._field(name, 'seconds')
+
+    def load(self, name):
+        """Load averages (1, 5, 15 min) when the step finished (None if unknown)."""
+        return self._field(name, 'load')
 
     def total_seconds(self):
         """Summed wall time of every finished step, each as it last ran."""

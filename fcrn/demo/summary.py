@@ -10,10 +10,12 @@ import os
 import cv2
 import numpy as np
 
-from fcrn import datasets, fileio, imageio
-from fcrn.demo.synthetic import SHAPES
+from fcrn import ROOT, datasets, fileio, imageio
+from fcrn.demo.synthetic import CLASSES
 
 SUMMARY = 'summary.md'
+# scripts/bench_bootstrap.py's default output (.md and .json), under the repository.
+BENCHMARK_REPORT = os.path.join('benchmarks', 'bootstrap')
 
 
 def _load(out, *parts):
@@ -48,7 +50,7 @@ def mosaic(out, ids, variants, path, height=120):
     imageio.write_image(path, np.vstack(rows), quality=90)
 
 
-def _machine():
+def machine():
     """'N CPU cores (model)', from /proc/cpuinfo where there is one."""
     model = None
     try:
@@ -61,30 +63,31 @@ def _machine():
     return '%s (%s)' % (cores, model) if model else cores
 
 
-def write(out, config, variants, logs, steps):
-    """Write out/summary.md; returns its text."""
+def write(out, config, trainings, logs, steps, recipe):
+    """Write out/summary.md; returns its text. `trainings`: {name:
+    pipeline.Training}; `recipe`: the config's fields that a benchmark
+    result must share for its comparison to apply to this run."""
     majority = _load(out, 'eval', 'majority.json')
-    scores = {v: _load(out, 'eval', '%s.json' % v) for v in variants}
-    present = [c for c in majority['classes']
-               if any(s['class_iou'].get(c) is not None for s in scores.values())
-               or majority['class_iou'].get(c) is not None]
+    scores = {v: _load(out, 'eval', '%s.json' % v) for v in trainings}
     c = config
     lines = [
-        '# FCRN demo: FCRN-%d trained from scratch on synthetic shapes' % c.depth,
+        '# FCRN demo: FCRN-%d trained from scratch on synthetic scenes' % c.depth,
         '',
         'A synthetic PASCAL VOC 2012 tree (`synthetic/VOCdevkit`: %d train and %d val '
-        'images, %d-%d px, %d shape classes on textured backgrounds) was prepared into '
-        '`data/` as `scripts/prepare_voc.py` does; the nets in `nets/` were generated as '
-        '`scripts/make_net.py` does (resolution %s, kernel %d, dilation %d, crop %d, resize '
-        '%g-%g, batch %d, batch-statistics normalisation from random weights, residual '
-        'branches starting at zero; each file names its command); `caffe train -solver` '
+        'images, %d-%d px: textured regions of three frequent classes on a smooth '
+        'background, and two rare classes, small speckled objects told apart only by the '
+        'region they lie on) was prepared into `data/` as `scripts/prepare_voc.py` does; '
+        'the nets in `nets/` were generated as `scripts/make_net.py` does (resolution %s, '
+        'kernel %d, dilation %d, crop %d, resize %g-%g, batch %d, batch-statistics '
+        'normalisation from random weights, residual branches starting at zero, solver %s, '
+        'base_lr %g, %s policy; each file names its command); `caffe train -solver` '
         'trained them for %d iterations as `scripts/train.py` does (snapshots, log, CSV and '
         'plot in `train/*/`); the val images were segmented as `scripts/infer.py` does '
         '(`infer/*/labels`, overlays in `infer/*/overlay`) and scored as '
         '`scripts/evaluate.py` does (`eval/`).'
-        % (c.train_images, c.val_images, c.image_size[0], c.image_size[1],
-           len(SHAPES), c.resolution, c.kernel, c.dilation, c.crop, c.scale[0], c.scale[1],
-           c.batch_size, c.max_iter),
+        % (c.train_images, c.val_images, c.image_size[0], c.image_size[1], c.resolution,
+           c.kernel, c.dilation, c.crop, c.scale[0], c.scale[1], c.batch_size, c.solver_type,
+           c.base_lr, c.lr_policy, c.max_iter),
         '',
         '## Held-out (val) scores',
         '',
@@ -94,24 +97,35 @@ def write(out, config, variants, logs, steps):
             majority['majority_class'], _pct(majority['pixel_acc']),
             _pct(majority['mean_acc']), _pct(majority['mean_iou'])),
     ]
-    for v in variants:
+    for v, training in trainings.items():
         s = scores[v]
         seconds = steps.seconds('train_' + v)
         lines.append('| FCRN-%d %s | %s | %s | %s | %s |' % (
-            c.depth, _describe(v, c), _pct(s['pixel_acc']), _pct(s['mean_acc']),
+            c.depth, training.describe(), _pct(s['pixel_acc']), _pct(s['mean_acc']),
             _pct(s['mean_iou']), '%.0f' % seconds if seconds is not None else ''))
     lines += ['', 'Every step, as it last ran: %.0f s in all, on %s.' % (
-        steps.total_seconds(), _machine())]
-    lines += ['', 'Per-class IoU %:', '',
-              '| Method | ' + ' | '.join(present) + ' |',
+        steps.total_seconds(), machine())]
+    loads = ['%s %s' % (v, '/'.join('%.2f' % x for x in steps.load('train_' + v)))
+             for v in trainings if steps.load('train_' + v)]
+    if loads:
+        lines[-1] += (' Load averages (1, 5, 15 min) when training ended: %s (a load above '
+                      'the %d cores means that other work shared them, and the times are '
+                      'longer than on an idle machine).' % ('; '.join(loads), os.cpu_count() or 1))
+    names = datasets.get('voc').classes
+    present = [cls for cls in CLASSES if majority['class_iou'].get(names[cls.id]) is not None
+               or any(s['class_iou'].get(names[cls.id]) is not None for s in scores.values())]
+    header = [cls.name if cls.name == names[cls.id] else '%s (%s)' % (cls.name, names[cls.id])
+              for cls in present]
+    lines += ['', 'Per-class IoU %:', '', '| Method | ' + ' | '.join(header) + ' |',
               '|---|' + '---:|' * len(present)]
-    for name, s in [('majority class', majority)] + [(v, scores[v]) for v in variants]:
-        lines.append('| %s | ' % name + ' | '.join(_pct(s['class_iou'].get(k))
-                                                  for k in present) + ' |')
-    lines += ['', '(The shapes are stored under VOC class ids, so they carry VOC names: '
-              'aeroplane = disc, bicycle = square, bird = triangle, boat = cross.)', '',
-              '## Training', '', '![loss and learning rate](report/training.png)', '']
-    for v in variants:
+    for name, s in [('majority class', majority)] + [(v, scores[v]) for v in trainings]:
+        cells = [_pct(s['class_iou'].get(names[cls.id])) for cls in present]
+        lines.append('| %s | %s |' % (name, ' | '.join(cells)))
+    lines += ['', '(Each class is stored under a VOC id, in brackets; only the id matters.)',
+              '']
+    lines += comparison(trainings, recipe)
+    lines += ['', '## Training', '', '![loss and learning rate](report/training.png)', '']
+    for v in trainings:
         log = logs[v]
         first = log.train_loss[0][1] if log.train_loss else float('nan')
         last = log.train_loss[-1][1] if log.train_loss else float('nan')
@@ -119,15 +133,49 @@ def write(out, config, variants, logs, steps):
                      % (v, first, last, log.last_iteration or 0, v,
                         '; resumed from %s' % ', '.join(log.resumed_from)
                         if log.resumed_from else ''))
-    lines += ['', '## Examples (image, ground truth, %s)' % ', '.join(variants), '',
+    lines += ['', '## Examples (image, ground truth, %s)' % ', '.join(trainings), '',
               '![examples](report/examples.jpg)', '']
     text = '\n'.join(lines)
     fileio.atomic_write(os.path.join(out, SUMMARY), text)
     return text
 
 
-def _describe(variant, config):
-    if variant == 'bootstrap':
-        extra = ', t %g' % config.threshold if config.threshold else ''
-        return 'bootstrapping K %d%s' % (config.bootstrap, extra)
-    return 'plain softmax loss'
+def comparison(trainings, recipe, path=None):
+    """Lines comparing each training's loss with plain softmax over the
+    seeds of the bootstrapping benchmark (BENCHMARK_REPORT.json), if it was
+    made with the same recipe."""
+    path = path or os.path.join(ROOT, BENCHMARK_REPORT + '.json')
+    lines = ['## Against plain softmax, over the benchmark\'s seeds', '']
+    try:
+        with open(path) as f:
+            bench = json.load(f)
+    except (OSError, ValueError):
+        return lines + ['No benchmark result at %s: `make bench-bootstrap` trains this recipe '
+                        'with and without bootstrapping over several seeds.'
+                        % os.path.relpath(path, ROOT)]
+    differing = sorted(k for k in recipe
+                       if json.loads(json.dumps(recipe[k])) != bench['recipe'].get(k))
+    if differing:
+        return lines + ['%s was made with another recipe (%s differ): rerun `make '
+                        'bench-bootstrap` for a comparison that applies here.'
+                        % (os.path.relpath(path, ROOT), ', '.join(differing))]
+    rows = {(r['bootstrap'], r['threshold']): r for r in bench['losses']}
+    softmax = rows[(None, 0.0)]
+    n = len(bench['seeds'])
+    lines += ['`%s` (%d seeds, same data and recipe), held-out mean IoU %%, mean ± sd:' %
+              (os.path.relpath(path, ROOT), n), '',
+              '| Loss | Mean IoU | IoU frequent | IoU rare |', '|---|---:|---:|---:|']
+    shown = [softmax] + [rows[(t.bootstrap, t.threshold)] for t in trainings.values()
+                         if t.bootstrap and (t.bootstrap, t.threshold) in rows]
+    for r in shown:
+        lines.append('| %s | ' % r['describe'] + ' | '.join(
+            '%s ± %s' % (_pct(r['mean'][m]), _pct(r['sd'][m]))
+            for m in ('mean_iou', 'frequent_iou', 'rare_iou')) + ' |')
+    for r in shown[1:]:
+        p = r['vs_softmax']['mean_iou']
+        lines += ['', 'Same seed, %s minus plain softmax: %+.1f ± %.1f points of mean IoU '
+                  '(%d of %d seeds higher), %s the seed-to-seed spread (%.1f).'
+                  % (r['describe'], 100 * p['mean'], 100 * (p['sd'] or 0), p['higher'], n,
+                     'larger than' if p['larger_than_spread'] else 'not larger than',
+                     100 * (p['spread'] or 0))]
+    return lines

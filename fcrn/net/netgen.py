@@ -337,8 +337,11 @@ def _loss(n, variant, stride, phase):
 
 @dataclasses.dataclass
 class SolverSettings:
-    """SGD settings. The paper tunes them on the validation sets without
-    reporting them; defaults follow DeepLab's ResNet-101 (poly, 2.5e-4)."""
+    """Solver settings. The paper tunes SGD on the validation sets without
+    reporting its settings; defaults follow DeepLab's ResNet-101 (SGD, poly,
+    2.5e-4). `solver_type` is Caffe's solver `type`; with Adam, `momentum` is
+    beta1 and Caffe's defaults give beta2 (0.999) and epsilon (1e-8)."""
+    solver_type: str = 'SGD'
     base_lr: float = 2.5e-4
     lr_policy: str = 'poly'
     power: float = 0.9
@@ -358,6 +361,7 @@ class SolverSettings:
 
 
 LR_POLICIES = ('poly', 'step', 'fixed')
+SOLVER_TYPES = ('SGD', 'Nesterov', 'Adam', 'RMSProp', 'AdaGrad', 'AdaDelta')
 
 
 def _val_images(variant):
@@ -385,9 +389,14 @@ def solver(variant, settings, net_dir):
     if settings.lr_policy not in LR_POLICIES:
         raise ValueError('lr-policy must be one of %s, not %r'
                          % (', '.join(LR_POLICIES), settings.lr_policy))
+    if settings.solver_type not in SOLVER_TYPES:
+        raise ValueError('solver-type must be one of %s, not %r'
+                         % (', '.join(SOLVER_TYPES), settings.solver_type))
     if settings.iter_size <= 0 or settings.max_iter <= 0:
         raise ValueError('iter-size and max-iter must be positive')
     s = caffe_pb2.SolverParameter()
+    if settings.solver_type != 'SGD':   # Caffe's default; SGD solvers name no type
+        s.type = settings.solver_type
     s.train_net = os.path.join(net_dir, 'train.prototxt')
     s.test_net.append(os.path.join(net_dir, 'test.prototxt'))
     s.test_iter.append(settings.test_iter or _val_images(variant) * variant.passes)

@@ -92,6 +92,9 @@ VARIANT_OPTIONS = [
                                  'own seed, of fillers and dropout: --random-seed)')),
 ]
 SOLVER_OPTIONS = [
+    ('--solver-type', 'solver_type', dict(choices=netgen.SOLVER_TYPES,
+                                          help='Caffe\'s solver type; Adam takes --momentum '
+                                               'as beta1')),
     ('--iter-size', 'iter_size', dict(type=cli.positive_int,
                                       help='images per update; times 4 with '
                                            '--simulate-resolution')),
