@@ -40,6 +40,7 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true',
                     help='tiny dataset, %d iterations, %d seeds: a plumbing check, not a result'
                     % (bootstrap_bench.QUICK['max_iter'], bootstrap_bench.QUICK_SEEDS))
+    cli.add_force(ap, 'a report that is not this benchmark\'s')
     args = ap.parse_args(argv)
     config = pipeline.Config()
     seeds = range(1, args.seeds + 1)
@@ -48,7 +49,7 @@ def main(argv=None):
         seeds = range(1, bootstrap_bench.QUICK_SEEDS + 1)
 
     def job():
-        bootstrap_bench.run(args.work, config, list(seeds), args.out + '.md', args.out + '.json')
+        bootstrap_bench.run(args.work, config, list(seeds), args.out, args.force)
         log.info('wrote %s.md and %s.json', args.out, args.out)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
                         datefmt='%H:%M:%S')

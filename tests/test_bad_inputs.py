@@ -64,6 +64,13 @@ class World(dict):
             f.write("my notes\n")
         return path
 
+    def make_notes(self):
+        """A user's own Markdown file, named without its extension (as the
+        report tools that write NAME.md and NAME.json take it)."""
+        with open(self.path("notes.md"), "w") as f:
+            f.write("# my notes\n")
+        return self.path("notes")
+
     def make_voc(self):
         fake.make_voc(self.path("ds"), ["a1", "a2"], ["v1"])
         return self.path("ds", "VOCdevkit")
@@ -464,6 +471,10 @@ EXTRA = [
     row("evaluate-list-of-binary", "evaluate", ["--gt", "{gt}", "--pred", "{pred}", "--list",
                                                 "{weights}", "-q"],
         1, ["{weights}: not a text file"]),
+    # bench_bootstrap
+    row("bench-bootstrap-report-over-a-user-file", "bench_bootstrap",
+        ["--quick", "--work", "{tmp}/w", "--out", "{notes}"],
+        2, ["{notes}.md: exists and is not this tool's output"]),
     # make_net
     row("make-net-out-is-a-file", "make_net", ["--out", "{file}"], 2,
         ["{file}: exists and is not this tool's output"]),

@@ -49,6 +49,7 @@ METRIC_NAMES = dict(pixel_acc='Pixel acc.', mean_acc='Mean acc.', mean_iou='Mean
 # Two iterations on 48 px crops (K 2, 5, 9): the plumbing, not a result.
 QUICK = dict(pipeline.QUICK, train_images=6, val_images=2, crop=48, max_iter=2, snapshot=1)
 QUICK_SEEDS = 2
+TITLE = '# Online bootstrapping against plain softmax: a miniature Table 4'
 
 
 def labels_per_side(crop, stride):
@@ -224,7 +225,7 @@ def markdown(result):
     ks = r['k_scaling']
     rows = r['losses']
     lines = [
-        '# Online bootstrapping against plain softmax: a miniature Table 4',
+        TITLE,
         '',
         'Written by `scripts/bench_bootstrap.py` (`make bench-bootstrap`). FCRN-%d at %s, '
         'kernel %d, dilation %d, trained from random weights as `make demo` does (batch '
@@ -354,10 +355,11 @@ def findings(result):
 
 # --------------------------------------------------------------------- running
 
-def run(work, config, seeds, out_md, out_json):
+def run(work, config, seeds, out, force=False):
     """Train (or reuse) every (loss, seed) in the run folder `work`, then
-    write the report to `out_md` and `out_json`. Returns the result dict."""
-    fileio.check_targets([out_md, out_json], [work], force=True)
+    write the report to `out`.md and `out`.json; an existing report other
+    than this benchmark's is kept unless `force`. Returns the result dict."""
+    out_md, out_json = fileio.report_targets(out + '.md', TITLE, force)
     os.makedirs(work, exist_ok=True)
     r = pipeline.Run(os.path.abspath(work), config, plan(config, seeds))
     r.data()
