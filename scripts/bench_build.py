@@ -93,8 +93,9 @@ def measure(args):
         log.info('%s: %.0f s%s', name, seconds, ' (kept in %s)' % cache if kept else '')
     machine = '%s, %d cores, %d jobs' % (cpu_name(), os.cpu_count(), args.jobs)
     lines = [TITLE, '',
-             'Machine: %s. Produced by `scripts/bench_build.py`: `scripts/build_caffe.sh` from '
-             'the unpacked Debian source to an installed prefix, wall clock, fresh cache.' % machine,
+             'Machine: %s. Produced by `scripts/bench_build.py`: `scripts/build_caffe.sh` '
+             'from the unpacked Debian source to an installed prefix, wall clock, nothing '
+             'reused.' % machine,
              '', '| build | minutes |', '|---|---:|']
     lines += ['| %s | %.1f |' % (r['build'], r['seconds'] / 60) for r in results]
     fileio.atomic_write(md, '\n'.join(lines) + '\n')
