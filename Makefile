@@ -109,7 +109,7 @@ bench: all
 bench-peers: all
 	@$(ENV) python scripts/bench_peers.py --out benchmarks/peers.md
 
-# The miniature Table 4 (benchmarks/bootstrap.md): 15 trainings, about 2.5 h
+# The miniature Table 4 (benchmarks/bootstrap.md): 15 trainings, about 95 min
 # on 2 idle cores; rerun after an interruption, it reuses finished trainings.
 bench-bootstrap: all
 	@$(ENV) python scripts/bench_bootstrap.py --work work/bench_bootstrap --out benchmarks/bootstrap

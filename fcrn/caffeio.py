@@ -13,6 +13,7 @@ Only `caffe()`, `load_net`, `set_mode` and what runs nets import pycaffe;
 the readers use Caffe's protobuf module alone, so that weight conversion runs
 without pycaffe.
 """
+import ctypes
 import importlib.util
 import logging
 import os
@@ -186,30 +187,56 @@ def load_net(prototxt, weights=None, phase="test"):
     return net
 
 
+def _mapped(pattern):
+    """Path of the first library mapped into this process whose name matches
+    `pattern`, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            m = re.search(r"(/\S*(?:%s)\S*)" % pattern, f.read())
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 def gpu_build():
     """Whether the loaded libcaffe was built with CUDA (it then maps libcudart)."""
     caffe()
-    try:
-        with open("/proc/self/maps") as f:
-            return re.search(r"libcudart|libcublas", f.read()) is not None
-    except OSError:
-        return False
+    return _mapped("libcudart|libcublas") is not None
 
 
-def require_gpu(what, remedy="make CUDA=1"):
+def gpu_count():
+    """CUDA devices the loaded Caffe can use: 0 on a CPU-only build or where
+    the runtime finds no usable GPU (Caffe itself aborts on a missing one)."""
+    caffe()
+    path = _mapped("libcudart")
+    if path is None:
+        return 0
+    count = ctypes.c_int(0)
+    if ctypes.CDLL(path).cudaGetDeviceCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def require_gpu(what, remedy="make CUDA=1", device=None):
     """UsageError "`what`: this Caffe is a CPU-only build (`remedy`)" unless
-    the loaded Caffe can run on a GPU."""
+    the loaded Caffe can run on a GPU, and one naming the GPUs there are
+    when `device` is not one of them."""
     if not gpu_build():
         raise UsageError("%s: this Caffe is a CPU-only build (%s)" % (what, remedy))
+    if device is not None:
+        count = gpu_count()
+        if device >= count:
+            raise UsageError("%s: no GPU %d here (%d usable)" % (what, device, count))
 
 
 def set_mode(gpu=None):
-    """CPU mode, or GPU `gpu` (UsageError on a CPU-only build)."""
+    """CPU mode, or GPU `gpu` (UsageError on a CPU-only build or a GPU that
+    is not there)."""
     module = caffe()
     if gpu is None:
         module.set_mode_cpu()
         return
-    require_gpu("--gpu %d" % gpu)
+    require_gpu("--gpu %d" % gpu, device=gpu)
     module.set_mode_gpu()
     module.set_device(gpu)
 

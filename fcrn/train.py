@@ -257,13 +257,14 @@ def check_device(solver, gpu=None, cwd=None):
     GPU, on a CPU-only build. The caffe tool trains on the CPU when the
     solver gives no mode, and `-gpu` overrides the solver's mode."""
     if gpu is not None:
-        caffeio.require_gpu('--gpu %d' % gpu)
+        caffeio.require_gpu('--gpu %d' % gpu, device=gpu)
         return
     param = caffeio.read_solver(os.path.join(cwd or '.', solver))
     if param.HasField('solver_mode') and param.solver_mode == param.GPU:
         caffeio.require_gpu('%s says solver_mode: GPU' % solver,
                             'change it to CPU, or regenerate the net with make_net.py '
-                            '--solver-mode CPU; a GPU needs make CUDA=1')
+                            '--solver-mode CPU; a GPU needs make CUDA=1',
+                            device=param.device_id)
 
 
 def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=False,

@@ -3,7 +3,7 @@
 pixels, t = 0 and t = 0.7) against plain softmax, FCRN-50 from random
 weights on the demo's synthetic dataset, several seeds (`make bench-bootstrap`).
 
-    python scripts/bench_bootstrap.py                  # about 2.5 h on 2 idle cores
+    python scripts/bench_bootstrap.py                  # about 95 min on 2 idle cores
     python scripts/bench_bootstrap.py --quick --work /tmp/b --out /tmp/b/report
                                                        # the plumbing, in seconds
 

@@ -208,6 +208,14 @@ def exists(*paths):
     return check
 
 
+def gpu_refused(what):
+    def check(w, out):
+        from fcrn import caffeio
+        assert (("%s: no GPU 99 here (%d usable)" % (what, caffeio.gpu_count()))
+                if caffeio.gpu_build() else "%s: this Caffe is a CPU-only build" % what) in out
+    return check
+
+
 def absent(*paths):
     def check(w, out):
         for p in paths:
@@ -414,8 +422,10 @@ EXTRA = [
         1, ["{tmp}/mixed/x.jpg: not a readable image"], exists("{tmp}/o/ok.png")),
     row("infer-one-pixel-image", "infer", ["{tmp}/dot.png", "--out", "{tmp}/o"] + INFER, 0,
         [], exists("{tmp}/o/dot.png")),
-    row("infer-gpu-on-cpu-build", "infer", ["{img}", "--out", "{tmp}/o", "--gpu", "0"] + INFER,
-        2, ["--gpu 0: this Caffe is a CPU-only build"]),
+    # A CPU-only build refuses any GPU; a CUDA build one that is not there
+    # (pycaffe's set_device aborts on it).
+    row("infer-gpu-not-here", "infer", ["{img}", "--out", "{tmp}/o", "--gpu", "99"] + INFER,
+        2, ["--gpu 99: "], gpu_refused("--gpu 99")),
     row("infer-gpu-negative", "infer", ["{img}", "--out", "{tmp}/o", "--gpu", "-1"] + INFER,
         2, ["argument --gpu: must be >= 0, not -1"]),
     row("infer-mean-nan", "infer", ["{img}", "--out", "{tmp}/o", "--mean", "nan", "0", "0"]
