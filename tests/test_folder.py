@@ -129,7 +129,7 @@ def test_own_dataset_from_folder_to_trained_evaluated_exported_net(tmp_path, scr
     with open("nets/mine/solver.prototxt") as f:
         solver = f.read()
     from fcrn import caffeio
-    assert "solver_mode: %s" % ("GPU" if caffeio.gpu_build() else "CPU") in solver
+    assert "solver_mode: %s" % ("GPU" if caffeio.gpu_count() else "CPU") in solver
     val = pairs("data/mine/val.txt")
     assert "test_iter: %d\n" % len(val) in solver   # counted from the val list
     deploy = caffeio.read_net_param("nets/mine/deploy.prototxt")

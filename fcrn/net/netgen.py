@@ -379,8 +379,9 @@ def _val_images(variant):
 
 
 def build_solver_mode():
-    """The solver mode the loaded Caffe can run: GPU on a CUDA build, else CPU."""
-    return 'GPU' if caffeio.gpu_build() else 'CPU'
+    """The solver mode the loaded Caffe can run here: GPU on a CUDA build on a
+    machine with a usable GPU, else CPU."""
+    return 'GPU' if caffeio.gpu_count() > 0 else 'CPU'
 
 
 def solver(variant, settings, net_dir):

@@ -113,8 +113,8 @@ SOLVER_OPTIONS = [
     ('--test-iter', 'test_iter', dict(type=cli.positive_int,
                                       help='default: every validation image, every pass')),
     ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper,
-                                          help='default: GPU with a CUDA build of Caffe, '
-                                               'else CPU')),
+                                          help='default: GPU with a CUDA build of Caffe '
+                                               'on a machine with a GPU, else CPU')),
     ('--random-seed', 'random_seed', dict(type=cli.nonnegative_int,
                                           help='Caffe\'s random_seed (fillers, '
                                                'dropout): reproducible training')),
