@@ -128,12 +128,19 @@ def check_layout(net, field, alias_splits):
     return len({layout[name][0] for name in names})
 
 
-def test_test_phase_shares_data_and_gives_identical_outputs(tmp_path):
+def phase_test_nets(tmp_path, seed):
+    """The TEST net without and with memory sharing, with the same random
+    weights, and the random state that drew them."""
     plain = load(tmp_path, fcrn_net(caffe.TEST, False), caffe.TEST, 'plain.prototxt')
     shared = load(tmp_path, fcrn_net(caffe.TEST, True), caffe.TEST, 'shared.prototxt')
-    rng = np.random.RandomState(0)
+    rng = np.random.RandomState(seed)
     randomise(plain, rng)
     copy_params(plain, shared)
+    return plain, shared, rng
+
+
+def test_test_phase_shares_data_and_gives_identical_outputs(tmp_path):
+    plain, shared, rng = phase_test_nets(tmp_path, 0)
     image = rng.randn(1, 3, SIZE, SIZE) * 50
     for net in (plain, shared):
         net.blobs['data'].data[...] = image
@@ -146,11 +153,7 @@ def test_test_phase_shares_data_and_gives_identical_outputs(tmp_path):
 
 def test_test_phase_follows_a_new_input_size(tmp_path):
     """pycaffe may reshape an input and run forward without net.reshape()."""
-    plain = load(tmp_path, fcrn_net(caffe.TEST, False), caffe.TEST, 'plain.prototxt')
-    shared = load(tmp_path, fcrn_net(caffe.TEST, True), caffe.TEST, 'shared.prototxt')
-    rng = np.random.RandomState(1)
-    randomise(plain, rng)
-    copy_params(plain, shared)
+    plain, shared, rng = phase_test_nets(tmp_path, 1)
     for size in (SIZE + 16, SIZE - 8):
         image = rng.randn(1, 3, size, size) * 50
         for net in (plain, shared):
