@@ -4,7 +4,9 @@ No GPU is needed: the C++ sources are read. Starting from Forward_gpu and
 Backward_gpu, every function of the layer's sources that a reached body
 names is reached too (names, not just calls: an over-approximation, so a
 host access cannot hide behind a helper), and no reached body may use a
-Blob accessor that returns host memory. Where a GPU exists, the C++ suite
+Blob accessor that returns host memory or copy device memory by hand
+(caffe_gpu_memcpy, cudaMemcpy*: the one way to read a value back without
+an accessor). Where a GPU exists, the C++ suite
 LeanBatchNormLayerGPUTest checks the same at run time (SyncedMemory heads).
 """
 import os
@@ -17,8 +19,9 @@ SOURCES = ["cpp/include/fcrn/lean_batch_norm_layer.hpp",
            "cpp/src/lean_batch_norm_layer.cpp",
            "cpp/src/lean_batch_norm_layer.cu"]
 GPU_ENTRIES = ("Forward_gpu", "Backward_gpu")
-# Blob accessors that sync to, or return, host memory.
-HOST_ACCESS = re.compile(r"\b((?:mutable_|set_)?cpu_(?:data|diff)|data_at|diff_at)\s*\(")
+# Blob accessors that sync to, or return, host memory, and raw copies.
+HOST_ACCESS = re.compile(r"\b((?:mutable_|set_)?cpu_(?:data|diff)|data_at|diff_at"
+                         r"|caffe_gpu_memcpy|cudaMemcpy\w*)\s*\(")
 KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "catch"}
 DEFINITION = re.compile(r"\b(\w+)\s*\(([^;{}]*)\)\s*(?:const\s*)?\{")
 
@@ -88,8 +91,9 @@ def test_checker_follows_helpers():
         void Layer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom) {
           if (ok) { Helper(); }  // cpu_data() in a comment does not count
         }
-        void Helper() { x = blob.mutable_cpu_diff(); }
+        void Helper() { x = blob.mutable_cpu_diff(); Flag(); }
+        void Flag() { caffe_gpu_memcpy(sizeof(float), flag.gpu_data(), &f); }
         void Unreached() { blob.cpu_data(); }
         """)
     assert host_accesses(function_bodies(text), ["Forward_gpu"]) == [
-        ("Helper", "mutable_cpu_diff")]
+        ("Flag", "caffe_gpu_memcpy"), ("Helper", "mutable_cpu_diff")]

@@ -1,5 +1,5 @@
-#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "fcrn/lean_batch_norm_layer.hpp"
@@ -105,7 +105,6 @@ void LeanBatchNormLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   inv_gamma_.Reshape(channel_shape);
   sum1_.Reshape(channel_shape);
   sum2_.Reshape(channel_shape);
-  gamma_has_zero_.Reshape(vector<int>(1, 1));
   keep_input_ = false;
 }
 
@@ -161,24 +160,12 @@ void LeanBatchNormLayer<Dtype>::ComputeAffine(bool from_batch) {
     for (int c = 0; c < channels_; ++c) {
       mean[c] = scale * running_mean[c];
       inv_std[c] = 1 / std::sqrt(scale * running_var[c] + eps_);
-      inv_gamma[c] = gamma[c] == 0 ? Dtype(0) : 1 / gamma[c];
+      inv_gamma[c] = gamma[c] == 0 ?
+          std::numeric_limits<Dtype>::quiet_NaN() : 1 / gamma[c];
     }
   }
   caffe_mul(channels_, this->blobs_[3]->cpu_data(), inv_std,
             slope_.mutable_cpu_data());
-}
-
-template <typename Dtype>
-typename LeanBatchNormLayer<Dtype>::InputCopy
-LeanBatchNormLayer<Dtype>::InputCopyRule(bool in_place) {
-  if (!in_place) {
-    return NO_COPY;  // the input stays available to backward
-  }
-  if (!use_global_stats_) {
-    return COPY;     // backward needs xhat everywhere, ReLU's zeros included
-  }
-  // Frozen: with a fixed gamma backward needs no data.
-  return this->param_propagate_down(3) ? COPY_IF_GAMMA_HAS_ZERO : NO_COPY;
 }
 
 template <typename Dtype>
@@ -207,10 +194,7 @@ void LeanBatchNormLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         sum2_.mutable_cpu_data());
   }
   ComputeAffine(!use_global_stats_);
-  const Dtype* gamma = this->blobs_[3]->cpu_data();
-  const InputCopy rule = InputCopyRule(bottom[0] == top[0]);
-  keep_input_ = rule == COPY || (rule == COPY_IF_GAMMA_HAS_ZERO &&
-      std::find(gamma, gamma + channels_, Dtype(0)) != gamma + channels_);
+  keep_input_ = KeepsInput(bottom[0] == top[0]);
   if (keep_input_) {
     input_copy_.ReshapeLike(*bottom[0]);
     caffe_copy(bottom[0]->count(), bottom_data,

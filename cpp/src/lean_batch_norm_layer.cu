@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "fcrn/lean_batch_norm_layer.hpp"
@@ -114,25 +115,18 @@ __global__ void ChannelDotsGPU(const int m, const int channels,
   }
 }
 
-// Frozen statistics, as ComputeAffine(false). One block, so that
-// __syncthreads_or gives the zero-gamma flag without clearing it first.
+// Frozen statistics, as ComputeAffine(false).
 template <typename Dtype>
 __global__ void FrozenAffineGPU(const int channels, const Dtype eps,
-    const Dtype* running_mean, const Dtype* running_var, const Dtype* factor,
-    const Dtype* gamma, Dtype* mean, Dtype* inv_std, Dtype* slope,
-    Dtype* inv_gamma, Dtype* gamma_has_zero) {
+    const Dtype nan, const Dtype* running_mean, const Dtype* running_var,
+    const Dtype* factor, const Dtype* gamma, Dtype* mean, Dtype* inv_std,
+    Dtype* slope, Dtype* inv_gamma) {
   const Dtype scale = factor[0] == 0 ? Dtype(0) : 1 / factor[0];
-  bool zero = false;
   CUDA_KERNEL_LOOP(c, channels) {
     mean[c] = scale * running_mean[c];
     inv_std[c] = 1 / sqrt(scale * running_var[c] + eps);
     slope[c] = gamma[c] * inv_std[c];
-    inv_gamma[c] = gamma[c] == 0 ? Dtype(0) : 1 / gamma[c];
-    zero = zero || gamma[c] == 0;
-  }
-  zero = __syncthreads_or(zero);
-  if (threadIdx.x == 0) {
-    gamma_has_zero[0] = zero;
+    inv_gamma[c] = gamma[c] == 0 ? nan : 1 / gamma[c];
   }
 }
 
@@ -219,11 +213,12 @@ void LeanBatchNormLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   const Dtype* gamma = this->blobs_[3]->gpu_data();
   if (use_global_stats_) {
     // NOLINT_NEXT_LINE(whitespace/operators)
-    FrozenAffineGPU<Dtype><<<1, CAFFE_CUDA_NUM_THREADS>>>(channels_, eps_,
-        this->blobs_[0]->gpu_data(), this->blobs_[1]->gpu_data(),
-        this->blobs_[2]->gpu_data(), gamma, mean_.mutable_gpu_data(),
-        inv_std_.mutable_gpu_data(), slope_.mutable_gpu_data(),
-        inv_gamma_.mutable_gpu_data(), gamma_has_zero_.mutable_gpu_data());
+    FrozenAffineGPU<Dtype><<<CAFFE_GET_BLOCKS(channels_),
+        CAFFE_CUDA_NUM_THREADS>>>(channels_, eps_,
+        std::numeric_limits<Dtype>::quiet_NaN(), this->blobs_[0]->gpu_data(),
+        this->blobs_[1]->gpu_data(), this->blobs_[2]->gpu_data(), gamma,
+        mean_.mutable_gpu_data(), inv_std_.mutable_gpu_data(),
+        slope_.mutable_gpu_data(), inv_gamma_.mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
   } else {
     const int m = num_ * spatial_dim_;
@@ -244,15 +239,7 @@ void LeanBatchNormLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
         this->blobs_[2]->mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
   }
-  const InputCopy rule = InputCopyRule(bottom[0] == top[0]);
-  keep_input_ = rule == COPY;
-  if (rule == COPY_IF_GAMMA_HAS_ZERO) {
-    // The one value read back, and only in this case (frozen, learnt gamma,
-    // in place): whether to allocate a copy is the host's decision.
-    Dtype has_zero;
-    caffe_gpu_memcpy(sizeof(Dtype), gamma_has_zero_.gpu_data(), &has_zero);
-    keep_input_ = has_zero != 0;
-  }
+  keep_input_ = KeepsInput(bottom[0] == top[0]);
   if (keep_input_) {
     input_copy_.ReshapeLike(*bottom[0]);
   }

@@ -231,8 +231,10 @@ TYPED_TEST(LeanBatchNormLayerTest, TestBatchStatsInPlaceEqualsBatchNormScale) {
 }
 
 TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceZeroGamma) {
-  // A zero gamma makes the input unrecoverable from the output: the layer
-  // must keep a copy and still give the right gamma gradient.
+  // In place, a zero gamma makes the input unrecoverable from the output.
+  // The layer keeps no copy either way (that would take a host read of gamma
+  // on the GPU): gamma's gradient is NaN there, exact elsewhere, and the
+  // gradients of the input and of beta stay exact.
   typedef typename TypeParam::Dtype Dtype;
   LeanBatchNormLayer<Dtype> layer(this->Param(true));
   layer.SetUp(this->blob_bottom_vec_, this->blob_bottom_vec_);
@@ -245,20 +247,28 @@ TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceZeroGamma) {
             this->blob_bottom_->mutable_cpu_diff());
   layer.Backward(this->blob_bottom_vec_, vector<bool>(1, true),
                  this->blob_bottom_vec_);
-  // d loss / d gamma_c = sum over the channel of xhat, for dy = 1.
-  const Dtype* p0 = layer.blobs()[0]->cpu_data();
-  const Dtype* p1 = layer.blobs()[1]->cpu_data();
+  // With dy = 1: d loss / d gamma_c = sum over the channel of xhat,
+  // d loss / d beta_c = the channel's size, d loss / dx = gamma_c / std_c.
+  const vector<shared_ptr<Blob<Dtype> > >& p = layer.blobs();
   for (int c = 0; c < 3; ++c) {
+    const double inv_std = 1 / std::sqrt(p[1]->cpu_data()[c] / 2 + 1e-5);
     double expected = 0;
     for (int n = 0; n < 2; ++n) {
       for (int h = 0; h < 4; ++h) {
         for (int w = 0; w < 5; ++w) {
-          expected += (input.data_at(n, c, h, w) - p0[c] / 2) /
-              std::sqrt(p1[c] / 2 + 1e-5);
+          expected += (input.data_at(n, c, h, w) - p[0]->cpu_data()[c] / 2) *
+              inv_std;
+          EXPECT_NEAR(this->blob_bottom_->diff_at(n, c, h, w),
+                      p[3]->cpu_data()[c] * inv_std, 1e-4);
         }
       }
     }
-    EXPECT_NEAR(layer.blobs()[3]->cpu_diff()[c], expected, 1e-3);
+    if (c == 1) {
+      EXPECT_TRUE(std::isnan(p[3]->cpu_diff()[c]));
+    } else {
+      EXPECT_NEAR(p[3]->cpu_diff()[c], expected, 1e-3);
+    }
+    EXPECT_NEAR(p[4]->cpu_diff()[c], 2 * 4 * 5, 1e-4);
   }
 }
 

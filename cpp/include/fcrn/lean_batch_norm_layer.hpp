@@ -30,8 +30,10 @@ namespace caffe {
  *     map, no input-sized buffer. When gamma is learnt and the layer runs in
  *     place, the normalised input is recovered from the output as
  *     (y - beta) / gamma, which stays exact under in-place layers that keep y
- *     wherever its gradient is non-zero (ReLU). Only if some gamma is exactly
- *     zero is a copy of the input kept for that iteration.
+ *     wherever its gradient is non-zero (ReLU). Where gamma is exactly zero
+ *     the input is lost, and gamma's gradient there is NaN rather than a
+ *     wrong number (zero-initialise gamma with batch statistics, as
+ *     `--bn-stats batch` nets do, or run the layer out of place).
  *   - batch statistics: no buffer out of place; one copy of the input in
  *     place (BatchNorm + Scale keep three input-sized buffers).
  */
@@ -59,12 +61,14 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  /// Whether forward keeps a copy of its input for backward. Only in place:
-  /// backward recovers xhat from the output only with frozen statistics, and
-  /// needs it only for a learnt gamma, which must then have no zero (checked
-  /// by the caller; on the GPU the one value read back to the host).
-  enum InputCopy { NO_COPY, COPY, COPY_IF_GAMMA_HAS_ZERO };
-  InputCopy InputCopyRule(bool in_place);
+  /// Whether forward keeps a copy of its input for backward: only in place
+  /// with batch statistics, whose backward needs xhat everywhere, where an
+  /// in-place ReLU zeroed the output too. Frozen, xhat is recovered from the
+  /// output, so the decision never depends on gamma's values (on the GPU
+  /// that would be a read back to the host every pass).
+  bool KeepsInput(bool in_place) const {
+    return in_place && !use_global_stats_;
+  }
 
   // Per-channel bookkeeping of the CPU path (the GPU path has kernels).
   /// Sets mean_, inv_std_, slope_ (gamma / std) and, when frozen, inv_gamma_
@@ -85,12 +89,11 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   Blob<Dtype> input_copy_;
   // Per-channel vectors (C). Backward reads xhat = (x - mean_) * inv_std_
   // from the input, or (y - beta) * inv_gamma_ from the output (inv_gamma_ is
-  // 0 where gamma is, as xhat is then not needed).
+  // NaN where gamma is 0: xhat cannot be recovered there).
   Blob<Dtype> mean_, inv_std_, slope_, inv_gamma_;
   Blob<Dtype> sum1_, sum2_;
-  // GPU only: per-block partial sums of the channel reductions, and whether
-  // gamma has a zero (one value, set by the frozen forward).
-  Blob<Dtype> partials_, gamma_has_zero_;
+  // GPU only: per-block partial sums of the channel reductions.
+  Blob<Dtype> partials_;
 };
 
 }  // namespace caffe
