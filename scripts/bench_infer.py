@@ -11,13 +11,12 @@ The forward times of pycaffe (unfolded and folded), OpenCV DNN (the folded
 Caffe net) and onnxruntime (the ONNX model that scripts/export_onnx.py writes,
 CPU provider, one intra-op thread per CPU this process may use, as OpenBLAS
 uses) are each the best of --repeat forwards of the same input after a warm-up.
-The machine's peak is an estimate from /proc/cpuinfo: cores x clock x FLOPs per
-cycle (32 for AVX2 with FMA, 64 with AVX-512, fp32), stated as such.
+The machine's peak is measured, not estimated: SGEMM on 2048x2048 matrices
+through the BLAS library Caffe loaded, with the same threads and kernels.
 """
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -74,20 +73,20 @@ def conv_flops(net, net_param):
 
 
 def peak_gflops():
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return None, "unknown"
-    flags = re.search(r"^flags\s*:(.*)$", info, re.M)
-    flags = flags.group(1).split() if flags else []
-    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
-    per_cycle = 64 if "avx512f" in flags else 32 if ("avx2" in flags and "fma" in flags) else 8
-    cores = len(os.sched_getaffinity(0))
-    if not mhz:
-        return None, "unknown"
-    ghz = max(mhz) / 1000
-    return cores * ghz * per_cycle, "%d cores x %.2f GHz x %d FLOP/cycle (fp32, estimate)" % (
-        cores, ghz, per_cycle)
+    """(GFLOP/s, note): the CPU's FP32 peak as Caffe's BLAS reaches it, measured
+    with a large SGEMM through the library this process loaded for Caffe,
+    under the same environment (threads, OPENBLAS_CORETYPE)."""
+    import ctypes
+    from fcrn.bench import peer_worker, peers
+    settings = peer_worker.blas_settings()
+    for path in settings["blas"]:
+        if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
+            shape = peers.GEMM_SHAPES[0]
+            rate = peers.sgemm_rates(path, [shape])[0]
+            return rate, "SGEMM %s with %s, %s kernels, measured" % (
+                "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]),
+                settings.get("openblas_kernels", "its own"))
+    return None, "unknown"
 
 
 def timed(fn, repeat):

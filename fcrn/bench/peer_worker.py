@@ -33,6 +33,21 @@ def loaded_blas():
     return sorted(p for p in paths if any(n in os.path.basename(p) for n in names))
 
 
+def blas_settings():
+    """The BLAS this process runs on: libraries, thread and kernel settings
+    from the environment, and OpenBLAS's own kernel and thread choice."""
+    import ctypes
+    keys = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE')
+    found = dict(blas=loaded_blas(), **{k.lower(): os.environ.get(k) for k in keys})
+    for path in found['blas']:
+        if 'libopenblas' in os.path.basename(path):
+            openblas = ctypes.CDLL(path)  # the copy already loaded
+            openblas.openblas_get_corename.restype = ctypes.c_char_p
+            found['openblas_kernels'] = openblas.openblas_get_corename().decode()
+            found['openblas_threads'] = openblas.openblas_get_num_threads()
+    return found
+
+
 class CaffePeer:
     """The project's generated deploy net (fcrn.net.netgen) in pycaffe."""
 
@@ -84,16 +99,7 @@ class CaffePeer:
         return list(self.net.blobs['prob'].data.shape)
 
     def settings(self):
-        import ctypes
-        keys = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE')
-        found = dict(blas=loaded_blas(), **{k.lower(): os.environ.get(k) for k in keys})
-        for path in found['blas']:
-            if 'libopenblas' in os.path.basename(path):
-                openblas = ctypes.CDLL(path)  # the copy already loaded
-                openblas.openblas_get_corename.restype = ctypes.c_char_p
-                found['openblas_kernels'] = openblas.openblas_get_corename().decode()
-                found['openblas_threads'] = openblas.openblas_get_num_threads()
-        return found
+        return blas_settings()
 
 
 class TorchPeer:

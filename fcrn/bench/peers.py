@@ -187,10 +187,16 @@ def gemm_rates(threads, shapes=GEMM_SHAPES):
             for key in OPENBLAS_PINS:
                 env.pop(key, None)
         log.info('SGEMM with %s', name)
-        result = subprocess.run([sys.executable, '-c', _GEMM_CHILD, path, json.dumps(shapes)],
-                                capture_output=True, text=True, env=env, check=True)
-        rates[name] = json.loads(result.stdout)
+        rates[name] = sgemm_rates(path, shapes, env)
     return rates
+
+
+def sgemm_rates(library, shapes=GEMM_SHAPES, env=None):
+    """GFLOP/s of `library`'s cblas_sgemm for each (rows, inner, columns)
+    shape, best of 3 after a warm-up, in a process of its own under `env`."""
+    result = subprocess.run([sys.executable, '-c', _GEMM_CHILD, library, json.dumps(shapes)],
+                            capture_output=True, text=True, env=env, check=True)
+    return json.loads(result.stdout)
 
 
 class Worker:
