@@ -38,6 +38,30 @@ def test_caffe_variants_alternate_and_share_memory(tmp_path):
     text = out.read_text()
     assert '| R101 1/8 (k5 d12), 97x97 | 2 | caffe-im2col-classifier |' in text
     assert 'Targets' in text
+    assert "Where Caffe's time goes" in text
+
+
+def test_profile_accounts_for_every_layer(tmp_path):
+    result = run('--cases', '0', '--size', '97', '--runs', '3', '--warmup', '1', '--no-gemm',
+                 '--variants', 'caffe', 'caffe-shared', '--out', str(tmp_path / 'peers.md'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / 'peers.json').read_text())
+    assert [e['group'] for e in record['records']] == [0, 1, 0, 1]
+    for entry in record['records']:
+        results = entry['results']
+        if entry['group'] == 1:
+            assert results['caffe-shared']['profile'] is None  # profiled in group 1 only
+            continue
+        assert results['caffe']['profile'] is None  # only the reference is profiled
+        profile = results['caffe-shared']['profile']
+        # R50: a 7x7 stem, 1x1 and 3x3 convolutions, a 3x3 classifier, the rest.
+        assert sorted(profile) == sorted(['stem', '1x1 convolutions', '3x3 convolutions',
+                                          'classifier', 'element-wise', 'other'])
+        assert profile['1x1 convolutions'] > profile['stem']  # 36 layers against one
+        # Every layer counted: timed one by one (which only adds call
+        # overhead), the layers take at least about what the whole pass takes.
+        whole = results['caffe-shared']['median']
+        assert sum(profile.values()) > 0.7 * whole, (entry['mode'], profile, whole)
 
 
 def test_unknown_variant_is_a_usage_error():

@@ -7,8 +7,9 @@ Run by path with that framework's interpreter (the PyTorch one cannot import
 pycaffe, so this file imports nothing of the project at module level). It
 builds the FCRN deploy net with random weights and prints one JSON line when
 ready; then each line `run` on stdin runs one pass (forward, or forward and
-backward) and answers its seconds; `finish` answers the peak resident set and
-the output shape, and the worker exits. The parent alternates the workers run
+backward) and answers its seconds; `profile` (Caffe only) answers the
+seconds per layer kind; `finish` answers the peak resident set and the
+output shape, and the worker exits. The parent alternates the workers run
 by run, so that a change of load on the machine hits every framework alike.
 """
 import argparse
@@ -19,6 +20,8 @@ import sys
 import time
 
 CLASSES = 21
+# Layers that touch every activation once or twice and do no matrix work.
+ELEMENTWISE = ('LeanBatchNorm', 'BatchNorm', 'Scale', 'ReLU', 'Eltwise', 'Pooling', 'Split')
 
 
 def rss_peak():
@@ -97,6 +100,49 @@ class CaffePeer:
 
     def output_shape(self):
         return list(self.net.blobs['prob'].data.shape)
+
+    def layer_kinds(self):
+        """Each layer's kind: its convolution's kernel (the first is the stem,
+        the last the classifier), element-wise, or other."""
+        layers = self.net.layers
+        convs = [i for i, layer in enumerate(layers) if layer.type == 'Convolution']
+        kinds = []
+        for i, layer in enumerate(layers):
+            if layer.type == 'Convolution':
+                k = layer.blobs[0].data.shape[-1]
+                kinds.append('stem' if i == convs[0] else 'classifier' if i == convs[-1]
+                             else '%dx%d convolutions' % (k, k))
+            else:
+                kinds.append('element-wise' if layer.type in ELEMENTWISE else 'other')
+        return kinds
+
+    def profile(self, passes=3):
+        """{layer kind: seconds} of one pass, each layer timed alone (pycaffe's
+        _forward(i, i) and _backward(i, i), in the net's order), the median
+        of `passes` per layer."""
+        import statistics
+        kinds = self.layer_kinds()
+        count = len(kinds)
+        samples = [[] for _ in range(count)]
+
+        def timed(step, i):
+            start = time.perf_counter()
+            step(i, i)
+            return time.perf_counter() - start
+
+        for _ in range(passes):
+            seconds = [timed(self.net._forward, i) for i in range(count)]
+            if self.backward:
+                self.net.clear_param_diffs()
+                self.net.blobs['prob'].diff[...] = self.top_diff
+                for i in reversed(range(count)):
+                    seconds[i] += timed(self.net._backward, i)
+            for i, value in enumerate(seconds):
+                samples[i].append(value)
+        totals = {}
+        for kind, values in zip(kinds, samples):
+            totals[kind] = totals.get(kind, 0.0) + statistics.median(values)
+        return totals
 
     def settings(self):
         return blas_settings()
@@ -190,6 +236,8 @@ def main(argv=None):
             start = time.perf_counter()
             peer.run()
             answer(seconds=time.perf_counter() - start)
+        elif line.strip() == 'profile':
+            answer(profile=peer.profile())
         elif line.strip() == 'finish':
             answer(peak_rss=rss_peak(), output_shape=peer.output_shape())
             return 0

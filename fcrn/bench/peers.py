@@ -24,6 +24,7 @@ import time
 from typing import List
 
 from fcrn import ROOT
+from fcrn.bench.peer_worker import ELEMENTWISE
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def blas_dir(build):
 # run without the pin unless their variant sets it, and report the kernels.
 OPENBLAS_PINS = ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE')
 SHARED = ('--share-memory',)
+# The Caffe variant held against the targets, and profiled.
+REFERENCE = 'caffe-shared'
 
 
 def variant_groups():
@@ -82,11 +85,11 @@ def variant_groups():
     processes fit in memory at 505x505)."""
     return (
         (Variant('caffe', 'caffe', note='as built'),
-         Variant('caffe-shared', 'caffe', SHARED,
+         Variant(REFERENCE, 'caffe', SHARED,
                  note='share_memory: data (forward) or diffs (backward) share memory'),
          Variant('torch', 'torch', note='NCHW (contiguous)'),
          Variant('torch-cl', 'torch', ('--channels-last',), note='channels_last')),
-        (Variant('caffe-shared', 'caffe', SHARED, note='the reference of this group'),
+        (Variant(REFERENCE, 'caffe', SHARED, note='the reference of this group'),
          Variant('caffe-upstream-im2col', 'caffe', SHARED,
                  env=(('FCRN_UPSTREAM_IM2COL', '1'),),
                  note="upstream's im2col/col2im loops (patch 0011 off)"),
@@ -237,9 +240,10 @@ class Worker:
         self.process.wait()
 
 
-def measure(case, mode, chosen, pythons, warmup, runs, tmp):
+def measure(case, mode, chosen, pythons, warmup, runs, tmp, profiled=()):
     """{variant name: result} for one case and mode, the variants of one
-    group alternated."""
+    group alternated; the Caffe variants named in `profiled` are then
+    profiled layer by layer (result 'profile')."""
     workers = []
     try:
         for variant in chosen:
@@ -256,13 +260,16 @@ def measure(case, mode, chosen, pythons, warmup, runs, tmp):
                     seconds[worker.variant.name].append(answer['seconds'])
         results = {}
         for worker in workers:
+            profile = worker.ask('profile')['profile'] \
+                if worker.variant.name in profiled else None
             end = worker.ask('finish')
             name = worker.variant.name
             results[name] = dict(
                 variant=name, framework=worker.variant.framework, note=worker.variant.note,
                 seconds=seconds[name], median=statistics.median(seconds[name]),
                 peak_rss=end['peak_rss'], baseline_rss=worker.ready['baseline_rss'],
-                output_shape=end['output_shape'], settings=worker.ready['settings'])
+                output_shape=end['output_shape'], settings=worker.ready['settings'],
+                profile=profile)
             log.info('%s, %s, %s: median %.3f s, peak %.2f GB', case.name, mode, name,
                      results[name]['median'], end['peak_rss'] / 1e9)
     finally:
@@ -295,7 +302,8 @@ def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, tmp='/tm
     for case in cases:
         for mode in MODES:
             for group, chosen in enumerate(groups):
-                results = measure(case, mode, chosen, pythons, warmup, runs, tmp)
+                results = measure(case, mode, chosen, pythons, warmup, runs, tmp,
+                                  profiled=(REFERENCE,) if group == 0 else ())
                 records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
                                     group=group, results=results))
     return dict(machine=dict(cpu=cpu_name(), cores=os.cpu_count(),
@@ -316,7 +324,7 @@ def _gb(value):
 TITLE = '# FCRN on the CPU: Caffe and PyTorch side by side'
 
 
-def report(record, caffe_variant='caffe-shared'):
+def report(record, caffe_variant=REFERENCE):
     """Markdown: one table per mode, ratios against caffe-shared of the same
     group and against PyTorch's best, the targets, the SGEMM table."""
     machine = record['machine']
@@ -350,7 +358,7 @@ def report(record, caffe_variant='caffe-shared'):
             if entry['mode'] != mode:
                 continue
             reference = best_torch(entry['results'])
-            anchor = entry['results'].get('caffe-shared')
+            anchor = entry['results'].get(REFERENCE)
             for name, r in entry['results'].items():
                 net = r['peak_rss'] - r['baseline_rss']
                 ratios = ['%.2f' % (r['median'] / anchor['median']) if anchor else '-']
@@ -366,6 +374,7 @@ def report(record, caffe_variant='caffe-shared'):
                     ratios[1], _gb(r['peak_rss']), _gb(net), ratios[2], ratios[3]))
         lines.append('')
     lines += targets(record, caffe_variant)
+    lines += profile_table(record)
     if record.get('gemm'):
         lines += gemm_table(record['gemm'], record['threads'])
     return '\n'.join(lines) + '\n'
@@ -393,6 +402,33 @@ def targets(record, caffe_variant):
             verdict(mine['peak_rss'] / reference['peak_rss']),
             verdict((mine['peak_rss'] - mine['baseline_rss']) /
                     (reference['peak_rss'] - reference['baseline_rss']))))
+    return lines + ['']
+
+
+# Columns of the profile table, in this order where present.
+KINDS = ('3x3 convolutions', '1x1 convolutions', 'classifier', 'stem', 'element-wise', 'other')
+
+
+def profile_table(record):
+    """Markdown: where the profiled Caffe variant's time goes, per layer kind."""
+    profiled = [(entry, r) for entry in record['records']
+                for r in entry['results'].values() if r.get('profile')]
+    if not profiled:
+        return []
+    found = {kind for _, r in profiled for kind in r['profile']}
+    kinds = [k for k in KINDS if k in found] + sorted(found.difference(KINDS))
+    lines = ['## Where Caffe\'s time goes', '',
+             'Group 1\'s `%s`, after its timed passes: each layer timed alone through '
+             'pycaffe (`Net._forward(i, i)`, `_backward(i, i)`), median of 3 passes per '
+             'layer; shares of the sum of the layers. Element-wise: %s.'
+             % (REFERENCE, ', '.join(ELEMENTWISE)), '',
+             '| Case | Mode | sum of layers s | whole pass s | ' + ' | '.join(kinds) + ' |',
+             '|---|---|---:|---:|' + '---:|' * len(kinds)]
+    for entry, r in profiled:
+        total = sum(r['profile'].values())
+        lines.append('| %s | %s | %.3f | %.3f | %s |' % (
+            entry['name'], entry['mode'], total, r['median'],
+            ' | '.join('%.1f%%' % (100 * r['profile'].get(k, 0) / total) for k in kinds)))
     return lines + ['']
 
 
