@@ -77,15 +77,19 @@ def peak_gflops():
     with a large SGEMM through the library this process loaded for Caffe,
     under the same environment (threads, OPENBLAS_CORETYPE)."""
     import ctypes
+    import subprocess
     from fcrn.bench import peer_worker, peers
-    settings = peer_worker.blas_settings()
-    for path in settings["blas"]:
-        if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
-            shape = peers.GEMM_SHAPES[0]
-            rate = peers.sgemm_rates(path, [shape])[0]
-            return rate, "SGEMM %s with %s, %s kernels, measured" % (
-                "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]),
-                settings.get("openblas_kernels", "its own"))
+    try:
+        settings = peer_worker.blas_settings()
+        for path in settings["blas"]:
+            if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
+                shape = peers.GEMM_SHAPES[0]
+                rate = peers.sgemm_rates(path, [shape])[0]
+                return rate, "SGEMM %s with %s, %s kernels, measured" % (
+                    "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]),
+                    settings.get("openblas_kernels", "its own"))
+    except (OSError, AttributeError, subprocess.CalledProcessError) as e:
+        log.warning("peak not measured: %s", e)
     return None, "unknown"
 
 

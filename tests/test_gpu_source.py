@@ -4,9 +4,9 @@ No GPU is needed: the C++ sources are read. Starting from Forward_gpu and
 Backward_gpu, every function of the layer's sources that a reached body
 names is reached too (names, not just calls: an over-approximation, so a
 host access cannot hide behind a helper), and no reached body may use a
-Blob accessor that returns host memory or copy device memory by hand
-(caffe_gpu_memcpy, cudaMemcpy*: the one way to read a value back without
-an accessor). Where a GPU exists, the C++ suite
+Blob accessor that returns host memory, copy device memory by hand
+(caffe_gpu_memcpy, cudaMemcpy*) or call a BLAS reduction that returns its
+result to the host (caffe_gpu_dot, _asum, _nrm2). Where a GPU exists, the C++ suite
 LeanBatchNormLayerGPUTest checks the same at run time (SyncedMemory heads).
 """
 import os
@@ -19,9 +19,10 @@ SOURCES = ["cpp/include/fcrn/lean_batch_norm_layer.hpp",
            "cpp/src/lean_batch_norm_layer.cpp",
            "cpp/src/lean_batch_norm_layer.cu"]
 GPU_ENTRIES = ("Forward_gpu", "Backward_gpu")
-# Blob accessors that sync to, or return, host memory, and raw copies.
+# Blob accessors that sync to, or return, host memory, raw copies, and
+# reductions with a host result.
 HOST_ACCESS = re.compile(r"\b((?:mutable_|set_)?cpu_(?:data|diff)|data_at|diff_at"
-                         r"|caffe_gpu_memcpy|cudaMemcpy\w*)\s*\(")
+                         r"|caffe_gpu_memcpy|cudaMemcpy\w*|caffe_gpu_(?:dot|asum|nrm2))\s*\(")
 KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "catch"}
 DEFINITION = re.compile(r"\b(\w+)\s*\(([^;{}]*)\)\s*(?:const\s*)?\{")
 

@@ -181,10 +181,13 @@ class TorchPeer:
         self.net = self.net.to(memory_format=self.memory_format)
         self.input = (torch.randn(1, 3, args.size, args.size) * 50).to(
             memory_format=self.memory_format)
-        # Caffe's force_backward computes the input's gradient too.
+        # Caffe's force_backward computes the input's gradient too; its frozen
+        # nets learn no normalisation parameters (lr_mult 0), so neither does this.
         self.input.requires_grad_(self.backward)
-        for p in self.net.parameters():
-            p.requires_grad_(self.backward)
+        for module in self.net.modules():
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(self.backward and
+                                 not isinstance(module, torch.nn.BatchNorm2d))
         self.output = None
         self.top_diff = None
 

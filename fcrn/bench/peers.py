@@ -348,7 +348,8 @@ def report(record, caffe_variant=REFERENCE):
                     json.dumps(result['settings'], sort_keys=True)))
     lines.append('')
     titles = dict(forward='Forward (TEST net / inference mode)',
-                  backward='Forward + backward (all parameter and input gradients)')
+                  backward='Forward + backward (gradients of the input and of every '
+                           'parameter but the frozen normalisation\'s)')
     for mode in MODES:
         lines += ['## ' + titles[mode], '',
                   '| Case | Group | Variant | median s | vs caffe-shared | vs PyTorch best '

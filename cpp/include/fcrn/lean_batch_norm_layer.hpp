@@ -35,7 +35,7 @@ namespace caffe {
  *     wrong number (zero-initialise gamma with batch statistics, as
  *     `--bn-stats batch` nets do, or run the layer out of place).
  *   - batch statistics: no buffer out of place; one copy of the input in
- *     place (BatchNorm + Scale keep three input-sized buffers).
+ *     place (BatchNorm + Scale in place keep four input-sized buffers).
  */
 template <typename Dtype>
 class LeanBatchNormLayer : public Layer<Dtype> {
