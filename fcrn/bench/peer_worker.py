@@ -22,6 +22,8 @@ import time
 CLASSES = 21
 # Layers that touch every activation once or twice and do no matrix work.
 ELEMENTWISE = ('LeanBatchNorm', 'BatchNorm', 'Scale', 'ReLU', 'Eltwise', 'Pooling', 'Split')
+# Passes of `profile`, whose median per layer it reports.
+PROFILE_PASSES = 3
 
 
 def rss_peak():
@@ -116,7 +118,7 @@ class CaffePeer:
                 kinds.append('element-wise' if layer.type in ELEMENTWISE else 'other')
         return kinds
 
-    def profile(self, passes=3):
+    def profile(self, passes=PROFILE_PASSES):
         """{layer kind: seconds} of one pass, each layer timed alone (pycaffe's
         _forward(i, i) and _backward(i, i), in the net's order), the median
         of `passes` per layer."""

@@ -24,7 +24,7 @@ import time
 from typing import List
 
 from fcrn import ROOT
-from fcrn.bench.peer_worker import ELEMENTWISE
+from fcrn.bench.peer_worker import ELEMENTWISE, PROFILE_PASSES
 
 log = logging.getLogger(__name__)
 
@@ -420,9 +420,9 @@ def profile_table(record):
     kinds = [k for k in KINDS if k in found] + sorted(found.difference(KINDS))
     lines = ['## Where Caffe\'s time goes', '',
              'Group 1\'s `%s`, after its timed passes: each layer timed alone through '
-             'pycaffe (`Net._forward(i, i)`, `_backward(i, i)`), median of 3 passes per '
+             'pycaffe (`Net._forward(i, i)`, `_backward(i, i)`), median of %d passes per '
              'layer; shares of the sum of the layers. Element-wise: %s.'
-             % (REFERENCE, ', '.join(ELEMENTWISE)), '',
+             % (REFERENCE, PROFILE_PASSES, ', '.join(ELEMENTWISE)), '',
              '| Case | Mode | sum of layers s | whole pass s | ' + ' | '.join(kinds) + ' |',
              '|---|---|---:|---:|' + '---:|' * len(kinds)]
     for entry, r in profiled:
