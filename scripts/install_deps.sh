@@ -24,6 +24,8 @@ PACKAGES=(
   libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
   libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libopenblas-dev
   libopencv-dev libprotobuf-dev protobuf-compiler
+  # oneDNN, for the CPU convolutions (cpp/patches/0013-*)
+  libdnnl-dev
   python3-dev python3-venv python3-numpy python3-skimage python3-scipy
   python3-protobuf python3-yaml python3-pil
   # the GPU kit's training crops (fcrn/gpukit.py)

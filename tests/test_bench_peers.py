@@ -18,7 +18,7 @@ def run(*args):
 def test_caffe_variants_alternate_and_share_memory(tmp_path):
     out = tmp_path / 'peers.md'
     result = run('--cases', '2', '--size', '97', '--runs', '2', '--warmup', '0', '--no-gemm',
-                 '--variants', 'caffe', 'caffe-shared', 'caffe-im2col-classifier',
+                 '--variants', 'caffe', 'caffe-shared', 'caffe-im2col',
                  '--out', str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / 'peers.json').read_text())
@@ -36,7 +36,7 @@ def test_caffe_variants_alternate_and_share_memory(tmp_path):
         assert shared['peak_rss'] - shared['baseline_rss'] < \
             plain['peak_rss'] - plain['baseline_rss'], mode
     text = out.read_text()
-    assert '| R101 1/8 (k5 d12), 97x97 | 2 | caffe-im2col-classifier |' in text
+    assert '| R101 1/8 (k5 d12), 97x97 | 2 | caffe-im2col |' in text
     assert 'Targets' in text
     assert "Where Caffe's time goes" in text
 

@@ -1,8 +1,9 @@
-"""Caffe's CPU convolution as the project patches it (cpp/patches/0011-*, 0012-*):
-im2col/col2im copying whole in-bounds runs, and kn2row for convolutions with
-few outputs (FCRN's classifier). Output and gradients are checked against a
-direct numpy convolution, with kn2row on and off (FCRN_NO_KN2ROW), and
-im2col/col2im against a numpy gather and upstream's loops.
+"""Caffe's CPU convolution as the project patches it (cpp/patches/0011-*,
+0012-*, 0013-*): oneDNN's kernels (the default), and with FCRN_NO_DNNL
+im2col/col2im copying whole in-bounds runs and kn2row for convolutions with
+few outputs (FCRN's classifier). Output and gradients of each path are
+checked against a direct numpy convolution, and im2col/col2im against a
+numpy gather and upstream's loops.
 """
 import numpy as np
 import pytest
@@ -59,12 +60,17 @@ def conv_net(tmp_path, channels, outputs, kernel, stride, pad, dilation, height,
     return path
 
 
-@pytest.mark.parametrize('kn2row', [True, False])
+# The environment that sends a convolution down each path.
+PATHS = {'onednn': {}, 'kn2row': {'FCRN_NO_DNNL': '1'},
+         'im2col': {'FCRN_NO_DNNL': '1', 'FCRN_NO_KN2ROW': '1'}}
+
+
+@pytest.mark.parametrize('path', sorted(PATHS))
 @pytest.mark.parametrize('config', CONFIGS)
-def test_convolution_matches_direct_numpy(tmp_path, monkeypatch, config, kn2row):
+def test_convolution_matches_direct_numpy(tmp_path, monkeypatch, config, path):
     channels, outputs, kernel, stride, pad, dilation, height, width = config
-    if not kn2row:
-        monkeypatch.setenv('FCRN_NO_KN2ROW', '1')
+    for name, value in PATHS[path].items():
+        monkeypatch.setenv(name, value)
     net = caffe.Net(str(conv_net(tmp_path, *config)), caffe.TRAIN)
     rng = np.random.RandomState(sum(config))
     x = rng.randn(*net.blobs['x'].data.shape)

@@ -261,9 +261,10 @@ def test_shared_im2col_buffer_equals_private_buffers(tmp_path):
     extra_kb = (sum(columns) - max(columns)) * 4 / 1024
     results = {}
     for private in (True, False):
-        # Every convolution through im2col: kn2row (patch 0012) would take
-        # the classifier-like c4 out of the comparison.
-        env = dict(os.environ, GLOG_minloglevel="2", FCRN_NO_KN2ROW="1")
+        # Every convolution through im2col: oneDNN (patch 0013) would take
+        # them all, kn2row (patch 0012) the classifier-like c4, out of the
+        # comparison.
+        env = dict(os.environ, GLOG_minloglevel="2", FCRN_NO_DNNL="1", FCRN_NO_KN2ROW="1")
         env.pop("FCRN_PRIVATE_IM2COL", None)
         if private:
             env["FCRN_PRIVATE_IM2COL"] = "1"

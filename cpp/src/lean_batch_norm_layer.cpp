@@ -5,6 +5,7 @@
 #include "fcrn/lean_batch_norm_layer.hpp"
 #include "caffe/filler.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/parallel.hpp"
 
 namespace caffe {
 
@@ -18,6 +19,7 @@ template <typename Dtype>
 void ChannelSums(int num, int channels, int spatial_dim, const Dtype* src,
     const Dtype* offset, const Dtype* scale, const Dtype* weight,
     Dtype* sum1, Dtype* sum2) {
+#pragma omp parallel for if (ParallelLoop(num * channels * spatial_dim))
   for (int c = 0; c < channels; ++c) {
     const Dtype off = offset ? offset[c] : Dtype(0);
     const Dtype scl = scale ? scale[c] : Dtype(1);
@@ -40,14 +42,17 @@ void ChannelSums(int num, int channels, int spatial_dim, const Dtype* src,
 template <typename Dtype>
 void ChannelAffine(int num, int channels, int spatial_dim, const Dtype* in,
     const Dtype* offset, const Dtype* scale, const Dtype* shift, Dtype* out) {
-  for (int n = 0; n < num; ++n) {
-    for (int c = 0; c < channels; ++c) {
-      const Dtype off = offset ? offset[c] : Dtype(0);
-      const Dtype add = shift ? shift[c] : Dtype(0);
-      const int base = (n * channels + c) * spatial_dim;
-      for (int s = 0; s < spatial_dim; ++s) {
-        out[base + s] = (in[base + s] - off) * scale[c] + add;
-      }
+#pragma omp parallel for if (ParallelLoop(num * channels * spatial_dim))
+  for (int plane = 0; plane < num * channels; ++plane) {
+    const int c = plane % channels;
+    // Copies: out may alias in, and the compiler must not reload these.
+    const Dtype off = offset ? offset[c] : Dtype(0);
+    const Dtype scl = scale[c];
+    const Dtype add = shift ? shift[c] : Dtype(0);
+    const Dtype* x = in + plane * spatial_dim;
+    Dtype* y = out + plane * spatial_dim;
+    for (int s = 0; s < spatial_dim; ++s) {
+      y[s] = (x[s] - off) * scl + add;
     }
   }
 }
@@ -237,14 +242,14 @@ void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype inv_m = Dtype(1) / (num_ * spatial_dim_);
   const Dtype* sum1 = sum1_.cpu_data();
   const Dtype* sum2 = sum2_.cpu_data();
-  for (int n = 0; n < num_; ++n) {
-    for (int c = 0; c < channels_; ++c) {
-      const int base = (n * channels_ + c) * spatial_dim_;
-      for (int s = 0; s < spatial_dim_; ++s) {
-        const Dtype xhat = (src[base + s] - xhat_offset[c]) * xhat_scale[c];
-        bottom_diff[base + s] = slope[c] * (top_diff[base + s]
-            - sum1[c] * inv_m - xhat * sum2[c] * inv_m);
-      }
+#pragma omp parallel for if (ParallelLoop(bottom[0]->count()))
+  for (int plane = 0; plane < num_ * channels_; ++plane) {
+    const int c = plane % channels_;
+    const int base = plane * spatial_dim_;
+    for (int s = 0; s < spatial_dim_; ++s) {
+      const Dtype xhat = (src[base + s] - xhat_offset[c]) * xhat_scale[c];
+      bottom_diff[base + s] = slope[c] * (top_diff[base + s]
+          - sum1[c] * inv_m - xhat * sum2[c] * inv_m);
     }
   }
 }

@@ -1,0 +1,171 @@
+// The project's oneDNN convolution (cpp/patches/0013): what the layer factory
+// makes, and its results against the CAFFE engine (im2col + GEMM) on the same
+// weights and inputs, in the cases where oneDNN's layouts and padding rules
+// differ from Caffe's: strides that leave input rows unused, dilation,
+// groups, 1x1 kernels, several bottoms, a reshape between passes.
+#include <cstdlib>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/filler.hpp"
+#include "caffe/layer_factory.hpp"
+#include "caffe/layers/conv_layer.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+#include "conv_engines.hpp"
+
+#ifdef USE_DNNL
+#include "caffe/layers/dnnl_conv_layer.hpp"
+#endif
+
+namespace caffe {
+
+#ifdef USE_DNNL
+
+class DnnlConvolutionTest : public ::testing::Test {
+ protected:
+  DnnlConvolutionTest() { Caffe::set_mode(Caffe::CPU); }
+
+  static shared_ptr<Layer<float> > Make(const ConvCase& c,
+      ConvolutionParameter_Engine engine) {
+    return LayerRegistry<float>::CreateLayer(ConvParam(c, engine));
+  }
+  static bool IsDnnl(const shared_ptr<Layer<float> >& layer) {
+    return dynamic_cast<DnnlConvolutionLayer<float>*>(layer.get()) != NULL;
+  }
+};
+
+TEST_F(DnnlConvolutionTest, TestFactory) {
+  const ConvCase c = {"Convolution", 3, 1, 1, 1, 1, true};
+  EXPECT_TRUE(IsDnnl(Make(c, ConvolutionParameter_Engine_DEFAULT)));
+  EXPECT_FALSE(IsDnnl(Make(c, ConvolutionParameter_Engine_CAFFE)));
+  setenv("FCRN_NO_DNNL", "1", 1);
+  EXPECT_FALSE(IsDnnl(Make(c, ConvolutionParameter_Engine_DEFAULT)));
+  unsetenv("FCRN_NO_DNNL");
+  // Double and 3-D convolutions keep im2col inside the layer.
+  Blob<float> bottom2d(1, 2, 5, 5), top;
+  Blob<float> bottom3d(vector<int>{1, 2, 5, 5, 5});
+  vector<Blob<float>*> top_vec(1, &top);
+  shared_ptr<Layer<float> > layer = Make(c, ConvolutionParameter_Engine_DEFAULT);
+  layer->SetUp(vector<Blob<float>*>(1, &bottom2d), top_vec);
+  EXPECT_TRUE(static_cast<DnnlConvolutionLayer<float>*>(layer.get())->uses_dnnl());
+  layer = Make(c, ConvolutionParameter_Engine_DEFAULT);
+  layer->SetUp(vector<Blob<float>*>(1, &bottom3d), top_vec);
+  EXPECT_FALSE(static_cast<DnnlConvolutionLayer<float>*>(layer.get())->uses_dnnl());
+  LayerParameter param = ConvParam(c, ConvolutionParameter_Engine_DEFAULT);
+  shared_ptr<Layer<double> > layer64 = LayerRegistry<double>::CreateLayer(param);
+  Blob<double> bottom64(1, 2, 5, 5), top64;
+  layer64->SetUp(vector<Blob<double>*>(1, &bottom64),
+                 vector<Blob<double>*>(1, &top64));
+  EXPECT_FALSE(static_cast<DnnlConvolutionLayer<double>*>(layer64.get())->uses_dnnl());
+}
+
+TEST_F(DnnlConvolutionTest, TestMatchesCaffeEngine) {
+  const ConvCase cases[] = {
+    {"Convolution", 3, 1, 1, 1, 1, true},
+    {"Convolution", 3, 2, 1, 2, 1, false},
+    {"Convolution", 3, 4, 1, 4, 2, true},
+    {"Convolution", 3, 1, 2, 1, 1, true},   // 12 rows: last one unused
+    {"Convolution", 1, 0, 1, 1, 1, false},
+    {"Convolution", 1, 0, 2, 1, 1, true},   // even input: last row unused
+    {"Convolution", 7, 3, 2, 1, 1, true},   // a ResNet stem
+    {"Convolution", 5, 0, 3, 1, 2, false},  // no padding, wide stride
+    {"Convolution", 3, 12, 1, 12, 1, true}, // dilation beyond the input
+  };
+  const vector<vector<int> > shapes = {{2, 4, 12, 10}, {1, 4, 13, 11}};
+  for (const ConvCase& c : cases) {
+    for (const vector<int>& shape : shapes) {
+      shared_ptr<Layer<float> > reference =
+          Make(c, ConvolutionParameter_Engine_CAFFE);
+      shared_ptr<Layer<float> > layer =
+          Make(c, ConvolutionParameter_Engine_DEFAULT);
+      ASSERT_TRUE(IsDnnl(layer));
+      ExpectSameAsReference(reference.get(), layer.get(), shape, 1e-5,
+          c.Name() + " on " + std::to_string(shape[2]) + "x" +
+          std::to_string(shape[3]));
+    }
+  }
+}
+
+// Two bottoms share the weights: their weight gradients add up.
+TEST_F(DnnlConvolutionTest, TestTwoBottomsAndReshape) {
+  const ConvCase c = {"Convolution", 3, 2, 2, 2, 1, true};
+  shared_ptr<Layer<float> > reference =
+      Make(c, ConvolutionParameter_Engine_CAFFE);
+  shared_ptr<Layer<float> > layer = Make(c, ConvolutionParameter_Engine_DEFAULT);
+  FillerParameter filler_param;
+  GaussianFiller<float> filler(filler_param);
+  Blob<float> a(2, 4, 9, 8), b(2, 4, 9, 8), a_ref, b_ref, t1, t2, t1_ref,
+      t2_ref;
+  vector<Blob<float>*> bottom = {&a, &b}, bottom_ref = {&a_ref, &b_ref},
+      top = {&t1, &t2}, top_ref = {&t1_ref, &t2_ref};
+  for (int size = 9; size <= 16; size += 7) {  // then a larger input
+    a.Reshape(2, 4, size, size - 1);
+    b.Reshape(2, 4, size, size - 1);
+    filler.Fill(&a);
+    filler.Fill(&b);
+    a_ref.CopyFrom(a, false, true);
+    b_ref.CopyFrom(b, false, true);
+    if (size == 9) {
+      reference->SetUp(bottom_ref, top_ref);
+      layer->SetUp(bottom, top);
+      for (int i = 0; i < 2; ++i) {
+        layer->blobs()[i]->CopyFrom(*reference->blobs()[i]);
+      }
+    } else {
+      reference->Reshape(bottom_ref, top_ref);
+      layer->Reshape(bottom, top);
+    }
+    for (int i = 0; i < 2; ++i) {
+      caffe_set(layer->blobs()[i]->count(), 0.f,
+                layer->blobs()[i]->mutable_cpu_diff());
+      caffe_set(reference->blobs()[i]->count(), 0.f,
+                reference->blobs()[i]->mutable_cpu_diff());
+    }
+    reference->Forward(bottom_ref, top_ref);
+    layer->Forward(bottom, top);
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(top[i]->shape() == top_ref[i]->shape());
+      EXPECT_LT(RelativeError(top_ref[i]->cpu_data(), top[i]->cpu_data(),
+          top[i]->count()), 1e-5) << "top " << i << " at " << size;
+      filler.Fill(top_ref[i]);
+      caffe_copy(top[i]->count(), top_ref[i]->cpu_data(),
+                 top_ref[i]->mutable_cpu_diff());
+      caffe_copy(top[i]->count(), top_ref[i]->cpu_data(),
+                 top[i]->mutable_cpu_diff());
+    }
+    // The second bottom's gradient is not asked for: it stays as it was.
+    caffe_set(b.count(), 7.f, b.mutable_cpu_diff());
+    const vector<bool> propagate_down = {true, false};
+    reference->Backward(top_ref, propagate_down, bottom_ref);
+    layer->Backward(top, propagate_down, bottom);
+    EXPECT_LT(RelativeError(a_ref.cpu_diff(), a.cpu_diff(), a.count()), 1e-5);
+    for (int i = 0; i < b.count(); ++i) ASSERT_EQ(b.cpu_diff()[i], 7.f);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_LT(RelativeError(reference->blobs()[i]->cpu_diff(),
+          layer->blobs()[i]->cpu_diff(), layer->blobs()[i]->count()), 1e-5)
+          << "parameter " << i << " at " << size;
+    }
+  }
+}
+
+TEST_F(DnnlConvolutionTest, TestGradient) {
+  const ConvCase c = {"Convolution", 3, 2, 2, 2, 1, true};
+  LayerParameter param = ConvParam(c, ConvolutionParameter_Engine_DEFAULT);
+  DnnlConvolutionLayer<float> layer(param);
+  Blob<float> bottom(2, 3, 8, 7), top;
+  FillerParameter filler_param;
+  GaussianFiller<float> filler(filler_param);
+  filler.Fill(&bottom);
+  vector<Blob<float>*> bottom_vec(1, &bottom), top_vec(1, &top);
+  GradientChecker<float> checker(1e-2, 1e-3);
+  checker.CheckGradientExhaustive(&layer, bottom_vec, top_vec);
+}
+
+#endif  // USE_DNNL
+
+}  // namespace caffe
