@@ -12,7 +12,9 @@ Caffe net) and onnxruntime (the ONNX model that scripts/export_onnx.py writes,
 CPU provider, one intra-op thread per CPU this process may use, as OpenBLAS
 uses) are each the best of --repeat forwards of the same input after a warm-up.
 The machine's peak is measured, not estimated: SGEMM on 2048x2048 matrices
-through the BLAS library Caffe loaded, with the same threads and kernels.
+through the BLAS library Caffe loaded, with the same threads and OpenBLAS's
+own kernel choice (the convolutions run in oneDNN, whatever kernels the
+environment pins OpenBLAS to).
 """
 import json
 import logging
@@ -73,9 +75,9 @@ def conv_flops(net, net_param):
 
 
 def peak_gflops():
-    """(GFLOP/s, note): the CPU's FP32 peak as Caffe's BLAS reaches it, measured
-    with a large SGEMM through the library this process loaded for Caffe,
-    under the same environment (threads, OPENBLAS_CORETYPE)."""
+    """(GFLOP/s, note): the CPU's FP32 peak as a large SGEMM reaches it through
+    the BLAS library this process loaded for Caffe, with the same threads and
+    without the environment's OpenBLAS kernel pin."""
     import ctypes
     import subprocess
     from fcrn.bench import peer_worker, peers
@@ -84,10 +86,10 @@ def peak_gflops():
         for path in settings["blas"]:
             if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
                 shape = peers.GEMM_SHAPES[0]
-                rate = peers.sgemm_rates(path, [shape])[0]
-                return rate, "SGEMM %s with %s, %s kernels, measured" % (
-                    "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]),
-                    settings.get("openblas_kernels", "its own"))
+                env = {k: v for k, v in os.environ.items() if k not in peers.OPENBLAS_PINS}
+                rate = peers.sgemm_rates(path, [shape], env=env)[0]
+                return rate, "SGEMM %s with %s, its own kernels, measured" % (
+                    "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]))
     except (OSError, AttributeError, subprocess.CalledProcessError) as e:
         log.warning("peak not measured: %s", e)
     return None, "unknown"

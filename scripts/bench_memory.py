@@ -2,8 +2,9 @@
 """Peak resident memory and time of one FCRN training iteration (CPU).
 
 Cases, each measured in its own process (ResNet-`depth`, one SIZE x SIZE crop):
-  upstream  1/8 net, stock BatchNorm + Scale, with upstream Caffe's per-layer
-            im2col buffers (FCRN_PRIVATE_IM2COL, see cpp/patches/0003-*)
+  upstream  1/8 net, stock BatchNorm + Scale, convolutions through upstream
+            Caffe's per-layer im2col buffers (FCRN_NO_DNNL and
+            FCRN_PRIVATE_IM2COL, see cpp/patches/0003-* and 0013-*)
   caffe  1/8 net, stock BatchNorm + Scale
   lean   1/8 net, LeanBatchNorm
   true4  1/4 net (res3 stride removed, dilations doubled), LeanBatchNorm
@@ -102,9 +103,10 @@ def measure(case, args):
                str(args.depth), '--size', str(args.size), '--iterations', str(args.iterations)]
     logging.info('running %s', case)
     env = dict(os.environ, GLOG_minloglevel='2')
-    env.pop('FCRN_PRIVATE_IM2COL', None)
-    if case == 'upstream':
-        env['FCRN_PRIVATE_IM2COL'] = '1'
+    for name in ('FCRN_PRIVATE_IM2COL', 'FCRN_NO_DNNL'):
+        env.pop(name, None)
+        if case == 'upstream':
+            env[name] = '1'
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError('%s failed:\n%s' % (case, result.stderr[-3000:]))

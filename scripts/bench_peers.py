@@ -4,10 +4,10 @@
 R50 and R101 at 1/8 (deploy nets of fcrn.net.netgen; torchvision's ResNet
 made the same architecture), forward and forward + backward: time (median
 of alternated runs) and peak resident memory, for Caffe as built, with
-share_memory, and with one time lever undone or changed (upstream's
-im2col loops, the classifier through im2col, OpenBLAS's OpenMP build, its
-AVX2 kernels), against PyTorch in NCHW and channels_last; and SGEMM of each
-BLAS build installed. PyTorch comes from PyPI into a virtual environment of
+share_memory, and with one time lever undone or changed (im2col and
+OpenBLAS instead of oneDNN, the element-wise layers on one thread,
+OpenBLAS's OpenMP build), against PyTorch in NCHW and channels_last; and
+SGEMM of each BLAS build installed. PyTorch comes from PyPI into a virtual environment of
 its own, made on first use (see requirements-peers.txt; a few GB).
 
   scripts/bench_peers.py --out benchmarks/peers.md

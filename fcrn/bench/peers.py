@@ -81,7 +81,7 @@ def variant_groups():
     """Groups of variants, each group's workers alternated run by run.
 
     The first group compares Caffe with PyTorch; the second holds one lever
-    each against caffe-shared (all share memory, so that five Caffe
+    each against caffe-shared (all share memory, so that four Caffe
     processes fit in memory at 505x505)."""
     return (
         (Variant('caffe', 'caffe', note='as built'),
@@ -90,19 +90,15 @@ def variant_groups():
          Variant('torch', 'torch', note='NCHW (contiguous)'),
          Variant('torch-cl', 'torch', ('--channels-last',), note='channels_last')),
         (Variant(REFERENCE, 'caffe', SHARED, note='the reference of this group'),
-         Variant('caffe-upstream-im2col', 'caffe', SHARED,
-                 env=(('FCRN_UPSTREAM_IM2COL', '1'),),
-                 note="upstream's im2col/col2im loops (patch 0011 off)"),
-         Variant('caffe-im2col-classifier', 'caffe', SHARED,
-                 env=(('FCRN_NO_KN2ROW', '1'),),
-                 note='the classifier through im2col (patch 0012 off)'),
+         Variant('caffe-im2col', 'caffe', SHARED, env=(('FCRN_NO_DNNL', '1'),),
+                 note='im2col/kn2row and OpenBLAS instead of oneDNN (patch 0013 off)'),
+         Variant('caffe-serial-elementwise', 'caffe', SHARED,
+                 env=(('FCRN_SERIAL_ELEMENTWISE', '1'),),
+                 note="element-wise layers on one thread (patch 0014's OpenMP off)"),
          # The same soname, libopenblas.so.0, found first in that folder.
          Variant('caffe-openblas-openmp', 'caffe', SHARED,
                  env=(('LD_LIBRARY_PATH', blas_dir('openblas-openmp')),),
-                 note='OpenBLAS built for OpenMP'),
-         Variant('caffe-haswell-kernels', 'caffe', SHARED,
-                 env=(('OPENBLAS_CORETYPE', 'Haswell'),),
-                 note='OpenBLAS held to its AVX2 (Haswell) kernels')),
+                 note='OpenBLAS built for OpenMP')),
     )
 
 
