@@ -82,12 +82,10 @@ def peak_gflops():
     import subprocess
     from fcrn.bench import peer_worker, peers
     try:
-        settings = peer_worker.blas_settings()
-        for path in settings["blas"]:
+        for path in peer_worker.loaded_blas():
             if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
                 shape = peers.GEMM_SHAPES[0]
-                env = {k: v for k, v in os.environ.items() if k not in peers.OPENBLAS_PINS}
-                rate = peers.sgemm_rates(path, [shape], env=env)[0]
+                rate = peers.sgemm_rates(path, [shape], env=peers.unpinned(os.environ))[0]
                 return rate, "SGEMM %s with %s, its own kernels, measured" % (
                     "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]))
     except (OSError, AttributeError, subprocess.CalledProcessError) as e:

@@ -73,6 +73,12 @@ def blas_dir(build):
 # run without the pin unless their variant sets it, and report the kernels.
 OPENBLAS_PINS = ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE')
 SHARED = ('--share-memory',)
+
+
+def unpinned(env):
+    """A copy of `env` without the OpenBLAS kernel pin (OPENBLAS_PINS)."""
+    return {name: value for name, value in env.items() if name not in OPENBLAS_PINS}
+
 # The Caffe variant held against the targets, and profiled.
 REFERENCE = 'caffe-shared'
 
@@ -183,8 +189,7 @@ def gemm_rates(threads, shapes=GEMM_SHAPES):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS=str(threads), BLIS_NUM_THREADS=str(threads))
         if not pinned:
-            for key in OPENBLAS_PINS:
-                env.pop(key, None)
+            env = unpinned(env)
         log.info('SGEMM with %s', name)
         rates[name] = sgemm_rates(path, shapes, env)
     return rates
@@ -205,9 +210,7 @@ class Worker:
         command = [python, WORKER, variant.framework, '--depth', str(case.depth),
                    '--kernel', str(case.kernel), '--dilation', str(case.dilation),
                    '--size', str(case.size), '--mode', mode, '--tmp', tmp] + list(variant.flags)
-        env = dict(os.environ, GLOG_minloglevel='2')
-        for name in OPENBLAS_PINS:
-            env.pop(name, None)
+        env = unpinned(dict(os.environ, GLOG_minloglevel='2'))
         for name, value in variant.env:
             # a library folder goes first, before those the user set
             env[name] = value + (':' + env[name] if name == 'LD_LIBRARY_PATH' and
