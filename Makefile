@@ -59,12 +59,12 @@ layers: caffe
 
 venv: $(VENV)/.complete
 
-# The .pth makes pycaffe of the cached prefix and the Python layers (layers/)
-# importable; rewritten on every run so that it follows the prefix when
+# The .pth makes pycaffe of the cached prefix, the Python layers (layers/) and
+# the checkout's tools (tools/, for scripts/) importable; rewritten on every run so that it follows the prefix when
 # Caffe's inputs change.
 $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setup.py FORCE | caffe
 	@[ -x $(PYTHON) ] || $(PYTHON_SYSTEM) -m venv --system-site-packages $(VENV)
-	@printf '%s\n' "$(CAFFE_PREFIX)/lib/python3/dist-packages" "$(CURDIR)/layers" > \
+	@printf '%s\n' "$(CAFFE_PREFIX)/lib/python3/dist-packages" "$(CURDIR)/layers" "$(CURDIR)" > \
 	  $(VENV_SITE)/caffe.pth
 	@if [ ! -f $@ ] || [ -n "$$(find requirements*.txt constraints.txt setup.py -newer $@)" ]; then \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt && \

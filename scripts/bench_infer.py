@@ -80,7 +80,7 @@ def peak_gflops():
     without the environment's OpenBLAS kernel pin."""
     import ctypes
     import subprocess
-    from fcrn.bench import peer_worker, peers
+    from tools.bench import peer_worker, peers
     try:
         for path in peer_worker.loaded_blas():
             if hasattr(ctypes.CDLL(path), "cblas_sgemm"):

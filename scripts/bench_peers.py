@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from fcrn import cli, fileio
-from fcrn.bench import peers
+from tools.bench import peers
 from fcrn.errors import UsageError
 
 log = logging.getLogger('bench_peers')

@@ -5,7 +5,7 @@
 #   gpu-kit/bin/   caffe, fcrn_time, test_fcrn_layers, test_caffe_gpu
 #   gpu-kit/lib/   libcaffe, libfcrn_layers and every shared library they use,
 #                  found with ldd, except the allowed ones below
-#   gpu-kit/nets/, train/, reference/, plan.json   (fcrn/gpukit.py)
+#   gpu-kit/nets/, train/, reference/, plan.json   (tools/gpukit.py)
 #
 # Caffe for the kit: CUDA with cuDNN for sm_90 and nothing else it can do
 # without (scripts/build_caffe.sh --kit). The archive is written to a
@@ -71,7 +71,7 @@ glibc=$(objdump -T "$KIT"/bin/* "$KIT"/lib/*.so* 2>/dev/null |
 
 log "writing the kit's nets, training data and CPU reference losses"
 (cd "$ROOT" && source scripts/env.sh && export GLOG_minloglevel=1 &&
- python -c 'import sys, fcrn.gpukit; fcrn.gpukit.write(sys.argv[1])' "$KIT")
+ python -c 'import sys, tools.gpukit; tools.gpukit.write(sys.argv[1])' "$KIT")
 
 OUT=$ROOT/build/gpu-kit.tar.xz
 tar -C "$STAGE" -cf - gpu-kit | xz -T0 -6 > "$OUT.partial"

@@ -28,7 +28,7 @@ PACKAGES=(
   libdnnl-dev
   python3-dev python3-venv python3-numpy python3-skimage python3-scipy
   python3-protobuf python3-yaml python3-pil
-  # the GPU kit's training crops (fcrn/gpukit.py)
+  # the GPU kit's training crops (tools/gpukit.py)
   python3-h5py
   # C++ layer tests
   libgtest-dev

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from fcrn import ROOT, caffeio, train
-from fcrn.demo import bootstrap_bench as bench, pipeline
+from fcrn.demo import pipeline
+from tools.bench import bootstrap as bench
 from fcrn.net import netgen
 
 

@@ -56,7 +56,7 @@ class Config:
     scale: tuple = (0.75, 1.33)
     batch_size: int = 4
     bn_fraction: float = 0.95
-    # loss: the paper's best K (512) scaled to the crop (bootstrap_bench.scaled_k:
+    # loss: the paper's best K (512) scaled to the crop (tools.bench.bootstrap.scaled_k:
     # 19 of the 12 x 12 labels of a 96 px crop). Also keeping every pixel whose
     # true-class probability is below t trains on all pixels while the net
     # knows little, then narrows to the hard ones.

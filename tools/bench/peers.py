@@ -1,7 +1,7 @@
 """The FCRN in Caffe and in PyTorch on the CPU, side by side (scripts/bench_peers.py).
 
 Each (case, mode, variant) runs in a worker process of its own
-(fcrn/bench/peer_worker.py): Caffe variants under the project's interpreter,
+(tools/bench/peer_worker.py): Caffe variants under the project's interpreter,
 PyTorch ones under a virtual environment of their own that `torch_python`
 makes on demand from requirements-peers.txt (PyTorch never enters the pycaffe
 environment). The workers of one case and mode live side by side and the
@@ -24,7 +24,7 @@ import time
 from typing import List
 
 from fcrn import ROOT
-from fcrn.bench.peer_worker import ELEMENTWISE, PROFILE_PASSES
+from tools.bench.peer_worker import ELEMENTWISE, PROFILE_PASSES
 
 log = logging.getLogger(__name__)
 

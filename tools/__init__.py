@@ -1,0 +1,4 @@
+"""The project's tools, outside the installed library `fcrn`: the benchmarks
+(`tools.bench`), the bootstrapping benchmark (`tools.bench.bootstrap`) and
+the GPU kit's builder (`tools.gpukit`). They run from a checkout, through
+scripts/ (the venv of `make` puts the checkout on the path)."""
