@@ -26,7 +26,7 @@ import time
 from fcrn import cli, fileio
 from fcrn.errors import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_CAFFE = os.path.join(ROOT, 'scripts', 'build_caffe.sh')
 FLAVOURS = {'cpu': ('CPU (`make`)', []),
             'cuda': ('CUDA, cuDNN, NCCL, sm_90 (`make CUDA=1`)', ['--cuda']),
