@@ -179,12 +179,12 @@ def benchmarks(run, plan, deadline):
 def torch_benchmarks(run, sizes, repo):
     if run.cpu:
         return {'skipped': 'the PyTorch comparison runs on the GPU only'}
-    argv = [sys.executable, os.path.join(repo, 'scripts', 'bench_torch.py'), '--sizes'] + [
+    argv = [sys.executable, os.path.join(repo, 'tools', 'bench', 'torch_gpu.py'), '--sizes'] + [
         str(s) for s in sizes]
     status, output = run('torch.log', argv, 300)
     line = next((l for l in reversed(output.splitlines()) if l.startswith('{')), None)
     if status != 0 or not line:
-        return {'skipped': 'bench_torch.py failed (exit %d; torch.log)' % status}
+        return {'skipped': 'torch_gpu.py failed (exit %d; torch.log)' % status}
     return json.loads(line)
 
 

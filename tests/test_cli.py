@@ -21,7 +21,6 @@ WITHOUT_FORCE = {
     "demo.py": "its --out is its own run folder, resumed step by step",
     "regen_prototxt.py": "rewrites the repository's own prototxt/",
     "gpu_check.py": "runs on the GPU machines without the project's Python",
-    "bench_torch.py": "prints; runs on the GPU machines without the project's Python",
 }
 
 
