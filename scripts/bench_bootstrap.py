@@ -24,7 +24,8 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "2")  # pycaffe's INFO lines would bury the progress
 
 from fcrn import cli  # noqa: E402
-from fcrn.demo import pipeline, summary  # noqa: E402
+from fcrn import experiment as pipeline  # noqa: E402
+from fcrn.demo import summary  # noqa: E402
 from tools.bench import bootstrap as bootstrap_bench  # noqa: E402
 
 log = logging.getLogger("bench_bootstrap")

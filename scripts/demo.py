@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("GLOG_minloglevel", "2")  # pycaffe's INFO lines would bury the progress
 
 from fcrn import cli  # noqa: E402
-from fcrn.demo import pipeline  # noqa: E402
+from fcrn import experiment as pipeline  # noqa: E402
 
 log = logging.getLogger("demo")
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from fcrn import ROOT, caffeio, train
-from fcrn.demo import pipeline
+from fcrn import experiment as pipeline
 from tools.bench import bootstrap as bench
 from fcrn.net import netgen
 

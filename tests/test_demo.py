@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from fcrn import ROOT, lists, train
-from fcrn.demo import steps, synthetic
+from fcrn.demo import synthetic
+from fcrn.experiment import steps
 
 FAKE_LOG = """\
 I1125 14:10:47.431783 32254 caffe.cpp:239] Starting Optimization

@@ -9,7 +9,7 @@ Table 4); and the middle K with t = THRESHOLD. Each is trained once per seed
 the dataset is the same for all), so two losses trained with the same seed
 differ in nothing else: the comparison is paired.
 
-Everything happens in one run folder (fcrn.demo.pipeline.Run: one dataset,
+Everything happens in one run folder (fcrn.experiment.Run: one dataset,
 prepared once, then per training its net, `caffe train`, inference and
 scores, each a step that a rerun skips when it finished with the same
 inputs). An interrupted benchmark rerun reuses finished trainings, resumes a
@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 from fcrn import evaluate, fileio, lists
-from fcrn.demo import pipeline, summary, synthetic
+from fcrn import experiment as pipeline
+from fcrn.demo import summary, synthetic
 from fcrn.net import netgen
 
 log = logging.getLogger(__name__)

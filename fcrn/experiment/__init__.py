@@ -30,7 +30,7 @@ import numpy as np
 from fcrn import evaluate, fileio, imageio, infer, lists, train
 from fcrn.data import voc
 from fcrn.demo import summary, synthetic
-from fcrn.demo.steps import Steps
+from fcrn.experiment.steps import Steps
 from fcrn.net import netgen, options
 
 log = logging.getLogger(__name__)
