@@ -37,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import caffeio, datasets, fileio, imageio, lists
-from .errors import InputError, UsageError, describe_oserror
+from .. import caffeio, datasets, fileio, imageio, lists
+from ..errors import InputError, UsageError, describe_oserror
 
 log = logging.getLogger(__name__)
 
