@@ -13,16 +13,12 @@ its own, made on first use (see requirements-peers.txt; a few GB).
   scripts/bench_peers.py --out benchmarks/peers.md
   scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --size 97   # quick check
 """
-import dataclasses
-import json
 import logging
 import os
 import sys
-import tempfile
 
-from fcrn import cli, fileio
+from fcrn import cli
 from tools.bench import peers
-from fcrn.errors import UsageError
 
 log = logging.getLogger('bench_peers')
 
@@ -46,38 +42,9 @@ def main(argv=None):
     parser.add_argument('--out', help='Markdown report (and .json beside it)')
     cli.add_force(parser, 'a report')
     args = parser.parse_args(argv)
-    return cli.run(lambda: bench(args), log.name)
-
-
-def bench(args):
-    if args.out:
-        fileio.report_targets(args.out, peers.TITLE, args.force)
-    groups = peers.variant_groups()
-    names = sorted({v.name for group in groups for v in group})
-    unknown = sorted(set(args.variants or []) - set(names))
-    if unknown:
-        raise UsageError('--variants: unknown %s; choose from %s' % (', '.join(unknown),
-                                                                   ', '.join(names)))
-    groups = [[v for v in group if not args.variants or v.name in args.variants]
-              for group in groups]
-    groups = [group for group in groups if group]
-    if args.runs < 1 or args.warmup < 0:
-        raise UsageError('--runs must be at least 1 and --warmup at least 0')
-    cases = [peers.CASES[i] for i in args.cases]
-    if args.size:
-        cases = [dataclasses.replace(c, size=args.size) for c in cases]
-    torch_python = peers.torch_python(args.torch_venv) \
-        if any(v.framework == 'torch' for group in groups for v in group) else None
-    with tempfile.TemporaryDirectory() as tmp:
-        record = peers.run(cases, groups, torch_python, args.warmup, args.runs, tmp,
-                           threads=args.threads, gemm=not args.no_gemm)
-    text = peers.report(record)
-    print(text)
-    if args.out:
-        fileio.atomic_write(os.path.splitext(args.out)[0] + '.json',
-                            json.dumps(record, indent=1))
-        fileio.atomic_write(args.out, text)
-    return 0
+    return cli.run(lambda: peers.benchmark(
+        args.out, args.cases, args.size, args.variants, args.warmup, args.runs, args.threads,
+        not args.no_gemm, args.torch_venv, args.force), log.name)
 
 
 if __name__ == '__main__':

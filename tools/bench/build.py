@@ -1,16 +1,5 @@
-"""Times scripts/build_caffe.sh from scratch for each Caffe the project builds
-(CPU, CUDA with cuDNN and NCCL, the GPU kit's) and writes benchmarks/build.md.
-
-Every build starts from the unpacked Debian source with nothing reused. A
-build whose prefix the real cache lacks goes there, so that the timed build
-is the one a later `make` uses; one the cache already has is redone in a
-fresh cache folder (the Debian source package copied from the real cache, so
-nothing is downloaded) that is removed afterwards. Run it on an idle
-machine: the figures are wall-clock times.
-
-    python scripts/bench_build.py --out benchmarks/build.md
-    python scripts/bench_build.py --out /tmp/build.md --flavour cuda
-"""
+"""Caffe's build times (scripts/bench_build.py): scripts/build_caffe.sh from
+scratch for each flavour, written to a report by `measure`."""
 import glob
 import json
 import logging
@@ -19,11 +8,10 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-from fcrn import cli, fileio
+from fcrn import fileio
 from fcrn.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,32 +54,23 @@ def time_build(flags, jobs, cache, sources):
         return run_build(flags, jobs, scratch), False
 
 
-def main(argv=None):
-    parser = cli.parser(__doc__)
-    parser.add_argument('--out', required=True, help='Markdown file; a .json beside it')
-    parser.add_argument('--flavour', action='append', choices=sorted(FLAVOURS),
-                        help='a build to time (repeatable; default: all three)')
-    parser.add_argument('--jobs', type=cli.positive_int, default=os.cpu_count(),
-                        help='parallel compile jobs (default: the CPUs)')
-    cli.add_force(parser, 'a report')
-    args = parser.parse_args(argv)
-    return cli.run(lambda: measure(args), log.name)
-
-
-def measure(args):
-    md, js = fileio.report_targets(args.out, TITLE, args.force)
+def measure(out, flavours=None, jobs=None, force=False):
+    """Time each of `flavours` (default: all of FLAVOURS) with `jobs` compile
+    jobs (default: the CPUs); the report goes to `out`, its JSON beside it."""
+    jobs = jobs or os.cpu_count()
+    md, js = fileio.report_targets(out, TITLE, force)
     cache = os.path.dirname(prefix([]))
     sources = glob.glob(os.path.join(cache, 'debian-src', 'caffe_*'))
     if not sources:
         raise InputError('no Debian source package in %s/debian-src; run `make` once' % cache)
     results = []
-    for key in args.flavour or FLAVOURS:
+    for key in flavours or FLAVOURS:
         name, flags = FLAVOURS[key]
         log.info('building %s', name)
-        seconds, kept = time_build(flags, args.jobs, cache, sources)
+        seconds, kept = time_build(flags, jobs, cache, sources)
         results.append(dict(build=name, flags=flags, seconds=seconds, kept=kept))
         log.info('%s: %.0f s%s', name, seconds, ' (kept in %s)' % cache if kept else '')
-    machine = '%s, %d cores, %d jobs' % (cpu_name(), os.cpu_count(), args.jobs)
+    machine = '%s, %d cores, %d jobs' % (cpu_name(), os.cpu_count(), jobs)
     lines = [TITLE, '',
              'Machine: %s. Produced by `scripts/bench_build.py`: `scripts/build_caffe.sh` '
              'from the unpacked Debian source to an installed prefix, wall clock, nothing '
@@ -102,6 +81,3 @@ def measure(args):
     fileio.atomic_write(js, json.dumps(dict(machine=machine, python=platform.python_version(),
                                             results=results), indent=1) + '\n')
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -1,28 +1,18 @@
-#!/usr/bin/env python3
-"""Benchmark SegDataLayer: crops per second, and its share of an FCRN-50
-training iteration (same net fed by an Input layer instead).
-
-    python scripts/bench_data.py --out benchmarks/data.md
-
-Synthetic data in a temporary directory: VOC-sized JPEGs (500x375, 321x321
-crops) and Cityscapes-sized PNGs (2048x1024, 713x713 crops), written to LMDB
-as for training. Images are smooth noise, so JPEG/PNG sizes and decode times
-are near the real ones.
-"""
+"""The data layer's benchmark (scripts/bench_data.py): crops per second of
+SegDataLayer from LMDBs of synthetic VOC- and Cityscapes-sized images, and
+its share of an FCRN-50 training step (the same net fed by an Input layer).
+`measure` prints the report and writes it."""
 import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fcrn import caffeio, cli, fileio  # noqa: E402
+from fcrn import caffeio, fileio
 
 log = logging.getLogger("bench_data")
 TITLE = "# SegDataLayer benchmark"
@@ -121,23 +111,12 @@ def fcrn50_steps(tmp, source, crop, iters):
     return float(np.median(times[0])), float(np.median(times[1])), float(np.median(in_layer))
 
 
-def main(argv=None):
-    ap = cli.parser(__doc__)
-    ap.add_argument("--out", default=None, help="write the results table here (markdown)")
-    ap.add_argument("--batches", type=cli.positive_int, default=60,
-                    help="timed batches per crops/s figure")
-    ap.add_argument("--iters", type=cli.nonnegative_int, default=3,
-                    help="timed FCRN-50 iterations (0: skip)")
-    ap.add_argument("--workers", type=cli.nonnegative_int, nargs="+", default=[0, 2],
-                    help="the data layer's prefetching processes, one figure each")
-    cli.add_force(ap, "a report")
-    args = ap.parse_args(argv)
-    return cli.run(lambda: measure(args), "bench_data")
-
-
-def measure(args):
-    if args.out:
-        fileio.report_targets(args.out, TITLE, args.force, extra=())
+def measure(out=None, batches=60, iters=3, workers=(0, 2), force=False):
+    """Crops per second over `batches` batches with each number of prefetching
+    `workers`, and `iters` FCRN-50 steps (0: none); prints the report and
+    writes it to `out`."""
+    if out:
+        fileio.report_targets(out, TITLE, force, extra=())
     caffeio.set_mode(None)
     from fcrn.data.sources import write_lmdb
 
@@ -152,14 +131,14 @@ def measure(args):
             db = os.path.join(tmp, ext[1:] + ".lmdb")
             write_lmdb(lst, db, num_classes=19)
             sets[name] = (db, crop)
-            for workers in args.workers:
-                cps = crops_per_second(tmp, db, crop, workers, args.batches)
-                log.info("%s, crop %d, workers %d: %.1f crops/s", name, crop, workers, cps)
-                rows.append((name, crop, workers, cps))
+            for count in workers:
+                cps = crops_per_second(tmp, db, crop, count, batches)
+                log.info("%s, crop %d, workers %d: %.1f crops/s", name, crop, count, cps)
+                rows.append((name, crop, count, cps))
         step = None
-        if args.iters:
+        if iters:
             db, crop = sets["VOC-sized JPEG 500x375"]
-            t_input, t_data, t_layer = fcrn50_steps(tmp, db, crop, args.iters)
+            t_input, t_data, t_layer = fcrn50_steps(tmp, db, crop, iters)
             step = (crop, t_input, t_data, t_layer)
             log.info("FCRN-50 step: Input %.3f s, SegDataLayer %.3f s (%+.2f%%), "
                      "in the data layer %.4f s (%.2f%%)", t_input, t_data,
@@ -179,7 +158,7 @@ def measure(args):
         crop, t_input, t_data, t_layer = step
         text += ["", "FCRN-50 (1/8, kernel 3, dilation 6, from fcrn.net.netgen) forward+backward "
                  "on one %dx%d crop, median of %d iterations alternating (ABBA) between "
-                 "the two nets:" % (crop, crop, args.iters), "",
+                 "the two nets:" % (crop, crop, iters), "",
                  "| fed by | s/iteration |", "|---|---|",
                  "| Input layer | %.3f |" % t_input, "| SegDataLayer (workers 2) | %.3f |" % t_data,
                  "", "End-to-end difference: %+.2f%%. Time inside the data layer's forward "
@@ -192,10 +171,6 @@ def measure(args):
     text += notes
     text = "\n".join(text) + "\n"
     print(text)
-    if args.out:
-        fileio.atomic_write(args.out, text)
-    return 0
+    if out:
+        fileio.atomic_write(out, text)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,21 +1,7 @@
-#!/usr/bin/env python3
-"""Inference benchmarks: whole pipeline against the bare forward, folded against
-unfolded BN, pycaffe against OpenCV DNN and onnxruntime, FLOPs and achieved GFLOP/s.
-
-  python scripts/bench_infer.py --net prototxt/voc/r50_s8_k5_d12/deploy.prototxt \\
-      --size 321 321 --images 8 --out benchmarks/infer.md
-
-Without --weights the net gets random He-initialised weights and random BN
-statistics (speed does not depend on the values; folding is checked on them).
-The forward times of pycaffe (unfolded and folded), OpenCV DNN (the folded
-Caffe net) and onnxruntime (the ONNX model that scripts/export_onnx.py writes,
-CPU provider, one intra-op thread per CPU this process may use, as OpenBLAS
-uses) are each the best of --repeat forwards of the same input after a warm-up.
-The machine's peak is measured, not estimated: SGEMM on 2048x2048 matrices
-through the BLAS library Caffe loaded, with the same threads and OpenBLAS's
-own kernel choice (the convolutions run in oneDNN, whatever kernels the
-environment pins OpenBLAS to).
-"""
+"""Inference benchmarks (scripts/bench_infer.py): the whole pipeline against
+the bare forward, folded against unfolded BN, pycaffe against OpenCV DNN and
+onnxruntime, convolution FLOPs and the GFLOP/s reached against the measured
+peak of the BLAS library Caffe loaded. `run` writes the report."""
 import json
 import logging
 import os
@@ -25,25 +11,10 @@ import time
 
 import numpy as np
 
-from fcrn import cli, fileio
+from fcrn import fileio
 
 log = logging.getLogger("bench_infer")
 TITLE = "# Inference benchmarks"
-
-
-def parse_args(argv=None):
-    p = cli.parser(__doc__)
-    p.add_argument("--net", required=True, help="deploy prototxt")
-    p.add_argument("--weights", help="caffemodel (default: random weights)")
-    p.add_argument("--size", type=cli.positive_int, nargs=2, default=[321, 321],
-                   metavar=("H", "W"))
-    p.add_argument("--images", type=cli.positive_int, default=8, help="images per measurement")
-    p.add_argument("--repeat", type=cli.positive_int, default=2, help="best of this many runs")
-    p.add_argument("--gpu", type=cli.nonnegative_int, help="GPU id (CUDA build)")
-    p.add_argument("--out", default="benchmarks/infer.md", help="Markdown report (+ .json)")
-    p.add_argument("--note", help="a line about the conditions, added to the report")
-    cli.add_force(p, "a report")
-    return p.parse_args(argv)
 
 
 def randomise(net, rng):
@@ -102,37 +73,39 @@ def timed(fn, repeat):
     return best
 
 
-def measure(args, work):
-    """(Markdown report, results) of every measurement; files go to `work`."""
+def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, gpu=None,
+            note=None):
+    """(Markdown report, results) of every measurement of the deploy net
+    `prototxt` on `images` random images of `size` (h, w), times the best of
+    `repeat`; without `weights`, random ones. Files go to `work`."""
     import cv2
     from fcrn import caffeio, fold, infer, onnx_export
 
     caffe = caffeio.caffe()
-    caffeio.set_mode(args.gpu)
-    h, w = args.size
-    weights = args.weights
+    caffeio.set_mode(gpu)
+    h, w = size
     if not weights:
-        net = caffeio.load_net(args.net)
+        net = caffeio.load_net(prototxt)
         randomise(net, np.random.RandomState(0))
         weights = os.path.join(work, "random.caffemodel")
         net.save(weights)
         del net
-    seg = infer.load_segmenter(args.net, weights, gpu=args.gpu)
-    net, net_param = seg.net, caffeio.read_net_param(args.net)
+    seg = infer.load_segmenter(prototxt, weights, gpu=gpu)
+    net, net_param = seg.net, caffeio.read_net_param(prototxt)
     rng = np.random.RandomState(1)
     img_dir = os.path.join(work, "images")
     os.makedirs(img_dir)
-    images = []
-    for i in range(args.images):
+    samples = []
+    for i in range(images):
         img = (rng.rand(h, w, 3) * 255).astype(np.uint8)
         img = cv2.GaussianBlur(img, (0, 0), 3)  # compresses like a photo, not like noise
         cv2.imwrite(os.path.join(img_dir, "%03d.jpg" % i), img)
-        images.append(img)
-    results = {"net": args.net, "input": [h, w], "images": args.images,
-               "mode": "GPU %d" % args.gpu if args.gpu is not None else "CPU"}
+        samples.append(img)
+    results = {"net": prototxt, "input": [h, w], "images": images,
+               "mode": "GPU %d" % gpu if gpu is not None else "CPU"}
 
     # bare forward: same padded inputs the pipeline gives the net
-    inputs = [seg.prepare(im, seg.views[0])[0] for im in images]
+    inputs = [seg.prepare(im, seg.views[0])[0] for im in samples]
 
     def bare():
         for x in inputs:
@@ -140,27 +113,27 @@ def measure(args, work):
                 caffeio.forward(net, dict({"data": x[None]}, **(
                     {"pass": np.full((1,), p, np.float32)} if seg.has_pass else {})))
     bare()  # warm-up: allocations, BLAS threads
-    t_bare = timed(bare, args.repeat)
+    t_bare = timed(bare, repeat)
 
     # The pipeline times itself from its first read to its last write, after
     # loading the net.
-    t_pipe = min(infer.run(args.net, weights, [img_dir], os.path.join(work, "out%d" % r),
-                           gpu=args.gpu).seconds for r in range(args.repeat))
-    results.update(bare_s_per_image=t_bare / args.images,
-                   pipeline_s_per_image=t_pipe / args.images,
+    t_pipe = min(infer.run(prototxt, weights, [img_dir], os.path.join(work, "out%d" % r),
+                           gpu=gpu).seconds for r in range(repeat))
+    results.update(bare_s_per_image=t_bare / images,
+                   pipeline_s_per_image=t_pipe / images,
                    pipeline_overhead_pct=100 * (t_pipe / t_bare - 1))
 
     # folded vs unfolded, pycaffe vs OpenCV DNN (single-pass nets only: OpenCV has
     # no Python layers)
     fp, fw = os.path.join(work, "folded.prototxt"), os.path.join(work, "folded.caffemodel")
     shape = (1, 3, h, w)
-    _, err = fold.export(args.net, weights, fp, fw, verify_shape=shape)
+    _, err = fold.export(prototxt, weights, fp, fw, verify_shape=shape)
     results["fold_relative_error"] = err
     folded = caffe.Net(fp, caffe.TEST, weights=fw)
     feeds = caffeio.random_inputs(net, shape)
     caffeio.forward(folded, feeds)
-    t_unf = timed(lambda: caffeio.forward(net, feeds), args.repeat)
-    t_fold = timed(lambda: caffeio.forward(folded, feeds), args.repeat)
+    t_unf = timed(lambda: caffeio.forward(net, feeds), repeat)
+    t_fold = timed(lambda: caffeio.forward(folded, feeds), repeat)
     results.update(forward_unfolded_s=t_unf, forward_folded_s=t_fold)
     if not seg.has_pass:
         cvnet = cv2.dnn.readNetFromCaffe(fp, fw)
@@ -174,23 +147,23 @@ def measure(args, work):
         def cv_fwd():
             cvnet.setInput(feeds["data"])
             cvnet.forward(out_name)
-        results["forward_opencv_folded_s"] = timed(cv_fwd, args.repeat)
+        results["forward_opencv_folded_s"] = timed(cv_fwd, repeat)
         # The ONNX export is checked against the unfolded pycaffe net at this size.
         model = os.path.join(work, "fcrn.onnx")
-        exported = onnx_export.export(args.net, weights, model, outputs=[out_name],
+        exported = onnx_export.export(prototxt, weights, model, outputs=[out_name],
                                       verify_size=(h, w))
         results["onnxruntime_relative_error"] = exported.relative_error
         results["forward_onnxruntime_s"] = onnx_export.time_onnxruntime(
-            model, [feeds["data"]], repeat=args.repeat)
+            model, [feeds["data"]], repeat=repeat)
     flops = conv_flops(net, net_param)
-    peak, peak_note = peak_gflops() if args.gpu is None else (None, "n/a")
+    peak, peak_note = peak_gflops() if gpu is None else (None, "n/a")
     results.update(gflop_per_forward=flops / 1e9,
                    gflops_achieved_folded=flops / 1e9 / t_fold,
                    peak_gflops=peak, peak_note=peak_note)
 
     md = [TITLE, "",
           "`%s`, input %dx%d, %s, %d image(s), best of %d." % (
-              args.net, h, w, results["mode"], args.images, args.repeat), "",
+              prototxt, h, w, results["mode"], images, repeat), "",
           "| Measure | Value |", "|---|---:|",
           "| bare forward (s/image) | %.3f |" % results["bare_s_per_image"],
           "| whole pipeline: read, pre-process, forward, upsample, write (s/image) | %.3f |"
@@ -212,26 +185,20 @@ def measure(args, work):
     if peak:
         md.append("| peak (%s) | %.0f GFLOP/s (%.0f%% reached) |" % (
             peak_note, peak, 100 * results["gflops_achieved_folded"] / peak))
-    if args.note:
-        md += ["", args.note]
+    if note:
+        md += ["", note]
     return "\n".join(md) + "\n", results
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("GLOG_minloglevel", "2")
-
-    def job():
-        if args.out:
-            md, js = fileio.report_targets(args.out, TITLE, args.force)
-        with tempfile.TemporaryDirectory(prefix="bench_infer.") as work:
-            text, results = measure(args, work)
-        sys.stdout.write(text)
-        if args.out:
-            fileio.atomic_write(md, text)
-            fileio.atomic_write(js, json.dumps(results, indent=1) + "\n")
-    return cli.run(job, log.name)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(out=None, force=False, **options):
+    """`measure` (with `options`) in a scratch folder; prints the report and,
+    with `out`, writes it there and its JSON beside it. Returns the results."""
+    if out:
+        md, js = fileio.report_targets(out, TITLE, force)
+    with tempfile.TemporaryDirectory(prefix="bench_infer.") as work:
+        text, results = measure(work, **options)
+    sys.stdout.write(text)
+    if out:
+        fileio.atomic_write(md, text)
+        fileio.atomic_write(js, json.dumps(results, indent=1) + "\n")
+    return results

@@ -1,18 +1,8 @@
-#!/usr/bin/env python3
-"""Benchmarks of the C++ layers against the stock Caffe layers they replace.
-
-1. BootstrappedSoftmaxWithLoss (min_kept 512, threshold 0) against
-   SoftmaxWithLoss: forward + backward time on VOC-like and Cityscapes-like
-   score maps.
-2. LeanBatchNorm against BatchNorm + Scale, in place, on one blob: the memory
-   each allocates beyond its input (data and diff), measured as the growth of
-   the peak resident set of a fresh process over a net without the layer, and
-   the forward + backward time, frozen (use_global_stats) and with batch
-   statistics.
-
-Usage: python scripts/bench_layers.py --out benchmarks/layers.md
-"""
-import argparse
+"""Benchmarks of the C++ layers against the stock Caffe layers they replace
+(scripts/bench_layers.py): BootstrappedSoftmaxWithLoss against
+SoftmaxWithLoss (time), LeanBatchNorm against BatchNorm + Scale (the memory
+each allocates beyond its input, in a fresh process each, and time). `run`
+writes the report."""
 import json
 import logging
 import os
@@ -25,7 +15,7 @@ import time
 
 import numpy as np
 
-from fcrn import caffeio, cli, fileio
+from fcrn import caffeio, fileio
 
 caffe = caffeio.caffe()  # pycaffe with the project's layers
 from caffe import layers as L  # noqa: E402
@@ -136,8 +126,7 @@ def bn_child(variant, repeats):
 def bench_bn(repeats):
     results = {}
     for variant in BN_VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--bn-child", variant,
-                              "--repeats", str(repeats)],
+        out = subprocess.run([sys.executable, "-m", __name__, variant, str(repeats)],
                              check=True, capture_output=True, text=True,
                              env=dict(os.environ, GLOG_minloglevel="2")).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
@@ -191,27 +180,16 @@ def write_report(path, loss_rows, bn_rows, repeats):
     fileio.atomic_write(path, "\n".join(lines) + "\n")
 
 
-def main(argv=None):
-    parser = cli.parser(__doc__)
-    parser.add_argument("--out", default="benchmarks/layers.md", help="Markdown report")
-    parser.add_argument("--repeats", type=cli.positive_int, default=20,
-                        help="timed iterations")
-    cli.add_force(parser, "a report")
-    parser.add_argument("--bn-child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+def run(out, repeats=20, force=False):
+    """Both benchmarks, each pass timed `repeats` times; the report goes to `out`."""
+    fileio.report_targets(out, TITLE, force, extra=())
     caffe.set_mode_cpu()
-    if args.bn_child:
-        bn_child(args.bn_child, args.repeats)
-        return 0
-
-    def job():
-        fileio.report_targets(args.out, TITLE, args.force, extra=())
-        loss_rows = bench_loss(args.repeats)
-        bn_rows = bench_bn(args.repeats)
-        write_report(args.out, loss_rows, bn_rows, args.repeats)
-        log.info("wrote %s", args.out)
-    return cli.run(job, log.name)
+    loss_rows = bench_loss(repeats)
+    bn_rows = bench_bn(repeats)
+    write_report(out, loss_rows, bn_rows, repeats)
+    log.info("wrote %s", out)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # bench_bn's child: VARIANT REPEATS
+    caffe.set_mode_cpu()
+    bn_child(sys.argv[1], int(sys.argv[2]))

@@ -1,20 +1,6 @@
-#!/usr/bin/env python3
-"""Peak resident memory and time of one FCRN training iteration (CPU).
-
-Cases, each measured in its own process (ResNet-`depth`, one SIZE x SIZE crop):
-  upstream  1/8 net, stock BatchNorm + Scale, convolutions through upstream
-            Caffe's per-layer im2col buffers (FCRN_NO_DNNL and
-            FCRN_PRIVATE_IM2COL, see cpp/patches/0003-* and 0013-*)
-  caffe  1/8 net, stock BatchNorm + Scale
-  lean   1/8 net, LeanBatchNorm
-  true4  1/4 net (res3 stride removed, dilations doubled), LeanBatchNorm
-  sim4   the 1/4 net simulated by four shifted passes of the 1/8 net, LeanBatchNorm
-One iteration is one forward-backward, or the four of one image for sim4.
-Weights are random (memory and time do not depend on them).
-
-  scripts/bench_memory.py --out benchmarks/memory.md
-"""
-import argparse
+"""Peak resident memory and time of one FCRN training iteration on the CPU
+(scripts/bench_memory.py), each case (CASES; see the script's help) in a
+process of its own. `run` prints the report and writes it."""
 import json
 import logging
 import os
@@ -98,9 +84,8 @@ def child(case, depth, size, iterations):
                 loss=float(net.blobs['loss'].data))
 
 
-def measure(case, args):
-    command = [sys.executable, os.path.abspath(__file__), '--child', case, '--depth',
-               str(args.depth), '--size', str(args.size), '--iterations', str(args.iterations)]
+def measure(case, depth, size, iterations):
+    command = [sys.executable, '-m', __name__, case, str(depth), str(size), str(iterations)]
     logging.info('running %s', case)
     env = dict(os.environ, GLOG_minloglevel='2')
     for name in ('FCRN_PRIVATE_IM2COL', 'FCRN_NO_DNNL'):
@@ -113,14 +98,14 @@ def measure(case, args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def report(results, args):
+def report(results, depth, size, iterations):
     gb = lambda b: b / 1e9  # noqa: E731
     by_case = {r['case']: r for r in results}
     lines = [TITLE, '',
              'ResNet-%d FCRN (5x5 classifier, dilation 12), one %dx%d crop, CPU, '
              'measured by `scripts/bench_memory.py` (peak resident set of the whole '
              'process, pycaffe included; time: the fastest of %d iterations).'
-             % (args.depth, args.size, args.size, args.iterations), '',
+             % (depth, size, size, iterations), '',
              '| Case | Score map | Peak RSS (GB) | Forward-backward (s) |', '|---|---|---|---|']
     names = dict(upstream='1/8, BatchNorm + Scale, upstream im2col buffers',
                  caffe='1/8, BatchNorm + Scale', lean='1/8, LeanBatchNorm',
@@ -143,32 +128,21 @@ def report(results, args):
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None):
-    from fcrn import cli, fileio
-    parser = cli.parser(__doc__)
-    parser.add_argument('--depth', type=int, default=101, choices=(50, 101, 152))
-    parser.add_argument('--size', type=cli.positive_int, default=321)
-    parser.add_argument('--cases', nargs='+', default=list(CASES), choices=CASES)
-    parser.add_argument('--iterations', type=cli.positive_int, default=1)
-    parser.add_argument('--out', help='Markdown report (and .json beside it)')
-    cli.add_force(parser, 'a report')
-    parser.add_argument('--child', choices=CASES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.depth, args.size, args.iterations)))
-        return 0
-
-    def job():
-        if args.out:
-            md, js = fileio.report_targets(args.out, TITLE, args.force)
-        results = [measure(case, args) for case in args.cases]
-        text = report(results, args)
-        print(text)
-        if args.out:
-            fileio.atomic_write(md, text)
-            fileio.atomic_write(js, json.dumps(results, indent=1))
-    return cli.run(job, 'bench_memory')
+def run(out=None, depth=101, size=321, cases=CASES, iterations=1, force=False):
+    """Measure `cases` of a ResNet-`depth` FCRN on one `size` crop (the fastest
+    of `iterations`); prints the report and, with `out`, writes it there and
+    its JSON beside it."""
+    from fcrn import fileio
+    if out:
+        md, js = fileio.report_targets(out, TITLE, force)
+    results = [measure(case, depth, size, iterations) for case in cases]
+    text = report(results, depth, size, iterations)
+    print(text)
+    if out:
+        fileio.atomic_write(md, text)
+        fileio.atomic_write(js, json.dumps(results, indent=1))
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+if __name__ == '__main__':  # measure's child: CASE DEPTH SIZE ITERATIONS
+    case, depth, size, iterations = sys.argv[1], *map(int, sys.argv[2:5])
+    print(json.dumps(child(case, depth, size, iterations)))

@@ -20,10 +20,12 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from typing import List
 
-from fcrn import ROOT
+from fcrn import ROOT, fileio
+from fcrn.errors import UsageError
 from tools.bench.peer_worker import ELEMENTWISE, PROFILE_PASSES
 
 log = logging.getLogger(__name__)
@@ -442,3 +444,38 @@ def gemm_table(gemm, threads):
     for name, rates in gemm['rates'].items():
         lines.append('| %s | %s |' % (name, ' | '.join('%.0f' % r for r in rates)))
     return lines + ['']
+
+
+def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=7, threads=None,
+              gemm=True, torch_venv=None, force=False):
+    """The whole benchmark: `cases` (indices into CASES, default all), each
+    at `size` if given, with the `variants` named (default all), `warmup`
+    and `runs` passes each; with `gemm`, SGEMM of the installed BLAS builds
+    on `threads`. Prints the report and, with `out`, writes it there and its
+    JSON beside it."""
+    if out:
+        fileio.report_targets(out, TITLE, force)
+    groups = variant_groups()
+    names = sorted({v.name for group in groups for v in group})
+    unknown = sorted(set(variants or []) - set(names))
+    if unknown:
+        raise UsageError('--variants: unknown %s; choose from %s' % (', '.join(unknown),
+                                                                   ', '.join(names)))
+    groups = [[v for v in group if not variants or v.name in variants]
+              for group in groups]
+    groups = [group for group in groups if group]
+    if runs < 1 or warmup < 0:
+        raise UsageError('--runs must be at least 1 and --warmup at least 0')
+    cases = [CASES[i] for i in (range(len(CASES)) if cases is None else cases)]
+    if size:
+        cases = [dataclasses.replace(c, size=size) for c in cases]
+    python = torch_python(torch_venv or default_torch_venv()) \
+        if any(v.framework == 'torch' for group in groups for v in group) else None
+    with tempfile.TemporaryDirectory() as tmp:
+        record = run(cases, groups, python, warmup, runs, tmp, threads=threads or os.cpu_count(),
+                     gemm=gemm)
+    text = report(record)
+    print(text)
+    if out:
+        fileio.atomic_write(os.path.splitext(out)[0] + '.json', json.dumps(record, indent=1))
+        fileio.atomic_write(out, text)
