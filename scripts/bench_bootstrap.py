@@ -23,9 +23,7 @@ import sys
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # pycaffe's INFO lines would bury the progress
 
-from fcrn import cli  # noqa: E402
-from fcrn import experiment as pipeline  # noqa: E402
-from fcrn.demo import summary  # noqa: E402
+from fcrn import cli, demo  # noqa: E402
 from tools.bench import bootstrap as bootstrap_bench  # noqa: E402
 
 log = logging.getLogger("bench_bootstrap")
@@ -35,7 +33,7 @@ def main(argv=None):
     ap = cli.parser(__doc__)
     ap.add_argument('--work', default='work/bench_bootstrap',
                     help='run folder (created; reused by a rerun)')
-    ap.add_argument('--out', default=summary.BENCHMARK_REPORT,
+    ap.add_argument('--out', default=os.path.join('benchmarks', 'bootstrap'),
                     help='report path without extension (.md and .json are written)')
     ap.add_argument('--seeds', type=cli.positive_int, default=3,
                     help='trainings per loss, seeds 1..N (default 3)')
@@ -44,7 +42,7 @@ def main(argv=None):
                     % (bootstrap_bench.QUICK['max_iter'], bootstrap_bench.QUICK_SEEDS))
     cli.add_force(ap, 'a report that is not this benchmark\'s')
     args = ap.parse_args(argv)
-    config = pipeline.Config()
+    config = demo.Config()
     seeds = range(1, args.seeds + 1)
     if args.quick:
         config = dataclasses.replace(config, **bootstrap_bench.QUICK)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from fcrn import ROOT, caffeio, train
-from fcrn import experiment as pipeline
+from fcrn import demo
 from tools.bench import bootstrap as bench
 from fcrn.net import netgen
 
@@ -38,7 +38,7 @@ def test_k_is_the_papers_share_of_the_crops_labels():
     assert [bench.scaled_k(k, 96, 8) for k in (256, 512, 1024)] == [
         round(k * 144 / 3969) for k in (256, 512, 1024)] == [9, 19, 37]
     assert bench.scaled_k(512, 500, 8) == 512
-    names = [loss.name for loss in bench.losses(pipeline.Config(crop=96))]
+    names = [loss.name for loss in bench.losses(demo.Config(crop=96))]
     assert names == ['softmax', 'k9', 'k19', 'k37', 'k19_t0.7']
 
 

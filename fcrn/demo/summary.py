@@ -10,12 +10,10 @@ import os
 import cv2
 import numpy as np
 
-from fcrn import ROOT, datasets, fileio, imageio
-from fcrn.demo.synthetic import CLASSES
+from fcrn import datasets, fileio, imageio
+from fcrn.demo.synthetic import CLASSES, OBJECTS
 
 SUMMARY = 'summary.md'
-# scripts/bench_bootstrap.py's default output (.md and .json), under the repository.
-BENCHMARK_REPORT = os.path.join('benchmarks', 'bootstrap')
 
 
 def _load(out, *parts):
@@ -25,6 +23,17 @@ def _load(out, *parts):
 
 def _pct(x):
     return 'n/a' if x is None else '%.1f' % (100 * x)
+
+
+def examples(run, count=4):
+    """The first `count` val images of an Experiment, those showing a rare
+    object first."""
+    rare = [cls.id for cls, _ in OBJECTS]
+    gt = run.path('data', 'SegmentationClassAug')
+    ids = run.val_set()[0]
+    shown = [i for i in ids if np.isin(imageio.read_label(
+        os.path.join(gt, i + '.png')), rare).any()][:count]
+    return shown + [i for i in ids if i not in shown][:count - len(shown)]
 
 
 def mosaic(out, ids, variants, path, height=120):
@@ -63,10 +72,11 @@ def machine():
     return '%s (%s)' % (cores, model) if model else cores
 
 
-def write(out, config, trainings, logs, steps, recipe):
+def write(out, config, trainings, logs, steps, recipe, benchmark=None):
     """Write out/summary.md; returns its text. `trainings`: {name:
-    pipeline.Training}; `recipe`: the config's fields that a benchmark
-    result must share for its comparison to apply to this run."""
+    fcrn.experiment.Training}; `recipe`: the config's fields that the
+    bootstrapping benchmark's result (`benchmark`, its .json) must share for
+    its comparison to apply to this run."""
     majority = _load(out, 'eval', 'majority.json')
     scores = {v: _load(out, 'eval', '%s.json' % v) for v in trainings}
     c = config
@@ -123,7 +133,7 @@ def write(out, config, trainings, logs, steps, recipe):
         lines.append('| %s | %s |' % (name, ' | '.join(cells)))
     lines += ['', '(Each class is stored under a VOC id, in brackets; only the id matters.)',
               '']
-    lines += comparison(trainings, recipe)
+    lines += comparison(trainings, recipe, benchmark)
     lines += ['', '## Training', '', '![loss and learning rate](report/training.png)', '']
     for v in trainings:
         log = logs[v]
@@ -142,28 +152,32 @@ def write(out, config, trainings, logs, steps, recipe):
 
 def comparison(trainings, recipe, path=None):
     """Lines comparing each training's loss with plain softmax over the
-    seeds of the bootstrapping benchmark (BENCHMARK_REPORT.json), if it was
-    made with the same recipe."""
-    path = path or os.path.join(ROOT, BENCHMARK_REPORT + '.json')
+    seeds of the bootstrapping benchmark (its result file `path`, .json), if
+    it was made with the same recipe."""
     lines = ['## Against plain softmax, over the benchmark\'s seeds', '']
-    try:
-        with open(path) as f:
-            bench = json.load(f)
-    except (OSError, ValueError):
-        return lines + ['No benchmark result at %s: `make bench-bootstrap` trains this recipe '
+    shown = os.path.relpath(path) if path else None   # as `make demo` names it
+    bench = None
+    if path:
+        try:
+            with open(path) as f:
+                bench = json.load(f)
+        except (OSError, ValueError):
+            pass
+    if bench is None:
+        return lines + ['No benchmark result%s: `make bench-bootstrap` trains this recipe '
                         'with and without bootstrapping over several seeds.'
-                        % os.path.relpath(path, ROOT)]
+                        % (' at %s' % shown if shown else '')]
     differing = sorted(k for k in recipe
                        if json.loads(json.dumps(recipe[k])) != bench['recipe'].get(k))
     if differing:
         return lines + ['%s was made with another recipe (%s differ): rerun `make '
                         'bench-bootstrap` for a comparison that applies here.'
-                        % (os.path.relpath(path, ROOT), ', '.join(differing))]
+                        % (shown, ', '.join(differing))]
     rows = {(r['bootstrap'], r['threshold']): r for r in bench['losses']}
     softmax = rows[(None, 0.0)]
     n = len(bench['seeds'])
     lines += ['`%s` (%d seeds, same data and recipe), held-out mean IoU %%, mean ± sd:' %
-              (os.path.relpath(path, ROOT), n), '',
+              (shown, n), '',
               '| Loss | Mean IoU | IoU frequent | IoU rare |', '|---|---:|---:|---:|']
     shown = [softmax] + [rows[(t.bootstrap, t.threshold)] for t in trainings.values()
                          if t.bootstrap and (t.bootstrap, t.threshold) in rows]

@@ -9,10 +9,10 @@ Table 4); and the middle K with t = THRESHOLD. Each is trained once per seed
 the dataset is the same for all), so two losses trained with the same seed
 differ in nothing else: the comparison is paired.
 
-Everything happens in one run folder (fcrn.experiment.Run: one dataset,
-prepared once, then per training its net, `caffe train`, inference and
-scores, each a step that a rerun skips when it finished with the same
-inputs). An interrupted benchmark rerun reuses finished trainings, resumes a
+Everything happens in one run folder (an fcrn.experiment.Experiment on the
+demo's data: one dataset, prepared once, then per training its net, `caffe
+train`, inference and scores, each a step that a rerun skips when it
+finished with the same inputs). An interrupted benchmark rerun reuses finished trainings, resumes a
 half-finished one from its last snapshot (or restarts it if its settings
 changed), and the report reads exactly one score file per (loss, seed): no
 run counts twice.
@@ -27,8 +27,7 @@ import time
 
 import numpy as np
 
-from fcrn import evaluate, fileio, lists
-from fcrn import experiment as pipeline
+from fcrn import demo, evaluate, experiment, fileio, lists
 from fcrn.demo import summary, synthetic
 from fcrn.net import netgen
 
@@ -48,7 +47,7 @@ METRIC_NAMES = dict(pixel_acc='Pixel acc.', mean_acc='Mean acc.', mean_iou='Mean
                     frequent_iou='IoU frequent', rare_iou='IoU rare')
 
 # Two iterations on 48 px crops (K 2, 5, 9): the plumbing, not a result.
-QUICK = dict(pipeline.QUICK, train_images=6, val_images=2, crop=48, max_iter=2, snapshot=1)
+QUICK = dict(demo.QUICK, train_images=6, val_images=2, crop=48, max_iter=2, snapshot=1)
 QUICK_SEEDS = 2
 TITLE = '# Online bootstrapping against plain softmax: a miniature Table 4'
 
@@ -92,10 +91,10 @@ def run_name(loss, seed):
 
 
 def plan(config, seeds):
-    """{run name: pipeline.Training}, seed by seed (so that an interrupted
+    """{run name: fcrn.experiment.Training}, seed by seed (so that an interrupted
     benchmark has whole seeds done)."""
     return collections.OrderedDict(
-        (run_name(loss, seed), pipeline.Training(loss.bootstrap, loss.threshold, seed))
+        (run_name(loss, seed), experiment.Training(loss.bootstrap, loss.threshold, seed))
         for seed in seeds for loss in losses(config))
 
 
@@ -362,7 +361,8 @@ def run(work, config, seeds, out, force=False):
     than this benchmark's is kept unless `force`. Returns the result dict."""
     out_md, out_json = fileio.report_targets(out + '.md', TITLE, force)
     os.makedirs(work, exist_ok=True)
-    r = pipeline.Run(os.path.abspath(work), config, plan(config, seeds))
+    r = experiment.Experiment(os.path.abspath(work), config, demo.source(config),
+                              plan(config, seeds))
     r.data()
     names = list(r.trainings)
     start = time.time()
