@@ -29,14 +29,13 @@ import sys
 
 from fcrn import cli, datasets, infer
 
-NETWORK_OPTIONS = ("mean", "batch_size", "scales", "flip", "tile", "overlap", "passes",
-                   "stride", "offset", "output")
-
 
 def parse_args(argv=None):
+    """The options, named as fcrn.infer.run's keywords."""
     p = cli.parser(__doc__)
-    p.add_argument("inputs", nargs="*", help="image files or folders")
-    p.add_argument("--list", help="file with one image path per line")
+    p.add_argument("sources", nargs="*", metavar="inputs", help="image files or folders")
+    p.add_argument("--list", dest="list_file", metavar="LIST",
+                   help="file with one image path per line")
     p.add_argument("--net", required=True, help="deploy prototxt")
     p.add_argument("--weights", required=True, help="caffemodel")
     p.add_argument("--out", required=True, help="folder for the label PNGs")
@@ -44,10 +43,11 @@ def parse_args(argv=None):
                    help="the net's dataset: colours of the palette PNGs and overlays "
                    "(default: the colours of --classes, else VOC's, for any number of "
                    "classes)")
-    p.add_argument("--classes", metavar="FILE",
+    p.add_argument("--classes", dest="classes_file", metavar="FILE",
                    help="generic dataset: classes file with the colours (what "
                    "scripts/prepare_folder.py writes)")
-    p.add_argument("--overlay", help="also write colour overlays (JPEG) here")
+    p.add_argument("--overlay", dest="overlay_dir", metavar="OVERLAY",
+                   help="also write colour overlays (JPEG) here")
     p.add_argument("--labelids", help="cityscapes: also write labelId PNGs here")
     p.add_argument("--tile", type=cli.positive_int, nargs=2, metavar=("H", "W"),
                    help="sliding window of this size (default: whole image)")
@@ -70,7 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--offset", type=cli.finite, help="override the traced grid offset")
     cli.add_jobs(p, "threads reading and writing files", 2)
     cli.add_force(p, "an output folder")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", dest="progress", action="store_false",
+                   help="no progress bar")
     return p.parse_args(argv)
 
 
@@ -78,10 +79,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def job():
-        stats = infer.run(args.net, args.weights, args.inputs, args.out, args.list,
-                          args.overlay, args.labelids, args.dataset, args.gpu, args.jobs,
-                          args.force, not args.quiet, args.classes,
-                          **{k: getattr(args, k) for k in NETWORK_OPTIONS})
+        stats = infer.run(**vars(args))
         return 1 if stats.failed else 0
     return cli.run(job, "infer")
 

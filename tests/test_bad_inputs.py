@@ -780,7 +780,7 @@ def prepare_row(w, request):
             f.write("it's.jpg\n")
     if name == "infer-rerun-into-own-folder":
         from fcrn import infer
-        infer.run(w["net"], w["weights"], [w["img"]], w.path("own"))
+        infer.run(net=w["net"], weights=w["weights"], sources=[w["img"]], out=w.path("own"))
     if name == "evaluate-rgb-prediction":
         w["gt"]
         os.makedirs(w.path("rgb"))

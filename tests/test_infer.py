@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 import caffe  # noqa: E402
 from caffe import layers as L  # noqa: E402
 from fcrn import caffeio, fileio, infer  # noqa: E402
+from fcrn.infer import geometry  # noqa: E402
 
 C = 3  # classes
 
@@ -98,7 +99,7 @@ def test_trace_geometry_matches_caffe(tmp_path):
     for pool in (False, True):
         p = caffe_pb2.NetParameter()
         text_format.Merge(picker_net(stem_pool=pool), p)
-        assert infer.trace_geometry(p, "score") == (8, 2.0)
+        assert geometry.trace_geometry(p, "score") == (8, 2.0)
     # and Caffe agrees: on a ramp image the picker returns the traced pixel
     proto, weights = make_picker(tmp_path)
     net = caffeio.load_net(proto, weights)
@@ -136,7 +137,8 @@ def test_tiles_and_batches_equal_whole_image(tmp_path):
     assert tiled.tile == (24, 32)  # rounded up to the stride
     # padded to 80 x 96; steps: 12 -> 8 rows, 16 cols (multiples of the stride);
     # 8 x 5 tiles for each of 3 images, in batches of 4: 30 forwards
-    assert tiled._tiles(80, 96)[-1] == (56, 64, 24, 32)
+    assert geometry.tiles((80, 96), tiled.tile, tiled.overlap, tiled.stride)[-1] == \
+        (56, 64, 24, 32)
     assert tiled.forwards == 30
 
 
@@ -146,7 +148,7 @@ def test_flip_view_maps_back(tmp_path):
     # flipped view alone must give the ground truth exactly.
     truth = truth_map(45, 61, stride=8)
     seg = segmenter(proto, weights)
-    seg.views = [infer.View(1.0, flip=True)]
+    seg.views = [geometry.View(1.0, flip=True)]
     np.testing.assert_array_equal(seg.predict([image_of(truth)])[0], truth)
 
 

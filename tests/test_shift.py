@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fcrn.infer import interleave
+from fcrn.infer.geometry import interleave
 from fcrn.net import netgen
 
 
@@ -84,7 +84,7 @@ def test_label_sample_needs_a_stride(text_net):
 
 
 def test_interleave_places_each_pass_on_its_phase():
-    """The interleave inference uses (fcrn.infer.Segmenter.predict)."""
+    """The interleave inference uses (fcrn.infer.segmenter.Segmenter.predict)."""
     full = np.arange(2 * 7 * 6).reshape(2, 7, 6)
     phases = [full[:, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
     np.testing.assert_array_equal(interleave(phases), full)

@@ -117,8 +117,9 @@ def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, g
 
     # The pipeline times itself from its first read to its last write, after
     # loading the net.
-    t_pipe = min(infer.run(prototxt, weights, [img_dir], os.path.join(work, "out%d" % r),
-                           gpu=gpu).seconds for r in range(repeat))
+    t_pipe = min(infer.run(net=prototxt, weights=weights, sources=[img_dir],
+                           out=os.path.join(work, "out%d" % r), gpu=gpu).seconds
+                 for r in range(repeat))
     results.update(bare_s_per_image=t_bare / images,
                    pipeline_s_per_image=t_pipe / images,
                    pipeline_overhead_pct=100 * (t_pipe / t_bare - 1))

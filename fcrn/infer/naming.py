@@ -1,0 +1,81 @@
+"""Inference's inputs and outputs: image files, folders and list files as
+(path, output name), the names made unique, and every output file planned and
+checked before the net is loaded (never over an input, never into a folder
+that is not an earlier output of the tool unless forced)."""
+import collections
+import os
+
+from .. import fileio, imageio, lists
+from ..errors import UsageError
+
+
+def list_inputs(sources, list_file=None):
+    """[(path, output name without extension)] from files, folders (recursive,
+    names relative to the folder) and a list file (an image per line, or the
+    "image label" lines the preparation scripts write; paths relative to the
+    list's folder), with the names made unique (`unique_names`)."""
+    items = []
+    for src in sources:
+        if os.path.isdir(src):
+            for dirpath, dirs, names in os.walk(src):
+                dirs.sort()
+                for n in sorted(names):
+                    if n.lower().endswith(imageio.IMAGE_EXTENSIONS):
+                        path = os.path.join(dirpath, n)
+                        items.append((path, os.path.splitext(os.path.relpath(path, src))[0]))
+        else:
+            items.append((src, os.path.splitext(os.path.basename(src))[0]))
+    if list_file:
+        items += [(image, os.path.splitext(os.path.basename(image))[0])
+                  for image, _ in lists.read_pairs(list_file, need_label=False)]
+    return unique_names(items)
+
+
+def unique_names(items):
+    """Make the output names of [(path, name)] unique: inputs whose names
+    collide are named by their paths relative to the folder they share
+    (dir/a.jpg, dir/sub/a.jpg -> a, sub/a), or, in one folder, keep their
+    extension (c.png, c.jpg -> c.png, c.jpg). UsageError listing a file given
+    twice, or what still collides."""
+    given = collections.Counter(os.path.realpath(path) for path, _ in items)
+    twice = sorted("%s (%d times)" % (p, n) for p, n in given.items() if n > 1)
+    if twice:
+        raise UsageError("%d input(s) given more than once" % len(twice), twice)
+    groups = collections.defaultdict(list)
+    for i, (_, name) in enumerate(items):
+        groups[name].append(i)
+    names = [name for _, name in items]
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        paths = [os.path.abspath(items[i][0]) for i in members]
+        folders = {os.path.dirname(p) for p in paths}
+        if len(folders) > 1:
+            common = os.path.commonpath(list(folders))
+            renamed = [os.path.splitext(os.path.relpath(p, common))[0] for p in paths]
+        else:
+            renamed = [name + os.path.splitext(p)[1] for p in paths]
+        for i, new in zip(members, renamed):
+            names[i] = new
+    count = collections.Counter(names)
+    clashes = sorted("%s <- %s" % (n, p) for (p, _), n in zip(items, names) if count[n] > 1)
+    if clashes:
+        raise UsageError("%d input(s) would write the same output" % len(clashes), clashes)
+    return [(path, name) for (path, _), name in zip(items, names)]
+
+
+def plan(items, out, overlay_dir, labelids, sources, list_file, force, tool):
+    """(folders, [[label PNG, overlay JPEG, labelId PNG] per item], None
+    where not asked for). Refuses outputs that collide with inputs, and
+    folders that are not `tool`'s earlier outputs unless `force`."""
+    folders = [d for d in (out, overlay_dir, labelids) if d is not None]
+    fileio.check_named(folders)
+    if len(set(map(os.path.realpath, folders))) < len(folders):
+        raise UsageError("--out, --overlay and --labelids must be different folders")
+    plan = [[None if d is None else os.path.join(d, name + ext)
+             for d, ext in ((out, ".png"), (overlay_dir, ".jpg"), (labelids, ".png"))]
+            for _, name in items]
+    fileio.check_disjoint([f for files in plan for f in files if f],
+                          [p for p, _ in items] + list(sources) + [list_file])
+    fileio.check_free(folders, force, lambda d: fileio.is_marked(d, tool))
+    return folders, plan
