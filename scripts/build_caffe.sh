@@ -131,6 +131,9 @@ if [ "$CUDA" = 1 ]; then
         "install NCCL, or build without it: --no-nccl (make NCCL=0)"
   fi
 fi
+# A complete prefix was moved into place whole: it needs no lock, so that a
+# build of another flavour running elsewhere does not hold this caller up.
+if [ -f "$PREFIX/.complete" ]; then echo "$PREFIX"; exit 0; fi
 mkdir -p "$CACHE"
 exec 9>"$CACHE/caffe.lock"
 flock 9   # one build at a time; a second caller waits and then reuses it
