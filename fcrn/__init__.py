@@ -7,38 +7,32 @@ a net (`fcrn.caffeio.load_net`, `fcrn.caffeio.caffe()`) first calls
 BootstrappedSoftmaxWithLoss) into the process once; code that creates
 `caffe.Net` itself calls `fcrn.load_layers()` first. Caffe's layer registry is
 shared between shared libraries, so loading the library with RTLD_GLOBAL is
-all it takes.
+all it takes. Where the library, Caffe and the rest are: `fcrn.paths`.
 """
 import ctypes
 import os
 import threading
 import warnings
 
-__version__ = "0.1.0"
+from . import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+__version__ = "0.1.0"
 
 _LOADED = {}
 _LOCK = threading.Lock()
-
-
-def layers_library():
-    """Path of the custom-layer library: $FCRN_LAYERS_LIB, else the build tree."""
-    return os.environ.get("FCRN_LAYERS_LIB") or os.path.join(
-        ROOT, "build", "libfcrn_layers.so")
 
 
 def load_layers():
     """Load the custom-layer library into this process (once); returns its path,
     or None with a warning when it is not built (nets without the project's
     layers still work; one that uses them then fails in Caffe)."""
-    path = layers_library()
+    path = paths.layers_library()
     with _LOCK:
         if path not in _LOADED:
             if not os.path.isfile(path):
                 warnings.warn(
-                    "fcrn: custom Caffe layer library not found at %s; run 'make' in %s "
-                    "or point FCRN_LAYERS_LIB at libfcrn_layers.so" % (path, ROOT),
+                    "fcrn: custom Caffe layer library not found at %s; run 'make' in the "
+                    "checkout or point FCRN_LAYERS_LIB at libfcrn_layers.so" % path,
                     RuntimeWarning, stacklevel=2)
                 return None
             _LOADED[path] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)

@@ -11,7 +11,8 @@ ones, a shaped blob matches exactly.
 
 Only `caffe()`, `load_net`, `set_mode` and what runs nets import pycaffe;
 the readers use Caffe's protobuf module alone, so that weight conversion runs
-without pycaffe.
+without pycaffe. Both are found where
+`fcrn.paths` says when they are not importable already.
 """
 import ctypes
 import importlib.util
@@ -24,7 +25,7 @@ import warnings
 import numpy as np
 from google.protobuf import message, text_format
 
-from . import load_layers
+from . import load_layers, paths
 from .errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,18 @@ class WeightsError(InputError):
     """The caffemodel does not fit the net; `problems` names every layer."""
 
 
+def _findable():
+    """Put pycaffe and the Python layers on the path where they are not
+    importable already (an installed package; the checkout's venv has them)."""
+    for module, folder in (("caffe", paths.pycaffe()), ("fcrn_data", paths.find("python_layers"))):
+        if folder and folder not in sys.path and importlib.util.find_spec(module) is None:
+            sys.path.append(folder)
+
+
 def caffe():
     """pycaffe, with the project's layers registered (what a net needs)."""
     load_layers()
+    _findable()
     import caffe as module
     return module
 
@@ -48,6 +58,7 @@ def caffe_pb2():
         return sys.modules["caffe.proto.caffe_pb2"]
     if "fcrn_caffe_pb2" in sys.modules:
         return sys.modules["fcrn_caffe_pb2"]
+    _findable()
     spec = importlib.util.find_spec("caffe")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("caffe_pb2 not found: put Caffe's python folder on PYTHONPATH "

@@ -37,11 +37,10 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 from typing import Dict, List, Optional, Tuple
 
-from . import ROOT, caffeio, fileio
+from . import caffeio, fileio, paths
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -182,12 +181,6 @@ def plot(logs, path, size=(9, 6.4)):
 
 # --------------------------------------------------------------------- running
 
-def caffe_tool():
-    """The project's `caffe` (the wrapper that preloads the custom layers)."""
-    built = os.path.join(ROOT, 'build', 'bin', 'caffe')
-    return built if os.access(built, os.X_OK) else shutil.which('caffe') or 'caffe'
-
-
 def caffe_env(env=None):
     """Environment in which caffe logs every INFO line (iterations, losses,
     learning rates) to stderr only, as the log parser needs."""
@@ -289,7 +282,7 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
         raise InputError('%s: no such file (initial weights)' % weights)
     check_device(solver, gpu, cwd)
     start, state = latest_snapshot(os.path.join(where, prefix)) if resume else (0, None)
-    command = [caffe_tool(), 'train', '-solver', solver]
+    command = [paths.caffe_tool(), 'train', '-solver', solver]
     if state:
         command += ['-snapshot', os.path.relpath(state, where)]
         log.info('resuming from %s (iteration %d)%s', os.path.relpath(state, where), start,

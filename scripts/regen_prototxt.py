@@ -12,13 +12,15 @@ import sys
 
 from tqdm import tqdm
 
-from fcrn import ROOT, cli
+from fcrn import cli
 from fcrn.net import zoo
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
     parser = cli.parser(__doc__)
-    parser.add_argument('--out', '--root', dest='out', default=ROOT,
+    parser.add_argument('--out', '--root', dest='out', default=CHECKOUT,
                         help='folder to write prototxt/ into (default: this checkout)')
     args = parser.parse_args(argv)
 

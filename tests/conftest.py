@@ -9,11 +9,13 @@ import pytest
 
 import fcrn
 
-SCRIPTS = os.path.join(fcrn.ROOT, "scripts")
+# The checkout under test (the package itself may be installed elsewhere).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
 os.environ.setdefault("GLOG_minloglevel", "2")  # pycaffe's INFO lines would bury test output
 
 # Tests create caffe.Net themselves, as pycaffe users do after load_layers();
-# the library's own loading is tested in test_architecture.py, in a fresh process.
+# the library's own loading is tested in test_package.py, in a fresh process.
 fcrn.load_layers()
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import fake_datasets as fake
-from fcrn import ROOT
+from conftest import ROOT
 
 CAFFE = os.path.join(ROOT, "build", "bin", "caffe")
 

@@ -5,14 +5,14 @@ import os
 import subprocess
 import sys
 
-import fcrn
+from conftest import ROOT
 
-SCRIPT = os.path.join(fcrn.ROOT, 'scripts', 'bench_peers.py')
+SCRIPT = os.path.join(ROOT, 'scripts', 'bench_peers.py')
 
 
 def run(*args):
     return subprocess.run([sys.executable, SCRIPT] + list(args), capture_output=True,
-                          text=True, cwd=fcrn.ROOT, timeout=600)
+                          text=True, cwd=ROOT, timeout=600)
 
 
 def test_caffe_variants_alternate_and_share_memory(tmp_path):

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from fcrn import ROOT, caffeio, train
+from fcrn import caffeio, train
+from conftest import ROOT
 from fcrn import demo
 from tools.bench import bootstrap as bench
 from fcrn.net import netgen

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 import fake_datasets as fake
-from fcrn import ROOT, fileio
+from fcrn import fileio
+from conftest import ROOT
 
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "scripts", "*.py")))
 # Scripts that write files without --force, and why.

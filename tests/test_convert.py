@@ -9,7 +9,8 @@ from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
-from fcrn import ROOT, caffeio
+from fcrn import caffeio
+from conftest import ROOT
 from fcrn.net import convert, netgen, resnet
 
 SCRIPT = os.path.join(ROOT, 'scripts', 'convert_weights.py')

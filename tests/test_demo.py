@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcrn import ROOT, lists, train
+from fcrn import lists, train
+from conftest import ROOT
 from fcrn.demo import synthetic
 from fcrn.experiment import steps
 

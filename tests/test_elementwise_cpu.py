@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-import fcrn
+from conftest import ROOT
 from fcrn import caffeio
 caffe = caffeio.caffe()
 from caffe import layers as L, params as P
@@ -94,7 +94,7 @@ def test_elementwise_layers_match_numpy(tmp_path, serial):
         env['FCRN_SERIAL_ELEMENTWISE'] = '1'
     out = subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'net.prototxt'),
                           str(tmp_path / 'r.npz')], env=env, capture_output=True, text=True,
-                         timeout=300, cwd=fcrn.ROOT)
+                         timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     r = np.load(str(tmp_path / 'r.npz'))
     for name, want in numpy_expected(r).items():

@@ -13,7 +13,7 @@ import pytest
 
 import caffe
 from caffe import layers as L, params as P
-import fcrn
+from conftest import ROOT
 from fcrn import caffeio, onnx_export
 
 TOL = 1e-4
@@ -149,7 +149,7 @@ def test_opencv_reads_the_model_and_agrees(save_model, tmp_path):
 def test_paper_variant_equals_pycaffe_on_an_odd_input(save_model, tmp_path, variant):
     """The committed deploy nets (LeanBatchNorm, dilated res4/res5 and
     classifier, ceil-mode pool1) at 67x53, exported once with dynamic size."""
-    src = os.path.join(fcrn.ROOT, "prototxt", "voc", variant, "deploy.prototxt")
+    src = os.path.join(ROOT, "prototxt", "voc", variant, "deploy.prototxt")
     with open(src) as f:
         proto, weights = save_model(f.read(), variant)
     out = str(tmp_path / "fcrn.onnx")

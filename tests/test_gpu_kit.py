@@ -10,10 +10,10 @@ import tarfile
 
 import pytest
 
-import fcrn
+from conftest import ROOT
 
-ARCHIVE = os.path.join(fcrn.ROOT, 'build', 'gpu-kit.tar.xz')
-CHECK = os.path.join(fcrn.ROOT, 'scripts', 'gpu_check.sh')
+ARCHIVE = os.path.join(ROOT, 'build', 'gpu-kit.tar.xz')
+CHECK = os.path.join(ROOT, 'scripts', 'gpu_check.sh')
 # What a GPU machine is expected to have (the GPU issue's list): glibc's
 # libraries and the CUDA libraries of its driver, toolkit and PyTorch.
 PROVIDED = re.compile(r'^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|libpthread|librt|'

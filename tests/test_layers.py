@@ -12,11 +12,11 @@ import textwrap
 import numpy as np
 import pytest
 
-import fcrn  # noqa: F401  (loads the layers)
+from conftest import ROOT
 import caffe
 from caffe import layers as L, params as P
 
-CAFFE = os.path.join(fcrn.ROOT, "build", "bin", "caffe")
+CAFFE = os.path.join(ROOT, "build", "bin", "caffe")
 
 
 def make_net(tmp_path, netspec, phase=caffe.TRAIN, name="net.prototxt"):

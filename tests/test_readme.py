@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
-import fcrn
+from conftest import ROOT
 
-README = os.path.join(fcrn.ROOT, "README.md")
+README = os.path.join(ROOT, "README.md")
 BLOCK = re.compile(r"<!-- tested(?:: ([^>]*?))? -->\n```sh\n(.*?)```", re.S)
 
 
@@ -36,9 +36,9 @@ def test_readme_has_tested_blocks():
 
 @pytest.mark.parametrize("blocks", readme_groups(), ids=lambda g: g[0].splitlines()[0][:40])
 def test_readme_block_runs(tmp_path, blocks):
-    for name in os.listdir(fcrn.ROOT):
+    for name in os.listdir(ROOT):
         if name not in (".git", "work"):
-            os.symlink(os.path.join(fcrn.ROOT, name), tmp_path / name)
+            os.symlink(os.path.join(ROOT, name), tmp_path / name)
     for block in blocks:
         result = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, capture_output=True,
                                 text=True, timeout=600,

@@ -11,7 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from fcrn import ROOT, datasets
+from fcrn import datasets
+from conftest import ROOT
 
 
 def test_voc_classes_and_devkit_colours():

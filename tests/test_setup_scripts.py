@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-import fcrn
+from conftest import ROOT
 
-SCRIPTS = os.path.join(fcrn.ROOT, "scripts")
+SCRIPTS = os.path.join(ROOT, "scripts")
 
 
 def fake_commands(tmp_path, **scripts):
@@ -25,8 +25,8 @@ def fake_commands(tmp_path, **scripts):
 
 def copy_project(tmp_path, extra_patch=None):
     root = tmp_path / "project"
-    shutil.copytree(os.path.join(fcrn.ROOT, "scripts"), root / "scripts")
-    shutil.copytree(os.path.join(fcrn.ROOT, "cpp", "patches"), root / "cpp" / "patches")
+    shutil.copytree(os.path.join(ROOT, "scripts"), root / "scripts")
+    shutil.copytree(os.path.join(ROOT, "cpp", "patches"), root / "cpp" / "patches")
     if extra_patch:
         (root / "cpp" / "patches" / "9999-broken.patch").write_text(extra_patch)
     return root

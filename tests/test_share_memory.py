@@ -14,11 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 
-import fcrn
 from fcrn import caffeio
 caffe = caffeio.caffe()  # with the project's layers
 from caffe import layers as L, params as P
 from fcrn.net import netgen
+from conftest import ROOT
 
 SIZE = 49
 
@@ -204,7 +204,7 @@ def run_python(code):
     """Runs `code` in a fresh interpreter: Caffe aborts the process on a refusal."""
     env = dict(os.environ, GLOG_minloglevel='2')
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, cwd=fcrn.ROOT, timeout=300)
+                          text=True, env=env, cwd=ROOT, timeout=300)
 
 
 def test_refuses_a_net_with_a_python_layer(tmp_path):

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from fcrn import train as training
+from fcrn import paths, train as training
 
 import fake_datasets
 
@@ -93,7 +93,7 @@ def test_uninterrupted_run_learns(uninterrupted):
 def _run_until_snapshot(folder, log_path, min_iteration):
     """Start caffe train and SIGKILL it once snapshot `min_iteration` is on
     disk and it has gone on training past it."""
-    command = [training.caffe_tool(), 'train', '-solver', 'solver.prototxt']
+    command = [paths.caffe_tool(), 'train', '-solver', 'solver.prototxt']
     with open(log_path, 'a') as log:
         proc = subprocess.Popen(command, cwd=folder, env=training.caffe_env(),
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -12,9 +12,9 @@ import tempfile
 import time
 
 from fcrn import fileio
+from tools import ROOT
 from fcrn.errors import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_CAFFE = os.path.join(ROOT, 'scripts', 'build_caffe.sh')
 FLAVOURS = {'cpu': ('CPU (`make`)', []),
             'cuda': ('CUDA, cuDNN, NCCL, sm_90 (`make CUDA=1`)', ['--cuda']),

@@ -24,8 +24,9 @@ import tempfile
 import time
 from typing import List
 
-from fcrn import ROOT, fileio
+from fcrn import fileio
 from fcrn.errors import UsageError
+from tools import ROOT
 from tools.bench.peer_worker import ELEMENTWISE, PROFILE_PASSES
 
 log = logging.getLogger(__name__)
