@@ -11,7 +11,6 @@ on this machine's CPU, which the GPU run must reproduce.
 import json
 import os
 import subprocess
-import tempfile
 
 import numpy as np
 
@@ -63,23 +62,18 @@ def _python_layers(proto):
     return [layer.name for layer in proto.layer if layer.type == 'Python']
 
 
-def score_shape(variant, size, scratch):
+def score_shape(variant, size):
     """(height, width) of the score map of `variant` for a size x size input,
     as Caffe computes it."""
-    caffe = caffeio.caffe()
-    proto = netgen.net(variant, 'deploy')
-    proto.layer[0].input_param.shape[0].dim[2:] = [size, size]
-    path = os.path.join(scratch, 'shape.prototxt')
-    atomic_write(path, netgen.net_text(proto))
-    net = caffe.Net(path, caffe.TEST)
+    net = caffeio.net_from_param(deploy_net(variant, size))
     return tuple(net.blobs['score'].data.shape[2:])
 
 
-def bench_net(variant, size, scratch):
+def bench_net(variant, size):
     """The train net of `variant` fed by Input layers: an image, and labels
     already sampled at the score pixels (`label_sample`)."""
     proto = netgen.net(variant, 'train')
-    height, width = score_shape(variant, size, scratch)
+    height, width = score_shape(variant, size)
     proto = _replace_layers(proto, set(_python_layers(proto)), [
         _input_layer('data', [1, 3, size, size]),
         _input_layer('label_sample', [1, 1, height, width])])
@@ -108,7 +102,7 @@ def loss_net(layer_type, shape):
 
 def benchmarks(sizes, full=True):
     """[(name, net builder, fcrn_time options)]: what gpu_check times. Each
-    builder takes a scratch folder. Without `full` (the CPU's plumbing run),
+    builder returns a NetParameter. Without `full` (the CPU's plumbing run),
     one run of each kind."""
     bench = netgen.Variant(**BENCH_VARIANT)
     caffe_bn = netgen.Variant(**dict(BENCH_VARIANT, batch_norm='caffe'))
@@ -119,30 +113,30 @@ def benchmarks(sizes, full=True):
         for engine, tf32 in settings if full else settings[:1]:
             runs.append(('r101_s8_lean_%d_fb_%s_%s' % (size, engine.lower(),
                                                       'tf32' if tf32 else 'fp32'),
-                         lambda s, size=size: bench_net(bench, size, s),
+                         lambda size=size: bench_net(bench, size),
                          dict(engine=engine, tf32=tf32)))
         # The memory-sharing patch (0010) on the best setting, for the
         # comparison with PyTorch.
         runs.append(('r101_s8_lean_%d_fb_cudnn_tf32_shared' % size,
-                     lambda s, size=size: bench_net(bench, size, s),
+                     lambda size=size: bench_net(bench, size),
                      dict(engine='CUDNN', tf32=True, share_memory=True)))
         runs.append(('r101_s8_lean_%d_fwd_cudnn_tf32_shared' % size,
-                     lambda s, size=size: deploy_net(bench, size),
+                     lambda size=size: deploy_net(bench, size),
                      dict(engine='CUDNN', tf32=True, forward_only=True, phase='TEST',
                           share_memory=True)))
         for name, variant in (('lean', bench), ('bnscale', caffe_bn)):
             runs.append(('r101_s8_%s_%d_fwd_cudnn_tf32' % (name, size),
-                         lambda s, size=size, v=variant: deploy_net(v, size),
+                         lambda size=size, v=variant: deploy_net(v, size),
                          dict(engine='CUDNN', tf32=True, forward_only=True, phase='TEST')))
         runs.append(('r101_s8_bnscale_%d_fb_cudnn_tf32' % size,
-                     lambda s, size=size: bench_net(caffe_bn, size, s),
+                     lambda size=size: bench_net(caffe_bn, size),
                      dict(engine='CUDNN', tf32=True)))
     runs.append(('r101_s4_lean_%d_fb_cudnn_tf32' % sizes[0],
-                 lambda s: bench_net(quarter, sizes[0], s), dict(engine='CUDNN', tf32=True)))
+                 lambda: bench_net(quarter, sizes[0]), dict(engine='CUDNN', tf32=True)))
     for shape in LOSS_SHAPES if full else LOSS_SHAPES[:1]:
         for layer_type in ('SoftmaxWithLoss', 'BootstrappedSoftmaxWithLoss'):
             runs.append(('loss_%s_%s' % (layer_type, 'x'.join(map(str, shape))),
-                         lambda s, t=layer_type, shape=shape: loss_net(t, shape),
+                         lambda t=layer_type, shape=shape: loss_net(t, shape),
                          dict(iterations=50)))
     return runs
 
@@ -161,13 +155,13 @@ def train_crops(count, crop, variant, seed=0):
     return np.stack(images), np.stack(labels)
 
 
-def training_run(kit, scratch):
+def training_run(kit):
     """train/: the net (HDF5Data in place of the Python layers), its solver and crops."""
     import h5py
     variant = netgen.Variant(**TRAIN_VARIANT)
     folder = os.path.join(kit, 'train')
     os.makedirs(folder, exist_ok=True)
-    height, width = score_shape(variant, variant.crop, scratch)
+    height, width = score_shape(variant, variant.crop)
     images, labels = train_crops(TRAIN_CROPS, variant.crop, variant)
     if labels.shape[2:] != (height, width):
         raise RuntimeError('sampled labels %s do not match the score map %s'
@@ -222,13 +216,12 @@ def write(kit, sizes=GPU_SIZES, cpu_sizes=(97,)):
     """Writes nets/, train/, reference/ and plan.json into the kit folder."""
     os.makedirs(os.path.join(kit, 'nets'), exist_ok=True)
     plan = {'sizes': {'gpu': list(sizes), 'cpu': list(cpu_sizes)}, 'gpu': [], 'cpu': []}
-    with tempfile.TemporaryDirectory() as scratch:
-        for mode, mode_sizes in (('gpu', sizes), ('cpu', cpu_sizes)):
-            for name, build, options in benchmarks(mode_sizes, full=mode == 'gpu'):
-                path = os.path.join('nets', name + '.prototxt')
-                if not os.path.exists(os.path.join(kit, path)):
-                    atomic_write(os.path.join(kit, path), netgen.net_text(build(scratch)))
-                plan[mode].append(dict(name=name, model=path, **options))
-        training_run(kit, scratch)
+    for mode, mode_sizes in (('gpu', sizes), ('cpu', cpu_sizes)):
+        for name, build, options in benchmarks(mode_sizes, full=mode == 'gpu'):
+            path = os.path.join('nets', name + '.prototxt')
+            if not os.path.exists(os.path.join(kit, path)):
+                atomic_write(os.path.join(kit, path), netgen.net_text(build()))
+            plan[mode].append(dict(name=name, model=path, **options))
+    training_run(kit)
     atomic_write(os.path.join(kit, 'plan.json'), json.dumps(plan, indent=1) + '\n')
     record_cpu_losses(kit)
