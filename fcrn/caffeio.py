@@ -9,9 +9,9 @@ named. Blob shapes compare as Caffe compares them: a legacy (num, channels,
 height, width) blob matches the expected shape padded to 4 axes with leading
 ones, a shaped blob matches exactly.
 
-Only `caffe()`, `load_net`, `set_mode` and what runs nets import pycaffe;
-the readers use Caffe's protobuf module alone, so that weight conversion runs
-without pycaffe. Both are found where
+Only `caffe()`, `load_net`, `net_from_param`, `set_mode` and what runs nets
+import pycaffe; the readers use Caffe's protobuf module alone, so that weight
+conversion and net generation run without pycaffe. Both are found where
 `fcrn.paths` says when they are not importable already.
 """
 import ctypes
@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -182,13 +183,26 @@ def check_weights(net, caffemodel):
 def load_net(prototxt, weights=None, phase="test"):
     """caffe.Net of `prototxt` in TEST (or TRAIN) phase with checked weights."""
     param = read_net_param(prototxt)  # a readable message rather than Caffe's abort
-    module = caffe()
-    unknown = sorted({l.type for l in param.layer} - set(module.layer_type_list()))
+    unknown = sorted({l.type for l in param.layer} - set(caffe().layer_type_list()))
     if unknown:
         raise InputError("%s: layer type(s) %s unknown to this Caffe%s" % (
             prototxt, ", ".join(unknown), " (is the project's layer library built? run make)"
             if set(unknown) & {"LeanBatchNorm", "BootstrappedSoftmaxWithLoss"} else ""))
-    net = module.Net(prototxt, module.TEST if phase == "test" else module.TRAIN)
+    return net_from_param(param, phase, weights)
+
+
+def net_from_param(param, phase="test", weights=None):
+    """caffe.Net of a NetParameter in TEST (or TRAIN) phase, with the checked
+    `weights` (a caffemodel) copied in: every net the project builds comes
+    from here (Caffe reads a definition from a file only)."""
+    if phase not in ("test", "train"):
+        raise ValueError("phase must be 'test' or 'train', not %r" % (phase,))
+    module = caffe()
+    with tempfile.TemporaryDirectory(prefix="fcrn-net.") as folder:
+        path = os.path.join(folder, "net.prototxt")
+        with open(path, "w") as f:
+            f.write(text_format.MessageToString(param))
+        net = module.Net(path, module.TEST if phase == "test" else module.TRAIN)
     if weights:
         unused = check_weights(net, weights)
         if unused:

@@ -40,18 +40,18 @@ def synth(root, n, h, w, ext, num_classes, seed=0):
     return path
 
 
-def data_net(path, params, tops=("data", "label")):
-    caffe = caffeio.caffe()
-    with open(path, "w") as f:
-        f.write('layer { name: "data" type: "Python" %s python_param { module: "fcrn_data" '
-                'layer: "SegDataLayer" param_str: %s } }\n'
-                % (" ".join('top: "%s"' % t for t in tops), json.dumps(json.dumps(params))))
-    return caffe.Net(path, caffe.TRAIN)
+def data_net(params, tops=("data", "label")):
+    """A TRAIN net of SegDataLayer alone, with `params` as its param_str."""
+    proto = caffeio.caffe_pb2().NetParameter()
+    layer = proto.layer.add(name="data", type="Python", top=list(tops))
+    layer.python_param.module = "fcrn_data"
+    layer.python_param.layer = "SegDataLayer"
+    layer.python_param.param_str = json.dumps(params)
+    return caffeio.net_from_param(proto, "train")
 
 
-def crops_per_second(tmp, source, crop, workers, batches, warmup=3):
-    net = data_net(os.path.join(tmp, "d%d_%d.prototxt" % (crop, workers)),
-                   dict(source=source, crop_size=crop, batch_size=1, workers=workers,
+def crops_per_second(source, crop, workers, batches, warmup=3):
+    net = data_net(dict(source=source, crop_size=crop, batch_size=1, workers=workers,
                         prefetch=max(4, 2 * workers), seed=0, num_classes=21))
     for _ in range(warmup):
         net.forward()
@@ -61,11 +61,9 @@ def crops_per_second(tmp, source, crop, workers, batches, warmup=3):
     return batches / (time.perf_counter() - t)
 
 
-def fcrn50_net(tmp, source, crop, use_data_layer):
+def fcrn50_net(source, crop, use_data_layer):
     """FCRN-50 (1/8, k3 d6) train net from the project's generator, fed by
     SegDataLayer or by an Input layer of the same shapes."""
-    caffe = caffeio.caffe()
-    from google.protobuf import text_format
     from fcrn.net import netgen
     proto = netgen.net(netgen.Variant(dataset="voc", depth=50, resolution=8, kernel=3,
                                       dilation=6, crop=crop), "train")
@@ -79,18 +77,15 @@ def fcrn50_net(tmp, source, crop, use_data_layer):
         layer.ClearField("python_param")
         for dims in ([1, 3, crop, crop], [1, 1, crop, crop]):
             layer.input_param.shape.add().dim.extend(dims)
-    path = os.path.join(tmp, "fcrn50_%d.prototxt" % use_data_layer)
-    with open(path, "w") as f:
-        f.write(text_format.MessageToString(proto))
-    return caffe.Net(path, caffe.TRAIN)
+    return caffeio.net_from_param(proto, "train")
 
 
-def fcrn50_steps(tmp, source, crop, iters):
+def fcrn50_steps(source, crop, iters):
     """Median seconds per forward+backward with an Input layer and with
     SegDataLayer, iterations alternating between the two nets so that load
     from other processes hits both alike; plus the median time spent in the
     data layer's own forward (what it adds to a step)."""
-    nets = [fcrn50_net(tmp, source, crop, False), fcrn50_net(tmp, source, crop, True)]
+    nets = [fcrn50_net(source, crop, False), fcrn50_net(source, crop, True)]
     nets[1]._forward(0, 0)  # let the workers fill the queue before timing
     last = len(nets[1].layers) - 1
     times, in_layer = ([], []), []
@@ -132,13 +127,13 @@ def measure(out=None, batches=60, iters=3, workers=(0, 2), force=False):
             write_lmdb(lst, db, num_classes=19)
             sets[name] = (db, crop)
             for count in workers:
-                cps = crops_per_second(tmp, db, crop, count, batches)
+                cps = crops_per_second(db, crop, count, batches)
                 log.info("%s, crop %d, workers %d: %.1f crops/s", name, crop, count, cps)
                 rows.append((name, crop, count, cps))
         step = None
         if iters:
             db, crop = sets["VOC-sized JPEG 500x375"]
-            t_input, t_data, t_layer = fcrn50_steps(tmp, db, crop, iters)
+            t_input, t_data, t_layer = fcrn50_steps(db, crop, iters)
             step = (crop, t_input, t_data, t_layer)
             log.info("FCRN-50 step: Input %.3f s, SegDataLayer %.3f s (%+.2f%%), "
                      "in the data layer %.4f s (%.2f%%)", t_input, t_data,

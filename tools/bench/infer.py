@@ -81,7 +81,6 @@ def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, g
     import cv2
     from fcrn import caffeio, fold, infer, onnx_export
 
-    caffe = caffeio.caffe()
     caffeio.set_mode(gpu)
     h, w = size
     if not weights:
@@ -130,7 +129,7 @@ def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, g
     shape = (1, 3, h, w)
     _, err = fold.export(prototxt, weights, fp, fw, verify_shape=shape)
     results["fold_relative_error"] = err
-    folded = caffe.Net(fp, caffe.TEST, weights=fw)
+    folded = caffeio.load_net(fp, fw)
     feeds = caffeio.random_inputs(net, shape)
     caffeio.forward(folded, feeds)
     t_unf = timed(lambda: caffeio.forward(net, feeds), repeat)

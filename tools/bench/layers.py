@@ -10,7 +10,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -29,15 +28,11 @@ BN_SHAPE = (1, 256, 161, 161)
 BN_VARIANTS = ["none", "lean-frozen", "stock-frozen", "lean-batch", "stock-batch"]
 
 
-def build_net(netspec, phase=caffe.TRAIN):
+def build_net(netspec):
+    """TRAIN net of a NetSpec, with gradients for its inputs."""
     proto = netspec.to_proto()
     proto.force_backward = True
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    try:
-        return caffe.Net(f.name, phase)
-    finally:
-        os.unlink(f.name)
+    return caffeio.net_from_param(proto, "train")
 
 
 def time_forward_backward(nets, repeats):

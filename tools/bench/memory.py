@@ -7,7 +7,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 TITLE = '# Memory and time of one training iteration'
@@ -30,7 +29,7 @@ def variant_for(case, depth):
 
 
 def training_net(variant, size):
-    """The train net with Input layers for data/label/pass, as prototxt text."""
+    """(the train net with Input layers for data/label/pass, its variant)."""
     from fcrn.net import netgen
     # A deploy net tested at 1/4 is the true 1/4 net; give it the training head
     # by generating a train net at that stride with the classifier's dilation.
@@ -40,7 +39,7 @@ def training_net(variant, size):
                                         dilation=variant.dilation * scale,
                                         test_resolution=None))
     proto = netgen.with_input_layers(netgen.net(variant, 'train'), size)
-    return netgen.net_text(proto), variant
+    return proto, variant
 
 
 def child(case, depth, size, iterations):
@@ -49,13 +48,8 @@ def child(case, depth, size, iterations):
     caffe = caffeio.caffe()
     caffe.set_mode_cpu()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    text, variant = training_net(variant_for(case, depth), size)
-    with tempfile.NamedTemporaryFile('w', suffix='.prototxt', delete=False) as f:
-        f.write(text)
-    try:
-        net = caffe.Net(f.name, caffe.TRAIN)
-    finally:
-        os.unlink(f.name)
+    proto, variant = training_net(variant_for(case, depth), size)
+    net = caffeio.net_from_param(proto, 'train')
     rng = np.random.RandomState(0)
     for layer in net.layers:
         if layer.type in ('BatchNorm', 'LeanBatchNorm'):

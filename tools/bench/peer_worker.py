@@ -69,15 +69,9 @@ class CaffePeer:
         self.backward = args.mode == 'backward'
         proto.force_backward = self.backward
         proto.share_memory = args.share_memory
-        path = os.path.join(args.tmp, 'peer-%d.prototxt' % os.getpid())
-        with open(path, 'w') as f:
-            f.write(str(proto))  # net_text would drop the net-level fields
-        try:
-            # TRAIN keeps every blob's data for Backward (and shares diffs);
-            # TEST runs Forward only (and shares data).
-            self.net = caffe.Net(path, caffe.TRAIN if self.backward else caffe.TEST)
-        finally:
-            os.unlink(path)
+        # TRAIN keeps every blob's data for Backward (and shares diffs);
+        # TEST runs Forward only (and shares data).
+        self.net = caffeio.net_from_param(proto, 'train' if self.backward else 'test')
         # As torchvision initialises: He-normal convolutions, zero biases, and
         # normalisation that starts as the identity (mean 0, variance 1,
         # Caffe's moving-average factor 1, gamma 1, beta 0).
@@ -227,7 +221,6 @@ def main(argv=None):
     parser.add_argument('--mode', choices=('forward', 'backward'), required=True)
     parser.add_argument('--share-memory', action='store_true')
     parser.add_argument('--channels-last', action='store_true')
-    parser.add_argument('--tmp', default='/tmp')
     args = parser.parse_args(argv)
     peer = (CaffePeer if args.framework == 'caffe' else TorchPeer)(args)
 

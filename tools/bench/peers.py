@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from typing import List
 
@@ -209,10 +208,10 @@ def sgemm_rates(library, shapes=GEMM_SHAPES, env=None):
 class Worker:
     """A running peer_worker.py, answering one JSON line per request."""
 
-    def __init__(self, python, variant, case, mode, tmp):
+    def __init__(self, python, variant, case, mode):
         command = [python, WORKER, variant.framework, '--depth', str(case.depth),
                    '--kernel', str(case.kernel), '--dilation', str(case.dilation),
-                   '--size', str(case.size), '--mode', mode, '--tmp', tmp] + list(variant.flags)
+                   '--size', str(case.size), '--mode', mode] + list(variant.flags)
         env = unpinned(dict(os.environ, GLOG_minloglevel='2'))
         for name, value in variant.env:
             # a library folder goes first, before those the user set
@@ -242,7 +241,7 @@ class Worker:
         self.process.wait()
 
 
-def measure(case, mode, chosen, pythons, warmup, runs, tmp, profiled=()):
+def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
     """{variant name: result} for one case and mode, the variants of one
     group alternated; the Caffe variants named in `profiled` are then
     profiled layer by layer (result 'profile')."""
@@ -250,7 +249,7 @@ def measure(case, mode, chosen, pythons, warmup, runs, tmp, profiled=()):
     try:
         for variant in chosen:
             log.info('%s, %s: starting %s', case.name, mode, variant.name)
-            workers.append(Worker(pythons[variant.framework], variant, case, mode, tmp))
+            workers.append(Worker(pythons[variant.framework], variant, case, mode))
         seconds = {w.variant.name: [] for w in workers}
         for index in range(warmup + runs):
             for worker in workers:
@@ -292,8 +291,8 @@ def cpu_name():
     return platform.processor() or 'unknown CPU'
 
 
-def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, tmp='/tmp',
-        threads=None, gemm=True):
+def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, threads=None,
+        gemm=True):
     """Measure every case in both modes, group by group (and SGEMM of each
     BLAS); returns the record written as JSON."""
     pythons = dict(caffe=sys.executable, torch=torch_python_path)
@@ -304,7 +303,7 @@ def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, tmp='/tm
     for case in cases:
         for mode in MODES:
             for group, chosen in enumerate(groups):
-                results = measure(case, mode, chosen, pythons, warmup, runs, tmp,
+                results = measure(case, mode, chosen, pythons, warmup, runs,
                                   profiled=(REFERENCE,) if group == 0 else ())
                 records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
                                     group=group, results=results))
@@ -472,9 +471,7 @@ def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=7, 
         cases = [dataclasses.replace(c, size=size) for c in cases]
     python = torch_python(torch_venv or default_torch_venv()) \
         if any(v.framework == 'torch' for group in groups for v in group) else None
-    with tempfile.TemporaryDirectory() as tmp:
-        record = run(cases, groups, python, warmup, runs, tmp, threads=threads or os.cpu_count(),
-                     gemm=gemm)
+    record = run(cases, groups, python, warmup, runs, threads=threads, gemm=gemm)
     text = report(record)
     print(text)
     if out:
