@@ -30,6 +30,16 @@ def test_import_loads_neither_pycaffe_nor_the_layer_library():
         """) == ["False", "False"]
 
 
+def test_generating_a_net_needs_no_pycaffe():
+    """netgen builds on Caffe's protobuf module alone (fcrn.net.spec)."""
+    assert fresh("""
+        import sys
+        from fcrn.net import netgen
+        proto = netgen.net(netgen.Variant(depth=50, kernel=3, dilation=2), 'deploy')
+        print(len(proto.layer) > 100, proto.layer[-1].name, 'caffe' in sys.modules)
+        """) == ["True", "prob", "False"]
+
+
 def test_building_a_net_loads_the_layer_library(tmp_path):
     (tmp_path / "lean.prototxt").write_text(LEAN_NET)
     assert fresh("""

@@ -3,7 +3,8 @@
 One `Variant` describes a row of the paper's tables; `net(variant, phase)`
 builds its train, test or deploy net from the same function, `solver()` its
 solver, and `write()` puts all four files in a folder. The layout follows
-FCN's net.py: small builder functions over caffe.NetSpec, names built
+FCN's net.py: small builder functions over a NetSpec (fcrn.net.spec, Caffe's
+on its protobuf module alone: generation needs no pycaffe), names built
 programmatically, variants as parameters rather than copied files.
 
 The FCRN is the original ResNet without pool5/fc1000/prob, with a classifier
@@ -25,11 +26,10 @@ import os
 from typing import Optional
 
 
-from caffe import NetSpec, layers as L
-from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from . import resnet
+from .spec import NetSpec, layers as L
 from .. import caffeio, datasets, fileio, lists
 from ..errors import InputError
 
@@ -395,7 +395,7 @@ def solver(variant, settings, net_dir):
                          % (', '.join(SOLVER_TYPES), settings.solver_type))
     if settings.iter_size <= 0 or settings.max_iter <= 0:
         raise ValueError('iter-size and max-iter must be positive')
-    s = caffe_pb2.SolverParameter()
+    s = caffeio.caffe_pb2().SolverParameter()
     if settings.solver_type != 'SGD':   # Caffe's default; SGD solvers name no type
         s.type = settings.solver_type
     s.train_net = os.path.join(net_dir, 'train.prototxt')
@@ -419,7 +419,7 @@ def solver(variant, settings, net_dir):
     s.snapshot = settings.snapshot
     s.snapshot_prefix = settings.snapshot_prefix or os.path.join(
         'snapshots', '%s_%s' % (variant.dataset, variant.tag))
-    s.solver_mode = getattr(caffe_pb2.SolverParameter,
+    s.solver_mode = getattr(caffeio.caffe_pb2().SolverParameter,
                             (settings.solver_mode or build_solver_mode()).upper())
     if settings.random_seed is not None:
         s.random_seed = settings.random_seed
@@ -437,7 +437,7 @@ def with_input_layers(proto, size):
     shapes = {'data': [1, 3, size, size], 'label': [1, 1, size, size], 'pass': [1]}
     inputs = []
     for top in data.top:
-        layer = caffe_pb2.LayerParameter(name=top, type='Input', top=[top])
+        layer = caffeio.caffe_pb2().LayerParameter(name=top, type='Input', top=[top])
         layer.input_param.shape.add().dim.extend(shapes[top])
         inputs.append(layer)
     rest = list(proto.layer[1:])

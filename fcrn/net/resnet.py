@@ -1,4 +1,4 @@
-"""The original ResNet of He et al. (2016) as caffe.NetSpec builders.
+"""The original ResNet of He et al. (2016) as NetSpec builders (fcrn.net.spec).
 
 Layer names and parameter shapes follow the released ImageNet models
 (ResNet-50/101/152-deploy.prototxt), so that their weights transfer by name:
@@ -8,7 +8,7 @@ classifier (used to test weight conversion) and every FCRN variant, whose
 output stride is lowered by removing the stride of late stages and dilating
 their 3x3 convolutions instead (a trous), as in DeepLab.
 """
-from caffe import layers as L, params as P
+from .spec import NetSpec, layers as L, params as P
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STAGES = (2, 3, 4, 5)
@@ -192,7 +192,6 @@ def backbone(n, data, depth, stride=32, batch_norm='lean', before_stage=None,
 
 def imagenet_resnet(depth, batch_norm='caffe', size=224):
     """The ImageNet classifier as released (deploy form): data -> ... -> prob."""
-    from caffe import NetSpec
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, size, size]))
     top = backbone(n, n.data, depth, 32, batch_norm)
