@@ -24,9 +24,11 @@ CAFFE_FLAGS :=
 endif
 # Recursive (=): only the recipes that use it run the script.
 CAFFE_PREFIX = $(shell scripts/build_caffe.sh --print-prefix $(CAFFE_FLAGS))
-# nvcc compile-checks the .cu files even for the CPU build; found on PATH or
-# in the toolkit's default place.
-NVCC ?= $(firstword $(shell command -v nvcc) $(wildcard /usr/local/cuda/bin/nvcc))
+# nvcc compile-checks the .cu files even for the CPU build, and builds the GPU
+# kit; found on PATH or in the toolkit ($(CUDA_HOME)). Without it (Debian 12
+# without the CUDA toolkit) both are left out, and `make test` says so.
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(firstword $(shell command -v nvcc) $(wildcard $(CUDA_HOME)/bin/nvcc))
 BUILD := build
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -34,8 +36,8 @@ VENV_SITE = $(shell $(PYTHON_SYSTEM) -c 'import sysconfig; \
   print(sysconfig.get_path("purelib", "venv", vars={"base": "$(CURDIR)/$(VENV)"}))')
 ENV := source scripts/env.sh &&
 
-.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit bench \
-  bench-peers bench-bootstrap clean
+.PHONY: all deps caffe layers venv prototxt demo test test-cpp test-python gpu-kit \
+  test-gpu-kit bench bench-peers bench-bootstrap clean
 
 all: layers venv
 
@@ -53,15 +55,16 @@ layers: caffe
 	if [ "$$(cat $(BUILD)/caffe-prefix 2>/dev/null)" != "$$prefix" ]; then rm -rf $(BUILD); fi; \
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DCaffe_DIR=$$prefix/share/Caffe \
 	  -DFCRN_CUDA_ARCH="$(CUDA_ARCH)" -DFCRN_VENV_SITE=$(VENV_SITE) \
-	  $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) -Wno-dev >/dev/null; \
+	  $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC) -DFCRN_CUDA_CHECK=ON,-DFCRN_CUDA_CHECK=OFF) \
+	  -Wno-dev >/dev/null; \
 	echo "$$prefix" > $(BUILD)/caffe-prefix
 	@cmake --build $(BUILD) -j $(JOBS)
 
 venv: $(VENV)/.complete
 
 # The .pth makes pycaffe of the cached prefix, the Python layers (layers/) and
-# the checkout's tools (tools/, for scripts/) importable; rewritten on every run so that it follows the prefix when
-# Caffe's inputs change.
+# the checkout's tools (tools/, for scripts/) importable; rewritten on every
+# run so that it follows the prefix when Caffe's inputs change.
 $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setup.py FORCE | caffe
 	@[ -x $(PYTHON) ] || $(PYTHON_SYSTEM) -m venv --system-site-packages $(VENV)
 	@printf '%s\n' "$(CAFFE_PREFIX)/lib/python3/dist-packages" "$(CURDIR)/layers" "$(CURDIR)" > \
@@ -74,15 +77,24 @@ $(VENV)/.complete: requirements.txt requirements-nodeps.txt constraints.txt setu
 
 FORCE:
 
-test: all gpu-kit test-cpp test-python
+test: all test-gpu-kit test-cpp test-python
 
 test-cpp: layers
 	@cd $(BUILD) && ctest --output-on-failure
 
+# TESTS: what pytest runs (default: every test).
+TESTS ?= tests
 test-python: all
-	@$(ENV) python -m pytest -q tests
+	@$(ENV) python -m pytest -q $(TESTS)
 
-# What a GPU machine runs: scripts/gpu_check.sh OUTDIR (README: GPU).
+# The kit needs nvcc; without it, one line says so and how to build it.
+test-gpu-kit: $(if $(NVCC),gpu-kit)
+ifeq ($(NVCC),)
+	@echo "make test: GPU kit skipped: no nvcc (CUDA toolkit) on PATH or in $(CUDA_HOME)/bin;" \
+	  "install CUDA 13 and run 'make gpu-kit' (docs/cuda.md)"
+endif
+
+# What a GPU machine runs: scripts/gpu_check.sh OUTDIR (docs/cuda.md, "GPU check").
 gpu-kit: all
 	@scripts/build_gpu_kit.sh -j $(JOBS)
 
@@ -94,7 +106,7 @@ demo: all
 prototxt: all
 	@$(ENV) python scripts/regen_prototxt.py
 
-# Rewrites the result files under benchmarks/ that the README quotes. The
+# Rewrites the result files under benchmarks/ that benchmarks/README.md quotes. The
 # memory benchmark needs about 10 GB of RAM and a few minutes.
 bench: all
 	@$(ENV) python scripts/bench_layers.py --out benchmarks/layers.md

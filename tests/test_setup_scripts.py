@@ -164,3 +164,18 @@ def test_failed_build_leaves_no_prefix(tmp_path):
     assert "failed; nothing was installed" in result.stderr
     assert not glob.glob(str(cache / "caffe-*"))
     assert not glob.glob(str(cache / "stage-*"))
+
+
+def test_make_test_without_nvcc_skips_the_gpu_kit_with_one_line():
+    """`make test`'s kit step on a machine without the CUDA toolkit (nvcc
+    hidden as CI hides it): one line, why and how, and success; with nvcc
+    the same step builds the kit (dry run). `-o all`: nothing else is made."""
+    make = ["make", "-s", "--no-print-directory", "-C", ROOT, "test-gpu-kit", "-o", "all"]
+    hidden = subprocess.run([os.path.join(ROOT, ".ci", "without-cuda")] + make,
+                            capture_output=True, text=True, timeout=120)
+    assert hidden.returncode == 0, hidden.stderr
+    line, = hidden.stdout.splitlines()
+    assert "GPU kit skipped: no nvcc" in line and "make gpu-kit" in line
+    if shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
+        dry = subprocess.run(make + ["-n"], capture_output=True, text=True, timeout=120)
+        assert "scripts/build_gpu_kit.sh" in dry.stdout, dry.stdout
