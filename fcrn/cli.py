@@ -1,4 +1,4 @@
-"""The command-line convention of scripts/ (README, "Command-line convention").
+"""The command-line convention of scripts/ (docs/usage.md, "Command-line convention").
 
 - `parser(doc)`: `--help` shows the script's whole docstring, examples included.
 - `ranged(...)`: numeric options are range-checked at parse time; a bad

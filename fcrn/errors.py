@@ -1,5 +1,5 @@
 """What a tool refuses, as exceptions that `fcrn.cli.run` turns into one
-message and an exit status (see README, "Command-line convention")."""
+message and an exit status (see docs/usage.md, "Command-line convention")."""
 
 
 class Refusal(Exception):

@@ -4,7 +4,7 @@ The net is first folded exactly as ``fcrn.fold`` folds it (frozen BN merged into
 the convolutions, any other BN a stock Scale), then every layer is written as
 ONNX nodes with the ``onnx`` package's helpers (opset 13, IR 7, so that older
 runtimes load it too). The project writes its own converter because the caffe
-to ONNX converters on PyPI do not fit (README, "Export to ONNX"): caffe2onnx
+to ONNX converters on PyPI do not fit (docs/usage.md, "Export to ONNX"): caffe2onnx
 pins onnx 1.6.0 (no wheel for this Python), caffe-onnx requires protobuf < 4,
 and both fix the input size, ignore Eltwise coefficients and leave Caffe's
 dropped last pooling window out of account.

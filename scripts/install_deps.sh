@@ -20,7 +20,7 @@ esac
 PACKAGES=(
   # toolchain and source handling
   build-essential cmake pkg-config dpkg-dev debian-archive-keyring patch
-  # Caffe's build dependencies (README: Building Caffe)
+  # Caffe's build dependencies (scripts/build_caffe.sh)
   libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
   libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libopenblas-dev
   libopencv-dev libprotobuf-dev protobuf-compiler

@@ -1,4 +1,4 @@
-"""The command-line convention of scripts/ (README, "Command-line
+"""The command-line convention of scripts/ (docs/usage.md, "Command-line
 convention") checked over every script: --help shows the whole docstring,
 examples included; every tool that writes files has --force; one name per
 meaning; outputs get the umask's permissions. Exit statuses and messages of
