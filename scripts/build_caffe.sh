@@ -18,7 +18,10 @@
 # FCRN_PYTHON the Python that pycaffe is built for (default /usr/bin/python3),
 # FCRN_DEBIAN_MIRROR the Debian mirror (default: the machine's own, from apt's
 # sources), CUDA_HOME the CUDA toolkit (default: nvcc's on PATH, else
-# /usr/local/cuda).
+# /usr/local/cuda). Where ccache is installed, every compile (g++ and nvcc)
+# goes through it, with its cache in the cache directory (FCRN_CCACHE=0: not):
+# a prefix rebuilt because a patch changed recompiles only what the change
+# reaches.
 set -euo pipefail
 
 CAFFE_VERSION=1.0.0+git20180821.99bd997-8
@@ -200,8 +203,24 @@ for p in "$ROOT"/cpp/patches/*.patch; do
   log "applying $(basename "$p")"
   patch -d "$BUILD/src" -p1 --forward --batch -s < "$p"
 done
-log "configuring ($FLAVOUR) and building with $JOBS jobs"
-cmake -S "$BUILD/src" -B "$BUILD/build" "-DCMAKE_INSTALL_PREFIX=$PREFIX" "${CMAKE_OPTS[@]}" >&2
+# ccache: not part of the key (it changes no output). Paths are hashed
+# relative to the build folder, whose name holds the key, so that builds of
+# other keys share the cache; nvcc goes through a wrapper, since Caffe's
+# FindCUDA runs it directly.
+LAUNCH=()
+if [ "${FCRN_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null; then
+  export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache} CCACHE_BASEDIR=$BUILD
+  LAUNCH=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  if [ "$CUDA" = 1 ]; then
+    mkdir -p "$BUILD/bin"
+    printf '#!/bin/sh\nexec ccache "%s" "$@"\n' "$CUDA_HOME/bin/nvcc" > "$BUILD/bin/nvcc"
+    chmod +x "$BUILD/bin/nvcc"
+    LAUNCH+=("-DCUDA_TOOLKIT_ROOT_DIR=$CUDA_HOME" "-DCUDA_NVCC_EXECUTABLE=$BUILD/bin/nvcc")
+  fi
+fi
+log "configuring ($FLAVOUR) and building with $JOBS jobs${LAUNCH:+ (through ccache)}"
+cmake -S "$BUILD/src" -B "$BUILD/build" "-DCMAKE_INSTALL_PREFIX=$PREFIX" "${CMAKE_OPTS[@]}" \
+  "${LAUNCH[@]}" >&2
 make -C "$BUILD/build" -j"$JOBS" >&2
 make -C "$BUILD/build" install DESTDIR="$STAGE" >&2
 if [ "$CUDA" = 1 ]; then

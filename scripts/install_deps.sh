@@ -20,6 +20,9 @@ esac
 PACKAGES=(
   # toolchain and source handling
   build-essential cmake pkg-config dpkg-dev debian-archive-keyring patch
+  # compile cache: a Caffe prefix rebuilt after a patch change recompiles only
+  # what the change reaches (scripts/build_caffe.sh)
+  ccache
   # Caffe's build dependencies (scripts/build_caffe.sh)
   libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
   libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libopenblas-dev
