@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Times scripts/build_caffe.sh from scratch for each Caffe the project builds
-(CPU, CUDA with cuDNN and NCCL, the GPU kit's) and writes benchmarks/build.md.
+(CPU, CUDA with cuDNN and NCCL, the GPU kit's) and writes benchmarks/build-caffe.md.
 
 Every build starts from the unpacked Debian source with nothing reused. A
 build whose prefix the real cache lacks goes there, so that the timed build
@@ -9,7 +9,7 @@ fresh cache folder (the Debian source package copied from the real cache, so
 nothing is downloaded) that is removed afterwards. Run it on an idle
 machine: the figures are wall-clock times.
 
-    python scripts/bench_build.py --out benchmarks/build.md
+    python scripts/bench_build.py --out benchmarks/build-caffe.md
     python scripts/bench_build.py --out /tmp/build.md --flavour cuda
 """
 import os
