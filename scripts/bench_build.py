@@ -2,12 +2,11 @@
 """Times scripts/build_caffe.sh from scratch for each Caffe the project builds
 (CPU, CUDA with cuDNN and NCCL, the GPU kit's) and writes benchmarks/build-caffe.md.
 
-Every build starts from the unpacked Debian source with nothing reused. A
-build whose prefix the real cache lacks goes there, so that the timed build
-is the one a later `make` uses; one the cache already has is redone in a
+Every build starts from the unpacked Debian source with nothing reused, in a
 fresh cache folder (the Debian source package copied from the real cache, so
-nothing is downloaded) that is removed afterwards. Run it on an idle
-machine: the figures are wall-clock times.
+nothing is downloaded) that is removed afterwards; then the same build runs
+again, its prefix removed, with the compile cache (ccache) the first one
+filled. Run it on an idle machine: the figures are wall-clock times.
 
     python scripts/bench_build.py --out benchmarks/build-caffe.md
     python scripts/bench_build.py --out /tmp/build.md --flavour cuda
