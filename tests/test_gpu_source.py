@@ -1,13 +1,18 @@
-"""LeanBatchNorm's GPU path never asks for a host copy of a blob.
+"""The GPU paths of the project's layers never ask for a host copy of a blob.
 
-No GPU is needed: the C++ sources are read. Starting from Forward_gpu and
-Backward_gpu, every function of the layer's sources that a reached body
-names is reached too (names, not just calls: an over-approximation, so a
-host access cannot hide behind a helper), and no reached body may use a
-Blob accessor that returns host memory, copy device memory by hand
-(caffe_gpu_memcpy, cudaMemcpy*) or call a BLAS reduction that returns its
-result to the host (caffe_gpu_dot, _asum, _nrm2). Where a GPU exists, the C++ suite
-LeanBatchNormLayerGPUTest checks the same at run time (SyncedMemory heads).
+No GPU is needed: the C++ sources are read. Starting from a layer's
+Forward_gpu and Backward_gpu, every function of the layer's sources that a
+reached body names is reached too (names, not just calls: an
+over-approximation, so a host access cannot hide behind a helper), and no
+reached body may use a Blob accessor that returns host memory, copy device
+memory by hand (caffe_gpu_memcpy, cudaMemcpy*) or call a BLAS reduction that
+returns its result to the host (caffe_gpu_dot, _asum, _nrm2). For
+BootstrappedSoftmaxWithLoss this is the issue's "no host copy per
+iteration": selection, loss and normalizer stay on the device (its one host
+read is a record in host-mapped memory that the device writes only for a
+bad pixel). Where a GPU exists, the C++ suites LeanBatchNormLayerGPUTest
+(SyncedMemory heads) and BootstrappedSoftmaxWithLossGPUTest (the same pixels
+as the CPU layer) check the GPU paths at run time.
 """
 import os
 import re
@@ -15,9 +20,10 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = ["cpp/include/fcrn/lean_batch_norm_layer.hpp",
-           "cpp/src/lean_batch_norm_layer.cpp",
-           "cpp/src/lean_batch_norm_layer.cu"]
+LAYERS = {name: ["cpp/include/fcrn/%s_layer.hpp" % stem, "cpp/src/%s_layer.cpp" % stem,
+                 "cpp/src/%s_layer.cu" % stem]
+          for name, stem in (("LeanBatchNorm", "lean_batch_norm"),
+                             ("BootstrappedSoftmaxWithLoss", "bootstrapped_softmax_loss"))}
 GPU_ENTRIES = ("Forward_gpu", "Backward_gpu")
 # Blob accessors that sync to, or return, host memory, raw copies, and
 # reductions with a host result.
@@ -62,26 +68,29 @@ def host_accesses(bodies, entries):
     return sorted(set(found))
 
 
-def layer_bodies(sources=SOURCES):
+def layer_bodies(layer):
     text = ""
-    for path in sources:
+    for path in LAYERS[layer]:
         with open(os.path.join(ROOT, path)) as f:
             text += strip_comments(f.read()) + "\n"
     return function_bodies(text)
 
 
-def test_gpu_path_has_no_host_access():
-    bodies = layer_bodies()
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_gpu_path_has_no_host_access(layer):
+    bodies = layer_bodies(layer)
     for entry in GPU_ENTRIES:
-        assert entry in bodies, "%s not found in %s" % (entry, SOURCES)
+        assert entry in bodies, "%s not found in %s" % (entry, LAYERS[layer])
     assert host_accesses(bodies, GPU_ENTRIES) == []
 
 
-@pytest.mark.parametrize("entry", ["Forward_cpu", "Backward_cpu"])
-def test_checker_finds_host_access_of_cpu_path(entry):
+@pytest.mark.parametrize("layer, entry", [("LeanBatchNorm", "Forward_cpu"),
+                                          ("LeanBatchNorm", "Backward_cpu"),
+                                          ("BootstrappedSoftmaxWithLoss", "Forward_cpu")])
+def test_checker_finds_host_access_of_cpu_path(layer, entry):
     # The same walk over the CPU path must find its host accesses, through
     # its helpers as well as directly.
-    found = host_accesses(layer_bodies(), [entry])
+    found = host_accesses(layer_bodies(layer), [entry])
     assert (entry, "cpu_diff" if entry == "Backward_cpu" else "cpu_data") in found
     assert any(name != entry for name, _ in found)
 

@@ -5,8 +5,10 @@ is stock Caffe plus the project's C++ layers: the generated nets with Input
 layers (benchmarks) or an HDF5Data layer (training) in place of the Python
 data layer, and labels sampled at the score pixels beforehand instead of by
 the Python LabelSampleLayer. `write(kit)` writes them into the kit
-folder, with `plan.json` (what gpu_check runs) and the training run's losses
-on this machine's CPU, which the GPU run must reproduce.
+folder, with `plan.json` (what gpu_check runs), the training run's losses
+on this machine's CPU, which the GPU run must reproduce, and the CPU's
+output of FCRN-101 for seeded weights and input (the whole-net check;
+cpp/tools/fcrn_output.cpp draws the same weights on every device).
 """
 import json
 import os
@@ -43,6 +45,15 @@ EARLY_LOSS_TOLERANCE = 1e-2
 EARLY_ITERATIONS = 10
 # ... and the mean loss of its last tenth must be below this part of its first's.
 FALL_RATIO = 0.5
+
+# The whole-net check: FCRN-101 (the benchmark variant) for weights and input
+# drawn from this seed, its classifier's scores compared with the CPU's. The
+# bounds on ||GPU - CPU|| / ||CPU||: exact FP32 differs in summation order
+# (and cuDNN's Winograd and FFT algorithms) over ~100 layers; TF32 rounds
+# every product's operands to 10 bits of mantissa.
+WHOLE_NET_SEED = 1
+WHOLE_NET_BLOB = 'score'
+WHOLE_NET_BOUNDS = {'fp32': 1e-3, 'tf32': 1e-2}
 
 def _input_layer(name, shape):
     layer = caffeio.caffe_pb2().LayerParameter(name=name, type='Input', top=[name])
@@ -212,16 +223,44 @@ def record_cpu_losses(kit):
         'early_iterations': EARLY_ITERATIONS, 'fall_ratio': FALL_RATIO}, indent=1) + '\n')
 
 
+def record_cpu_output(kit, check):
+    """Runs the kit's fcrn_output on this machine's CPU for the whole-net
+    check `check` (a plan entry) and saves its output as the reference."""
+    os.makedirs(os.path.join(kit, 'reference'), exist_ok=True)
+    result = subprocess.run([os.path.join('bin', 'fcrn_output'), '-model', check['model'],
+                             '-blob', check['blob'], '-seed', str(check['seed']),
+                             '-save', check['reference']],
+                            cwd=kit, env=kit_environment(kit), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError('the CPU output of %s failed (exit %d):\n%s'
+                           % (check['model'], result.returncode, result.stderr[-3000:]))
+
+
 def write(kit, sizes=GPU_SIZES, cpu_sizes=(97,)):
     """Writes nets/, train/, reference/ and plan.json into the kit folder."""
     os.makedirs(os.path.join(kit, 'nets'), exist_ok=True)
-    plan = {'sizes': {'gpu': list(sizes), 'cpu': list(cpu_sizes)}, 'gpu': [], 'cpu': []}
+    plan = {'sizes': {'gpu': list(sizes), 'cpu': list(cpu_sizes)}, 'gpu': [], 'cpu': [],
+            'whole_net': {}}
+    bench = netgen.Variant(**BENCH_VARIANT)
     for mode, mode_sizes in (('gpu', sizes), ('cpu', cpu_sizes)):
         for name, build, options in benchmarks(mode_sizes, full=mode == 'gpu'):
             path = os.path.join('nets', name + '.prototxt')
             if not os.path.exists(os.path.join(kit, path)):
                 atomic_write(os.path.join(kit, path), netgen.net_text(build()))
             plan[mode].append(dict(name=name, model=path, **options))
+        # The whole-net check at the first size (the CPU's own output in
+        # the CPU's plumbing run).
+        size = mode_sizes[0]
+        check = dict(size=size, model=os.path.join('nets', 'check_r101_s8_%d.prototxt' % size),
+                     reference=os.path.join('reference', 'r101_s8_%d_cpu.f32' % size),
+                     blob=WHOLE_NET_BLOB, seed=WHOLE_NET_SEED,
+                     precisions=['fp32', 'tf32'] if mode == 'gpu' else ['fp32'],
+                     bounds=WHOLE_NET_BOUNDS)
+        atomic_write(os.path.join(kit, check['model']),
+                     netgen.net_text(deploy_net(bench, size)))
+        plan['whole_net'][mode] = check
     training_run(kit)
     atomic_write(os.path.join(kit, 'plan.json'), json.dumps(plan, indent=1) + '\n')
     record_cpu_losses(kit)
+    for check in plan['whole_net'].values():
+        record_cpu_output(kit, check)

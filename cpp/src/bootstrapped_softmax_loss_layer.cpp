@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -8,6 +9,13 @@
 #include "caffe/util/math_functions.hpp"
 
 namespace caffe {
+
+template <typename Dtype>
+BootstrappedSoftmaxWithLossLayer<Dtype>::~BootstrappedSoftmaxWithLossLayer() {
+#ifndef CPU_ONLY
+  if (bad_pixel_) cudaFreeHost(bad_pixel_);
+#endif
+}
 
 template <typename Dtype>
 void BootstrappedSoftmaxWithLossLayer<Dtype>::LayerSetUp(
@@ -73,6 +81,10 @@ void BootstrappedSoftmaxWithLossLayer<Dtype>::Reshape(
   true_prob_.ReshapeLike(*bottom[1]);
   kept_.ReshapeLike(*bottom[1]);
   candidates_.reserve(inner_num_);
+  image_loss_.Reshape(vector<int>(1, outer_num_));
+  image_kept_.Reshape(vector<int>(1, outer_num_));
+  normalizer_.Reshape(vector<int>(1, 1));
+  first_bad_.Reshape(vector<int>(1, 1));
   if (top.size() >= 2) {
     top[1]->ReshapeLike(*bottom[1]);
   }
@@ -104,9 +116,25 @@ Dtype BootstrappedSoftmaxWithLossLayer<Dtype>::GetNormalizer(
 }
 
 template <typename Dtype>
+string BootstrappedSoftmaxWithLossLayer<Dtype>::BadPixelMessage(int index,
+    double label, bool bad_label) const {
+  std::ostringstream message;
+  message << "Layer " << this->layer_param_.name() << ": ";
+  if (bad_label) {
+    message << "label " << label << " of image " << index / inner_num_
+        << ", pixel " << index % inner_num_ << " is outside [0, "
+        << prob_.shape(softmax_axis_) << ")"
+        << (has_ignore_label_ ? " and is not the ignore_label" : "");
+  } else {
+    message << "the scores of image " << index / inner_num_ << ", pixel "
+        << index % inner_num_ << " are NaN or infinite";
+  }
+  return message.str();
+}
+
+template <typename Dtype>
 Dtype BootstrappedSoftmaxWithLossLayer<Dtype>::SelectHardPixels(
     const Dtype* label, const Dtype* true_prob) {
-  const string& name = this->layer_param_.name();
   const int num_classes = prob_.shape(softmax_axis_);
   Dtype* kept = kept_.mutable_cpu_data();
   caffe_set(kept_.count(), Dtype(0), kept);
@@ -122,13 +150,13 @@ Dtype BootstrappedSoftmaxWithLossLayer<Dtype>::SelectHardPixels(
       if (has_ignore_label_ && label_value == ignore_label_) {
         continue;
       }
-      CHECK(label_value >= 0 && label_value < num_classes)
-          << "Layer " << name << ": label " << label_float << " of image " << i
-          << ", pixel " << j << " is outside [0, " << num_classes << ")"
-          << (has_ignore_label_ ? " and is not the ignore_label" : "");
+      if (!(label_value >= 0 && label_value < num_classes)) {
+        LOG(FATAL) << BadPixelMessage(index, label_float, true);
+      }
       const Dtype p = true_prob[index];
-      CHECK(std::isfinite(p)) << "Layer " << name << ": the scores of image "
-          << i << ", pixel " << j << " are NaN or infinite";
+      if (!std::isfinite(p)) {
+        LOG(FATAL) << BadPixelMessage(index, label_float, false);
+      }
       candidates_.push_back(std::make_pair(p, index));
       below_threshold += p < threshold_;
     }

@@ -33,11 +33,11 @@ struct ConvCase {
 };
 
 inline LayerParameter ConvParam(const ConvCase& c,
-    ConvolutionParameter_Engine engine) {
+    ConvolutionParameter_Engine engine, int num_output = 6) {
   LayerParameter param;
   param.set_type(c.type);
   ConvolutionParameter* conv = param.mutable_convolution_param();
-  conv->set_num_output(6);
+  conv->set_num_output(num_output);
   conv->add_kernel_size(c.kernel);
   conv->add_pad(c.pad);
   conv->add_stride(c.stride);

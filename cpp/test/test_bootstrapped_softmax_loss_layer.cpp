@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -125,6 +126,11 @@ class BootstrappedSoftmaxWithLossLayerTest : public MultiDeviceTest<TypeParam> {
     for (int i = 0; i < kept.size(); ++i) {
       EXPECT_EQ(blob_top_mask_->cpu_data()[i], kept[i]) << "pixel " << i;
     }
+  }
+
+  void TwoPasses(Layer<Dtype>* layer) {
+    layer->Forward(blob_bottom_vec_, blob_top_vec_);
+    layer->Forward(blob_bottom_vec_, blob_top_vec_);
   }
 
   void CheckGradient(int min_kept, float threshold) {
@@ -299,15 +305,19 @@ TYPED_TEST(BootstrappedSoftmaxWithLossLayerTest, TestBadInputDeath) {
                  "boot: bootstrap_param.threshold must lie in \\[0, 1\\]");
   }
   {
+    // The CPU dies in the pass that meets the bad pixel; the GPU, which
+    // reads nothing back, in the layer's next pass.
     BootstrappedSoftmaxWithLossLayer<Dtype> layer(param);
     layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
     this->blob_bottom_label_->mutable_cpu_data()[7] = 5;
-    EXPECT_DEATH(layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_),
+    this->blob_bottom_label_->mutable_cpu_data()[9] = -1;
+    EXPECT_DEATH(this->TwoPasses(&layer),
                  "boot: label 5 of image 0, pixel 7 is outside \\[0, 5\\)");
     this->blob_bottom_label_->mutable_cpu_data()[7] = 0;
+    this->blob_bottom_label_->mutable_cpu_data()[9] = 0;
     this->blob_bottom_data_->mutable_cpu_data()[this->blob_bottom_data_->offset(
         1, 2, 0, 3)] = std::numeric_limits<Dtype>::quiet_NaN();
-    EXPECT_DEATH(layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_),
+    EXPECT_DEATH(this->TwoPasses(&layer),
                  "boot: the scores of image 1, pixel 3 are NaN or infinite");
   }
   {
@@ -320,5 +330,143 @@ TYPED_TEST(BootstrappedSoftmaxWithLossLayerTest, TestBadInputDeath) {
                  "pixel");
   }
 }
+
+#ifndef CPU_ONLY
+
+// The GPU layer (a radix select per image) against the CPU layer
+// (std::nth_element) on the same inputs: the same pixels kept, ties
+// included, and the same loss and gradient up to rounding.
+template <typename TypeParam>
+class BootstrappedSoftmaxWithLossGPUTest :
+    public BootstrappedSoftmaxWithLossLayerTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  // Forward with the mask, and Backward with a top diff of 2, in `mode`;
+  // returns the loss, the mask and the input gradient.
+  Dtype Run(const LayerParameter& param, Caffe::Brew mode, vector<Dtype>* mask,
+            vector<Dtype>* diff) {
+    Caffe::set_mode(mode);
+    Blob<Dtype> loss, kept;
+    vector<Blob<Dtype>*> top(1, &loss);
+    top.push_back(&kept);
+    BootstrappedSoftmaxWithLossLayer<Dtype> layer(param);
+    layer.SetUp(this->blob_bottom_vec_, top);
+    layer.Forward(this->blob_bottom_vec_, top);
+    loss.mutable_cpu_diff()[0] = 2;
+    // Backward must write every element: start from NaN.
+    caffe_set(this->blob_bottom_data_->count(),
+        std::numeric_limits<Dtype>::quiet_NaN(),
+        this->blob_bottom_data_->mutable_cpu_diff());
+    vector<bool> propagate_down(1, true);
+    propagate_down.push_back(false);
+    layer.Backward(top, propagate_down, this->blob_bottom_vec_);
+    mask->assign(kept.cpu_data(), kept.cpu_data() + kept.count());
+    const Blob<Dtype>& bottom = *this->blob_bottom_data_;
+    diff->assign(bottom.cpu_diff(), bottom.cpu_diff() + bottom.count());
+    return loss.cpu_data()[0];
+  }
+
+  void ExpectGPUEqualsCPU(const LayerParameter& param, const string& name) {
+    vector<Dtype> cpu_mask, gpu_mask, cpu_diff, gpu_diff;
+    const Dtype cpu_loss = Run(param, Caffe::CPU, &cpu_mask, &cpu_diff);
+    const Dtype gpu_loss = Run(param, Caffe::GPU, &gpu_mask, &gpu_diff);
+    Caffe::set_mode(Caffe::GPU);
+    // Both devices compute the softmax in Dtype: they may differ in the last
+    // bits, never in which pixels the test data makes hardest.
+    const Dtype epsilon = sizeof(Dtype) == 4 ? 1e-5 : 1e-12;
+    EXPECT_GT(cpu_loss, 0) << name;
+    EXPECT_NEAR(gpu_loss, cpu_loss, epsilon * cpu_loss) << name;
+    int kept = 0;
+    for (int i = 0; i < cpu_mask.size(); ++i) {
+      EXPECT_EQ(cpu_mask[i], gpu_mask[i]) << name << ": pixel " << i;
+      kept += cpu_mask[i] != 0;
+    }
+    EXPECT_GT(kept, 0) << name;
+    for (int i = 0; i < cpu_diff.size(); ++i) {
+      ASSERT_NEAR(gpu_diff[i], cpu_diff[i], epsilon) << name << ": at " << i;
+    }
+  }
+
+  // Every option of the forward and gradient tests above, on their data.
+  void CheckSmallCases() {
+    const struct { int min_kept; float threshold; bool ignore; } cases[] = {
+      {4, 0, true}, {0, 0.3, true}, {3, 0.2, false}, {100, 0, true},
+      {1, 0.8, false}, {9, 0, false}, {11, 0, false},
+    };
+    for (int i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+      if (cases[i].ignore) this->IgnoreSomePixels();
+      ExpectGPUEqualsCPU(this->Param(cases[i].min_kept, cases[i].threshold),
+          "case " + std::to_string(i));
+    }
+  }
+
+  // N x 21 x 65 x 65 scores in which every pixel takes one of 8 score
+  // columns: column k scores 0 for its label and for 8 - k other classes,
+  // -1000 for the rest, so that p = 1 / (9 - k) exactly on both devices
+  // (the exponentials are 1 or 0), each value shared by hundreds of pixels;
+  // a few pixels are ignored. More pixels per image than threads per block.
+  void MakeTiedScores(int num) {
+    const int channels = 21, spatial = 65 * 65;
+    this->blob_bottom_data_->Reshape(num, channels, 65, 65);
+    this->blob_bottom_label_->Reshape(num, 1, 65, 65);
+    Dtype* data = this->blob_bottom_data_->mutable_cpu_data();
+    Dtype* label = this->blob_bottom_label_->mutable_cpu_data();
+    for (int n = 0; n < num; ++n) {
+      for (int s = 0; s < spatial; ++s) {
+        // Uneven frequencies: column k is taken by (k + 1) / 36 of the
+        // pixels, in an order that jumps around the image.
+        const int draw = (s * 7919 + n * 104729) % 36;
+        int column = 0;
+        while ((column + 1) * (column + 2) / 2 <= draw) ++column;
+        const int true_class = column % 5;
+        label[n * spatial + s] = s % 97 == 0 ? 255 : true_class;
+        int others = 8 - column;
+        for (int c = 0; c < channels; ++c) {
+          Dtype score = -1000;
+          if (c == true_class) {
+            score = 0;
+          } else if (others > 0) {
+            score = 0;
+            --others;
+          }
+          data[(n * channels + c) * spatial + s] = score;
+        }
+      }
+    }
+  }
+};
+
+typedef ::testing::Types<GPUDevice<float>, GPUDevice<double> > GPUDtypes;
+TYPED_TEST_CASE(BootstrappedSoftmaxWithLossGPUTest, GPUDtypes);
+
+TYPED_TEST(BootstrappedSoftmaxWithLossGPUTest, TestSmallCasesEqualCPU) {
+  this->CheckSmallCases();
+}
+
+TYPED_TEST(BootstrappedSoftmaxWithLossGPUTest, TestTiesEqualCPU) {
+  typedef typename TypeParam::Dtype Dtype;
+  caffe_set(this->blob_bottom_data_->count(), Dtype(0),
+            this->blob_bottom_data_->mutable_cpu_data());  // p = 1/5 everywhere
+  this->ExpectGPUEqualsCPU(this->Param(3, 0), "all equal, min_kept 3");
+  this->ExpectGPUEqualsCPU(this->Param(3, 0.5), "all below the threshold");
+}
+
+TYPED_TEST(BootstrappedSoftmaxWithLossGPUTest, TestLargeTiedImagesEqualCPU) {
+  this->MakeTiedScores(3);
+  // The paper's K values (each falls inside a group of equal
+  // probabilities), a threshold that keeps more than K, one that keeps
+  // fewer, and a K inside a later group.
+  const struct { int min_kept; float threshold; } cases[] = {
+    {256, 0}, {512, 0}, {1024, 0}, {512, 0.3}, {512, 0.115}, {2500, 0},
+  };
+  for (int i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+    this->ExpectGPUEqualsCPU(this->Param(cases[i].min_kept,
+        cases[i].threshold), "min_kept " + std::to_string(cases[i].min_kept) +
+        ", threshold " + std::to_string(cases[i].threshold));
+  }
+}
+
+#endif  // CPU_ONLY
 
 }  // namespace caffe

@@ -7,11 +7,15 @@
 //             [-share_memory]
 //
 // Prints one JSON object on standard output. Memory is the peak above what the
-// process held before the net was made: device memory (cudaMemGetInfo, which
-// counts Caffe's blobs and cuDNN's handle and workspace; Caffe frees nothing
-// while it runs, so the last reading is the peak) on a GPU, the resident set's
-// high-water mark (VmHWM) on the CPU. Inputs of Input layers are filled with
-// Gaussian noise, those named *label* with zeros (class 0).
+// process held before the net was made. On a GPU: device memory in use
+// (cudaMemGetInfo: total - free) after the timed iterations, less the same
+// reading once the CUDA context was made; it counts Caffe's blobs and cuDNN's
+// and cuBLAS's handles and workspaces, and Caffe frees nothing while it runs,
+// so the last reading is the peak (scripts/bench_torch.py measures PyTorch
+// the same way). On the CPU: the resident set's high-water mark (VmHWM).
+// With cuDNN, the algorithms chosen for each convolution configuration are
+// listed too. Inputs of Input layers are filled with Gaussian noise, those
+// named *label* with zeros (class 0).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +25,10 @@
 
 #include "caffe/caffe.hpp"
 #include "caffe/util/upgrade_proto.hpp"
+#ifdef USE_CUDNN
+#include "caffe/util/cudnn_conv.hpp"
+#endif
+#include "tool_common.hpp"
 
 DEFINE_string(model, "", "The net to time (prototxt).");
 DEFINE_int32(gpu, -1, "GPU device to run on; -1 runs on the CPU.");
@@ -51,22 +59,6 @@ double ProcStatusBytes(const std::string& field) {
     status.ignore(1 << 10, '\n');
   }
   return 0;
-}
-
-double DeviceUsedBytes() {
-#ifndef CPU_ONLY
-  size_t free_bytes = 0, total_bytes = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return static_cast<double>(total_bytes - free_bytes);
-#else
-  return 0;
-#endif
-}
-
-void Synchronize() {
-#ifndef CPU_ONLY
-  if (Caffe::mode() == Caffe::GPU) CUDA_CHECK(cudaDeviceSynchronize());
-#endif
 }
 
 void FillInputs(Net<float>* net) {
@@ -104,18 +96,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   Caffe::set_tf32(FLAGS_tf32);
-  double baseline;
-  if (FLAGS_gpu >= 0) {
-    Caffe::SetDevice(FLAGS_gpu);
-    Caffe::set_mode(Caffe::GPU);
-#ifndef CPU_ONLY
-    CUDA_CHECK(cudaFree(0));  // the context, outside the measurement
-#endif
-    baseline = DeviceUsedBytes();
-  } else {
-    Caffe::set_mode(Caffe::CPU);
-    baseline = ProcStatusBytes("VmRSS");
-  }
+  fcrn::UseDevice(FLAGS_gpu);
+  const double baseline = FLAGS_gpu >= 0 ? fcrn::DeviceUsedBytes() :
+      ProcStatusBytes("VmRSS");
 
   NetParameter param;
   caffe::ReadNetParamsFromTextFileOrDie(FLAGS_model, &param);
@@ -136,7 +119,7 @@ int main(int argc, char** argv) {
 
   std::vector<double> ms;
   for (int i = 0; i < FLAGS_warmup + FLAGS_iterations; ++i) {
-    Synchronize();
+    fcrn::Synchronize();
     const std::chrono::steady_clock::time_point start =
         std::chrono::steady_clock::now();
     if (FLAGS_forward_only) {
@@ -144,13 +127,13 @@ int main(int argc, char** argv) {
     } else {
       net.ForwardBackward();
     }
-    Synchronize();
+    fcrn::Synchronize();
     if (i >= FLAGS_warmup) {
       ms.push_back(std::chrono::duration<double, std::milli>(
           std::chrono::steady_clock::now() - start).count());
     }
   }
-  const double peak = FLAGS_gpu >= 0 ? DeviceUsedBytes() - baseline :
+  const double peak = FLAGS_gpu >= 0 ? fcrn::DeviceUsedBytes() - baseline :
       ProcStatusBytes("VmHWM") - baseline;
   std::vector<double> sorted(ms);
   std::sort(sorted.begin(), sorted.end());
@@ -167,8 +150,17 @@ int main(int argc, char** argv) {
       FLAGS_tf32 ? "true" : "false", FLAGS_share_memory ? "true" : "false",
       median);
   for (int i = 0; i < ms.size(); ++i) printf("%s%.3f", i ? ", " : "", ms[i]);
-  printf("], \"peak_bytes\": %.0f, \"memory\": \"%s\"}\n", peak,
-      FLAGS_gpu >= 0 ? "device memory above the CUDA context" :
-      "peak resident set above the start");
+  printf("], \"peak_bytes\": %.0f, \"memory\": \"%s\", "
+      "\"cudnn_algorithms\": [", peak, FLAGS_gpu >= 0 ?
+      "device memory in use after the timed iterations, above the CUDA "
+      "context (cudaMemGetInfo)" : "peak resident set above the start");
+#ifdef USE_CUDNN
+  const std::vector<std::string> algorithms =
+      caffe::cudnn::ChosenAlgorithms();
+  for (int i = 0; i < algorithms.size(); ++i) {
+    printf("%s\"%s\"", i ? ", " : "", algorithms[i].c_str());
+  }
+#endif
+  printf("]}\n");
   return 0;
 }

@@ -12,6 +12,14 @@
 
 namespace caffe {
 
+/// A pixel the GPU path found bad (label outside [0, C) and not ignored, or
+/// a probability that is not finite): its index in the batch's pixels.
+struct BadPixel {
+  int index;  // -1: none
+  int bad_label;  // 1: the label, 0: the scores
+  double label;
+};
+
 /**
  * @brief Softmax cross-entropy over the hardest pixels only: online
  *        bootstrapping, equation (1) of Wu, Shen and van den Hengel,
@@ -31,9 +39,13 @@ namespace caffe {
  * "valid" read as "kept"). threshold = 0 keeps exactly the K hardest pixels,
  * the setting of the paper's Table 4.
  *
- * The selection is a linear-time partial selection (std::nth_element) on the
- * host; in GPU mode only the per-pixel true-class probabilities (1/C of the
- * scores) travel to the host and the mask travels back.
+ * The selection is a linear-time partial selection: std::nth_element on the
+ * CPU; on the GPU, a radix select over the probabilities' bits, one block
+ * per image, with ties broken by a scan in pixel order. Nothing travels
+ * between host and device per pass on the GPU: the loss and the normalizer
+ * stay on the device, and a bad label or score is reported by the layer's
+ * next Forward or Backward, from a record in host-mapped memory that the
+ * device writes only then (its loss is NaN meanwhile).
  *
  * @param bottom input Blob vector (length 2)
  *   -# @f$ (N \times C \times H \times W) @f$ the scores
@@ -47,7 +59,8 @@ template <typename Dtype>
 class BootstrappedSoftmaxWithLossLayer : public LossLayer<Dtype> {
  public:
   explicit BootstrappedSoftmaxWithLossLayer(const LayerParameter& param)
-      : LossLayer<Dtype>(param) {}
+      : LossLayer<Dtype>(param), bad_pixel_(NULL), bad_pixel_device_(NULL) {}
+  virtual ~BootstrappedSoftmaxWithLossLayer();
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
@@ -71,12 +84,18 @@ class BootstrappedSoftmaxWithLossLayer : public LossLayer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
   /// Checks labels and probabilities, fills kept_ and returns the summed
-  /// -log p over kept pixels; shared by the CPU and GPU paths so that both
-  /// select exactly the same pixels.
+  /// -log p over kept pixels: the CPU path's selection. The GPU's
+  /// (BootstrapSelectGPU in the .cu) keeps the same pixels, ties included.
   Dtype SelectHardPixels(const Dtype* label, const Dtype* true_prob);
-  /// Writes the loss (and the optional mask) once the selection is made.
+  /// Writes the loss (and the optional mask) once the CPU path selected.
   void SetTop(Dtype loss_sum, const vector<Blob<Dtype>*>& top);
   Dtype GetNormalizer(int kept_count) const;
+  /// What the layer dies with for the pixel `index` of the batch.
+  string BadPixelMessage(int index, double label, bool bad_label) const;
+  /// The GPU path's bad-pixel record, as the device sees it (allocated on
+  /// first use), and its check on the host, which dies naming the pixel.
+  BadPixel* BadPixelRecord();
+  void ReportBadPixel() const;
 
   shared_ptr<Layer<Dtype> > softmax_layer_;
   Blob<Dtype> prob_;
@@ -89,6 +108,15 @@ class BootstrappedSoftmaxWithLossLayer : public LossLayer<Dtype> {
   int kept_count_;
   /// Reused between iterations so that selection allocates nothing.
   vector<std::pair<Dtype, int> > candidates_;
+  /// GPU path: per image, -sum(log p) over kept pixels and their count; the
+  /// batch's normalizer; the lowest index of a bad pixel (INT_MAX if none);
+  /// and the record of it in host-mapped memory (host and device pointers).
+  Blob<Dtype> image_loss_;
+  Blob<int> image_kept_;
+  Blob<Dtype> normalizer_;
+  Blob<int> first_bad_;
+  BadPixel* bad_pixel_;
+  BadPixel* bad_pixel_device_;
 
   bool has_ignore_label_;
   int ignore_label_;
