@@ -18,7 +18,6 @@ Weights are checked against the net before anything is loaded
 """
 import logging
 import os
-import tempfile
 
 import numpy as np
 from google.protobuf import text_format
@@ -185,15 +184,14 @@ def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None
     fileio.check_targets([out_prototxt, out_caffemodel], [prototxt, caffemodel], force)
     caffe = caffeio.caffe()
     net_param = caffeio.read_net_param(prototxt)
-    net = caffeio.load_net(prototxt, caffemodel)
+    # Unshared: `verify` reads the inputs of the Softmax layers too.
+    net = caffeio.load_net(prototxt, caffemodel, share_memory=False)
     folded, new_params, folds = fold_net(net_param, net)
+    folded.ClearField("share_memory")  # the project's field; stock readers refuse it
     text = "# %s with its batch normalisation folded (scripts/fold_bn.py)\n%s" % (
         os.path.basename(prototxt), text_format.MessageToString(folded))
-    with tempfile.TemporaryDirectory(prefix="fcrn-fold.") as work:
-        path = os.path.join(work, "folded.prototxt")
-        with open(path, "w") as f:
-            f.write(text)
-        out = caffe.Net(path, caffe.TEST)
+    folded.share_memory = False
+    out = caffeio.net_from_param(folded, caffe.TEST)
     for name, params in out.params.items():
         src = new_params.get(name) or [b.data for b in net.params[name]]
         for dst, val in zip(params, src):
