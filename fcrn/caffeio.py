@@ -14,7 +14,9 @@ import pycaffe; the readers use Caffe's protobuf module alone, so that weight
 conversion and net generation run without pycaffe. Both are found where
 `fcrn.paths` says when they are not importable already.
 """
+import copy
 import ctypes
+import importlib
 import importlib.util
 import logging
 import os
@@ -180,14 +182,52 @@ def check_weights(net, caffemodel):
     return sorted(set(blobs) - set(net.params.keys()))
 
 
-def load_net(prototxt, weights=None, phase="test"):
-    """caffe.Net of `prototxt` in TEST (or TRAIN) phase with checked weights."""
-    param = read_net_param(prototxt)  # a readable message rather than Caffe's abort
-    unknown = sorted({l.type for l in param.layer} - set(caffe().layer_type_list()))
+BLOB_USES = ("computes", "owns_tops")
+
+
+def check_sharing(param, prototxt):
+    """InputError, before Caffe aborts on it, for a net that sets
+    share_memory: true and holds a Python layer whose class does not declare
+    how it uses its blobs' memory (`blob_use`, fcrn.pylayer)."""
+    if not (param.HasField("share_memory") and param.share_memory):
+        return
+    for layer in param.layer:
+        if layer.type != "Python":
+            continue
+        where = "%s.%s" % (layer.python_param.module, layer.python_param.layer)
+        try:
+            cls = getattr(importlib.import_module(layer.python_param.module),
+                          layer.python_param.layer)
+        except (ImportError, AttributeError) as e:
+            raise InputError("%s: Python layer '%s' (%s) cannot be loaded: %s"
+                             % (prototxt, layer.name, where, e))
+        if getattr(cls, "blob_use", None) not in BLOB_USES:
+            raise InputError(
+                "%s: layer '%s' (Python, %s) does not declare how it uses its blobs' "
+                "memory (class attribute blob_use), which share_memory: true needs; "
+                "declare it, or set share_memory: false (--no-share-memory)"
+                % (prototxt, layer.name, where))
+
+
+def load_net(prototxt, weights=None, phase="test", share_memory=None, param=None):
+    """caffe.Net of `prototxt` in TEST (or TRAIN) phase with checked weights.
+
+    share_memory: None keeps the prototxt's choice (unset, Caffe shares blob
+    memory when every layer vouches for itself: patch 0010); True or False
+    overrides it. A sharing net keeps the values of its inputs and outputs
+    only (pycaffe refuses to read the other blobs). param: a NetParameter to
+    build instead of the file's (one derived from it, such as `up_to`'s)."""
+    # A readable message rather than Caffe's abort.
+    param = read_net_param(prototxt) if param is None else copy.deepcopy(param)
+    module = caffe()
+    unknown = sorted({l.type for l in param.layer} - set(module.layer_type_list()))
     if unknown:
         raise InputError("%s: layer type(s) %s unknown to this Caffe%s" % (
             prototxt, ", ".join(unknown), " (is the project's layer library built? run make)"
             if set(unknown) & {"LeanBatchNorm", "BootstrappedSoftmaxWithLoss"} else ""))
+    if share_memory is not None:
+        param.share_memory = share_memory
+    check_sharing(param, prototxt)
     return net_from_param(param, phase, weights)
 
 
@@ -210,6 +250,18 @@ def net_from_param(param, phase="test", weights=None):
                      ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
         net.copy_from(weights)
     return net
+
+
+def up_to(param, blob):
+    """`param` without the layers after the last one that writes `blob`, so
+    that `blob` is an output of the net (a net that shares memory keeps its
+    outputs' values only). UsageError when no layer writes it."""
+    last = max((i for i, layer in enumerate(param.layer) if blob in layer.top), default=None)
+    if last is None:
+        raise UsageError("%s: no blob %r" % (param.name or "the net", blob))
+    trimmed = copy.deepcopy(param)
+    del trimmed.layer[last + 1:]
+    return trimmed
 
 
 def _mapped(pattern):

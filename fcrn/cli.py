@@ -70,6 +70,17 @@ def add_force(parser, what="an existing output"):
                         help="replace %s that is not this tool's own (never an input)" % what)
 
 
+def add_no_share_memory(parser):
+    """--no-share-memory: the net is built with share_memory: false (Caffe
+    patch 0010) instead of the prototxt's choice (`share_memory` is then
+    False, else None)."""
+    parser.add_argument("--no-share-memory", dest="share_memory", action="store_const",
+                        const=False, default=None,
+                        help="give every blob of the net its own memory (more memory; "
+                        "for reading intermediate blobs, or a net whose layers cannot "
+                        "share)")
+
+
 def run(job, name=None):
     """Run `job()` under the convention above; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

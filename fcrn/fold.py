@@ -183,10 +183,13 @@ def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None
         raise UsageError("the folded prototxt and caffemodel must be two files")
     fileio.check_targets([out_prototxt, out_caffemodel], [prototxt, caffemodel], force)
     net_param = caffeio.read_net_param(prototxt)
-    net = caffeio.load_net(prototxt, caffemodel)
+    # Unshared: `verify` reads the inputs of the Softmax layers too.
+    net = caffeio.load_net(prototxt, caffemodel, share_memory=False)
     folded, new_params, folds = fold_net(net_param, net)
+    folded.ClearField("share_memory")  # the project's field; stock readers refuse it
     text = "# %s with its batch normalisation folded (scripts/fold_bn.py)\n%s" % (
         os.path.basename(prototxt), text_format.MessageToString(folded))
+    folded.share_memory = False
     out = caffeio.net_from_param(folded)
     for name, params in out.params.items():
         src = new_params.get(name) or [b.data for b in net.params[name]]

@@ -313,7 +313,9 @@ def export(prototxt, caffemodel, out, outputs=None, argmax=False, size=None,
         raise ExportError("%s: layers not exportable to ONNX: %s (supported: %s; no "
                           "include/exclude rules)" % (prototxt, ", ".join(bad),
                                                        ", ".join(SUPPORTED)))
-    net = caffeio.load_net(prototxt, caffemodel)
+    # Unshared: the check reads the chosen outputs and the Softmax inputs,
+    # which may be blobs inside the net.
+    net = caffeio.load_net(prototxt, caffemodel, share_memory=False)
     folded, new_params, folds = fold.fold_net(net_param, net)
     outputs = list(outputs or default_outputs(net))
     missing = [b for b in outputs if b not in net.blobs]

@@ -4,7 +4,17 @@
 merged over the layer's defaults; unknown or missing keys are refused with
 the layer's name.
 
-`Layer`: the base class. The `caffe` tool calls a Python layer's setup,
+`Layer`: the base class. Its class attribute `blob_use` tells Caffe's
+memory sharing (NetParameter.share_memory, patch 0010) how the layer uses
+its blobs: None (the default) vouches for nothing, and a net holding the
+layer then runs unshared (or is refused when it sets share_memory: true);
+"computes" promises that each forward writes every top in full, each
+backward writes in full every bottom diff it is asked to propagate, and no
+blob's memory (its numpy views included) is kept between calls, so that
+Caffe may give that memory to other blobs in between; values that reshape
+reads from a bottom are those of the last forward.
+
+The `caffe` tool calls a Python layer's setup,
 reshape, forward and backward without printing a Python exception (it only
 reports `boost::python::error_already_set` and aborts), so every exception
 of these methods, whatever its type, is written to stderr with the layer's
@@ -61,7 +71,10 @@ def _reported(method):
 
 class Layer(caffe.Layer):
     """Base of the project's Python layers; subclasses get their errors
-    reported (see the module docstring) and name themselves by `describe()`."""
+    reported (see the module docstring), name themselves by `describe()`
+    and declare `blob_use`."""
+
+    blob_use = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

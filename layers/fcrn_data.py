@@ -131,6 +131,9 @@ def parse_params(param_str, who="SegDataLayer"):
 
 class SegDataLayer(pylayer.Layer):
 
+    # Each forward copies a whole batch into the tops; no bottoms.
+    blob_use = "computes"
+
     def describe(self):
         p = getattr(self, "p", None)
         return "SegDataLayer(source=%s)" % p["source"] if p else "SegDataLayer"

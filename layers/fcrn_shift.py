@@ -41,6 +41,8 @@ def pass_phase(blob, name):
 class ShiftLayer(pylayer.Layer):
     """bottoms (feature N x C x H x W, pass) -> feature[:, :, dy:, dx:]."""
 
+    blob_use = "computes"
+
     def setup(self, bottom, top):
         self.name = self.describe()
         pylayer.parse_param_str(self.name, self.param_str, {})
@@ -70,8 +72,11 @@ class LabelSampleLayer(pylayer.Layer):
 
     Score pixel (i, j) is centred on input pixel origin + stride * (i, j),
     moved by phase_step * (dy, dx) on pass (dy, dx). Positions outside the
-    label take `ignore_label`.
+    label take `ignore_label`. Labels depend on neither the scores nor the
+    pass: their gradients are zero.
     """
+
+    blob_use = "computes"
 
     def setup(self, bottom, top):
         self.name = self.describe()
@@ -110,3 +115,6 @@ class LabelSampleLayer(pylayer.Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             raise ValueError('%s: cannot back-propagate to labels' % self.name)
+        for blob, down in zip(bottom[1:], propagate_down[1:]):
+            if down:
+                blob.diff[...] = 0

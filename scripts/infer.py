@@ -68,6 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--output-blob", dest="output", help="score blob (default: score, else prob)")
     p.add_argument("--stride", type=cli.positive_int, help="override the traced output stride")
     p.add_argument("--offset", type=cli.finite, help="override the traced grid offset")
+    cli.add_no_share_memory(p)
     cli.add_jobs(p, "threads reading and writing files", 2)
     cli.add_force(p, "an output folder")
     p.add_argument("-q", "--quiet", dest="progress", action="store_false",

@@ -99,10 +99,11 @@ def lifetimes(net):
 
 
 def memory_layout(net, field):
-    """{blob: (address, bytes)} of each blob's data or diff."""
+    """{blob: (address, bytes)} of each blob's data or diff (of the blob
+    behind a SharedBlob, which refuses to give them)."""
     layout = {}
     for name, blob in net.blobs.items():
-        array = getattr(blob, field)
+        array = getattr(getattr(blob, '_blob', blob), field)
         layout[name] = (array.ctypes.data, array.nbytes)
     return layout
 
@@ -207,20 +208,140 @@ def run_python(code):
                           text=True, env=env, cwd=ROOT, timeout=300)
 
 
-def test_refuses_a_net_with_a_python_layer(tmp_path):
-    proto = netgen.with_input_layers(netgen.net(netgen.Variant(depth=50), 'train'), SIZE)
-    proto.share_memory = True
-    path = tmp_path / 'train.prototxt'
+UNDECLARED = """
+import caffe
+
+
+class Double(caffe.Layer):
+    \"\"\"A Python layer that says nothing of how it uses its blobs.\"\"\"
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 2 * bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = 2 * top[0].diff
+"""
+
+
+def undeclared_net(tmp_path, share):
+    """A deploy net with an undeclared Python layer in its middle; `share`:
+    None leaves share_memory unset."""
+    (tmp_path / 'undeclared_layer.py').write_text(UNDECLARED)
+    proto = fcrn_net(caffe.TEST, False)
+    proto.ClearField('share_memory')
+    if share is not None:
+        proto.share_memory = share
+    double = proto.layer.add(name='double', type='Python', bottom=['res2a'], top=['res2a'])
+    double.python_param.module, double.python_param.layer = 'undeclared_layer', 'Double'
+    # Right after res2a's Eltwise: the layers that follow read what it wrote.
+    after = next(i for i, l in enumerate(proto.layer) if l.name == 'res2a') + 1
+    layers = list(proto.layer)
+    layers.insert(after, layers.pop())
+    del proto.layer[:]
+    proto.layer.extend(layers)
+    path = tmp_path / 'undeclared.prototxt'
     path.write_text(str(proto))
+    return path
+
+
+def test_an_undeclared_python_layer_is_refused_when_sharing_is_asked_for(tmp_path):
+    path = undeclared_net(tmp_path, True)
+    result = run_python('''
+        import sys
+        sys.path.insert(0, %r)
+        from fcrn import caffeio
+        caffe = caffeio.caffe()
+        caffe.Net(%r, caffe.TEST)
+        print('created')
+        ''' % (str(tmp_path), str(path)))
+    assert result.returncode != 0 and 'created' not in result.stdout
+    fatal = [l for l in result.stderr.splitlines() if 'share_memory' in l]
+    assert len(fatal) == 1 and "layer 'double' (type Python, undeclared_layer.Double) " \
+        "does not declare how it uses its blobs' memory (class attribute blob_use); " \
+        "declare it, or set share_memory: false." in fatal[0], result.stderr[-2000:]
+    # The project's loader says it before Caffe starts, in one line.
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(caffeio.InputError, match="layer 'double' .*blob_use.*"
+                           "--no-share-memory"):
+            caffeio.load_net(str(path))
+        net = caffeio.load_net(str(path), share_memory=False)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert not net._shared_blob_field
+
+
+def test_an_unset_field_shares_when_every_layer_vouches_and_else_runs_unshared(tmp_path):
+    sys.path.insert(0, str(tmp_path))
+    try:
+        undeclared = caffe.Net(str(undeclared_net(tmp_path, None)), caffe.TEST)
+    finally:
+        sys.path.remove(str(tmp_path))
+    proto = fcrn_net(caffe.TEST, False)
+    proto.ClearField('share_memory')
+    vouched = load(tmp_path, proto, caffe.TEST, 'unset.prototxt')
+    plain = load(tmp_path, fcrn_net(caffe.TEST, False), caffe.TEST, 'plain.prototxt')
+    assert vouched._shared_blob_field == 'data' and undeclared._shared_blob_field == ''
+    for net in (vouched, undeclared, plain):
+        net.forward()
+    distinct = check_layout(plain, 'data', alias_splits=True)
+    assert check_layout(vouched, 'data', alias_splits=True) < distinct / 5
+    assert check_layout(undeclared, 'data', alias_splits=True) == distinct
+
+
+def test_pycaffe_refuses_to_read_shared_memory_and_reads_the_rest(tmp_path):
+    plain, shared, rng = phase_test_nets(tmp_path, 3)
+    image = rng.randn(1, 3, SIZE, SIZE) * 50
+    for net in (plain, shared):
+        net.blobs['data'].data[...] = image
+        net.forward()
+    assert isinstance(shared.blobs['res3a'], caffe.pycaffe.SharedBlob)
+    with pytest.raises(RuntimeError, match="blob 'res3a': its data is memory that other "
+                       "blobs of the net reuse within a pass \\(share_memory\\); build "
+                       "the net with share_memory: false to read it"):
+        shared.blobs['res3a'].data
+    with pytest.raises(RuntimeError, match='share_memory'):
+        shared.forward(blobs=['res3a'])
+    # Its shape, and the inputs and outputs, are there to read.
+    assert tuple(shared.blobs['res3a'].shape) == tuple(plain.blobs['res3a'].shape)
+    assert np.array_equal(shared.blobs['data'].data, image.astype(np.float32))
+    assert np.array_equal(shared.blobs['prob'].data, plain.blobs['prob'].data)
+    assert not any(isinstance(b, caffe.pycaffe.SharedBlob) for b in plain.blobs.values())
+    # TRAIN: the data stay, the diffs are shared.
+    train = load(tmp_path, fcrn_net(caffe.TRAIN, True), caffe.TRAIN, 'train.prototxt')
+    train.forward()
+    train.backward()
+    assert train.blobs['res3a'].data.shape == plain.blobs['res3a'].data.shape
+    with pytest.raises(RuntimeError, match="blob 'res3a': its diff is memory"):
+        train.blobs['res3a'].diff
+
+
+@pytest.mark.parametrize('call, phase, message', [
+    ("net.forward(start='res3a_branch1')", 'TEST',
+     "so Forward starts at the first layer; set share_memory: false to start at layer "
+     "'res3a_branch1'"),
+    ("net.forward(); net.backward(start='res3a')", 'TRAIN',
+     "so Backward starts at the last layer; set share_memory: false to start at layer "
+     "'res3a'"),
+])
+def test_a_partial_pass_over_shared_memory_is_refused(tmp_path, call, phase, message):
+    path = tmp_path / 'net.prototxt'
+    path.write_text(str(fcrn_net(caffe.TRAIN, True)))
     result = run_python('''
         from fcrn import caffeio
         caffe = caffeio.caffe()
-        caffe.Net(%r, caffe.TRAIN)
-        print('created')
-        ''' % str(path))
-    assert result.returncode != 0 and 'created' not in result.stdout
-    assert "layer 'label_sample' (type Python) may keep references to its blobs" \
-        in result.stderr, result.stderr[-2000:]
+        net = caffe.Net(%r, caffe.%s)
+        %s
+        print('done')
+        ''' % (str(path), phase, call))
+    assert result.returncode != 0 and 'done' not in result.stdout
+    assert message in result.stderr, result.stderr[-2000:]
 
 
 def test_refuses_backward_when_data_are_shared(tmp_path):
@@ -238,3 +359,54 @@ def test_refuses_backward_when_data_are_shared(tmp_path):
     assert 'forward done' in result.stdout and 'backward done' not in result.stdout
     assert result.returncode != 0
     assert 'shares the memory of its data (share_memory in the TEST phase)' in result.stderr
+
+
+def train_nets(folder, share, list_path):
+    """A generated FCRN-50 1/8 net trained as the paper's 1/4 simulation: the
+    Python data layer serving each crop for four passes, the shift and
+    label-sampling layers, iter_size accumulating the passes; bootstrapped
+    loss. Returns the solver file."""
+    variant = netgen.Variant(depth=50, kernel=3, dilation=2, simulate=4, crop=41,
+                             bootstrap=30, dataset='generic', num_classes=5,
+                             train_source=list_path, val_source=list_path,
+                             share_memory=share)
+    settings = netgen.SolverSettings(base_lr=0.01, iter_size=1, max_iter=3, display=1,
+                                     test_iter=4, test_interval=100, solver_mode='CPU',
+                                     random_seed=5, snapshot=100,
+                                     snapshot_prefix=os.path.join(folder, 'snap'))
+    netgen.write(folder, variant, settings)
+    for phase in ('train', 'test'):   # batches made in the trainer, as seeded
+        path = os.path.join(folder, phase + '.prototxt')
+        text = open(path).read().replace('\\"seed\\": 0', '\\"seed\\": 0, \\"workers\\": 0')
+        open(path, 'w').write(text)
+    return os.path.join(folder, 'solver.prototxt')
+
+
+def test_training_with_the_python_layers_is_the_same_with_and_without_sharing(tmp_path):
+    """Losses of every iteration, the weights after three updates and the TEST
+    net's outputs, bit for bit."""
+    import fake_datasets
+    list_path, _ = fake_datasets.write_coded_list(str(tmp_path / 'data'), 3, size=(45, 45))
+    runs = {}
+    for share in (False, True):
+        solver = caffe.get_solver(train_nets(str(tmp_path / str(share)), share, list_path))
+        assert solver.net._shared_blob_field == ('diff' if share else '')
+        assert solver.test_nets[0]._shared_blob_field == ('data' if share else '')
+        initial = solver.net.params['score'][0].data.copy()
+        losses = []
+        for _ in range(3):
+            solver.step(1)
+            losses.append(solver.net.blobs['loss'].data.copy())
+        tests = [{k: v.copy() for k, v in solver.test_nets[0].forward().items()}
+                 for _ in range(4)]
+        weights = {name: [p.data.copy() for p in params]
+                   for name, params in solver.net.params.items()}
+        runs[share] = losses, tests, weights
+    (plain_losses, plain_tests, plain_weights), (losses, tests, weights) = runs[False], runs[True]
+    assert all(np.array_equal(a, b) for a, b in zip(plain_losses, losses))
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(plain_tests, tests) for k in a)
+    for name, params in plain_weights.items():
+        for i, p in enumerate(params):
+            assert np.array_equal(p, weights[name][i]), (name, i)
+    # The weights moved: the comparison is not between two untrained nets.
+    assert not np.array_equal(initial, weights['score'][0])

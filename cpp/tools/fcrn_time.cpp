@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
   caffe::ReadNetParamsFromTextFileOrDie(FLAGS_model, &param);
   param.mutable_state()->set_phase(FLAGS_phase == "TRAIN" ? caffe::TRAIN :
       caffe::TEST);
-  if (FLAGS_share_memory) param.set_share_memory(true);
+  // Set either way: a net that leaves it unset shares when it can.
+  param.set_share_memory(FLAGS_share_memory);
   for (int i = 0; i < param.layer_size(); ++i) {
     caffe::LayerParameter* layer = param.mutable_layer(i);
     if (!FLAGS_engine.empty() && (layer->type() == "Convolution" ||

@@ -23,7 +23,7 @@ class Segmenter:
                  stride=None, offset=None, input_blob="data"):
         self.net, self.input = net, input_blob
         if output is None:
-            output = next((b for b in ("score", "prob") if b in net.blobs), net.outputs[-1])
+            output = default_output(net_param)
         if output not in net.blobs:
             raise ValueError("net has no blob %r" % output)
         self.output = output
@@ -140,15 +140,25 @@ class Segmenter:
                 for g, im in zip(grids, images)]
 
 
-def load_segmenter(prototxt, weights, gpu=None, **options):
+def default_output(net_param):
+    """The score blob a Segmenter reads: 'score', else 'prob', else the
+    last layer's last top."""
+    tops = [t for layer in net_param.layer for t in layer.top]
+    return next((b for b in ("score", "prob") if b in tops), tops[-1] if tops else None)
+
+
+def load_segmenter(prototxt, weights, gpu=None, share_memory=None, output=None, **options):
     """Segmenter of a deploy net with checked weights, on the CPU or GPU
-    `gpu`. `options` are Segmenter's (mean, batch_size, scales, flip, tile,
-    overlap, passes, stride, offset, output); contradictory ones raise
-    UsageError."""
+    `gpu`. The net is built up to its output blob (`output`, default
+    `default_output`), which a net that shares blob memory (share_memory:
+    None, the prototxt's choice, or True/False) then keeps. `options` are
+    Segmenter's (mean, batch_size, scales, flip, tile, overlap, passes,
+    stride, offset); contradictory ones raise UsageError."""
     caffeio.set_mode(gpu)
-    net_param = caffeio.read_net_param(prototxt)
-    net = caffeio.load_net(prototxt, weights)
+    full = caffeio.read_net_param(prototxt)
+    net_param = caffeio.up_to(full, output or default_output(full))
+    net = caffeio.load_net(prototxt, weights, share_memory=share_memory, param=net_param)
     try:
-        return Segmenter(net, net_param, **options)
+        return Segmenter(net, net_param, output=output, **options)
     except ValueError as e:
         raise UsageError("%s: %s" % (prototxt, e))

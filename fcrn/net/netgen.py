@@ -93,6 +93,7 @@ class Variant:
     train_source: Optional[str] = None  # None: the registry's list (generic: required)
     val_source: Optional[str] = None    # None: the registry's list (generic: required)
     seed: int = 0
+    share_memory: bool = True           # NetParameter.share_memory (Caffe patch 0010)
 
     @property
     def data(self):
@@ -305,6 +306,7 @@ def net(variant, phase):
         _loss(n, variant, stride, phase)
     proto = n.to_proto()
     proto.name = 'FCRN-%d %s %s (%s)' % (variant.depth, variant.dataset, variant.tag, phase)
+    proto.share_memory = variant.share_memory
     return proto
 
 
@@ -449,7 +451,10 @@ def with_input_layers(proto, size):
 def net_text(proto):
     """Prototxt with one layer per line, as the released ResNet files are
     written: a 152-layer net stays readable (and a third of the size)."""
-    lines = ['name: %s' % json.dumps(proto.name)]
+    head = caffe_pb2.NetParameter()
+    head.CopyFrom(proto)
+    del head.layer[:]
+    lines = text_format.MessageToString(head, as_utf8=True).splitlines()
     for layer in proto.layer:
         lines.append('layer { %s }' % text_format.MessageToString(layer, as_one_line=True))
     return '\n'.join(lines) + '\n'

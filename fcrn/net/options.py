@@ -87,6 +87,11 @@ VARIANT_OPTIONS = [
                                                  'data/cityscapes_fcrn/train.txt)')),
     ('--val-source', 'val_source', dict(help='default: data/voc_aug/val.txt, '
                                              'data/cityscapes_fcrn/val.txt')),
+    ('--no-share-memory', 'share_memory',
+     dict(action='store_false',
+          help='write share_memory: false into the nets: every blob keeps its own memory, '
+               'so that pycaffe can read intermediate blobs after a pass, at the cost of '
+               'the memory the default saves')),
     ('--seed', 'seed', dict(type=cli.nonnegative_int,
                             help='seed of the data layer\'s augmentation and order (Caffe\'s '
                                  'own seed, of fillers and dropout: --random-seed)')),
@@ -137,7 +142,7 @@ def build_parser(prog=None, description='Write train/test/deploy/solver.prototxt
             # --dataset's default depends on --classes/--num-classes (parse)
             kwargs = dict(kwargs, dest=field,
                           default=None if field == 'dataset' else defaults[field])
-            if 'help' in kwargs and kwargs.get('action') != 'store_true' \
+            if 'help' in kwargs and 'action' not in kwargs \
                     and defaults[field] is not None:
                 kwargs['help'] += ' (default: %(default)s)'
             group.add_argument(option, **kwargs)
@@ -187,7 +192,7 @@ def to_argv(variant, settings=None):
             mine = getattr(value, field)
             if mine == getattr(default, field) and field not in IDENTITY:
                 continue
-            if kwargs.get('action') == 'store_true':
+            if 'action' in kwargs:   # a flag: set only when it differs from the default
                 argv.append(option)
             elif kwargs.get('type') is _resolution:
                 argv += [option, '1/%d' % mine]

@@ -69,6 +69,9 @@ class BootstrappedSoftmaxWithLossLayer : public LossLayer<Dtype> {
   virtual inline const char* type() const {
     return "BootstrappedSoftmaxWithLoss";
   }
+  /// Keeps probabilities and the mask in buffers of its own and writes the
+  /// score gradient in full: nets may share its blobs' memory.
+  virtual inline BlobUse blob_use() const { return BLOB_USE_COMPUTES; }
   virtual inline int ExactNumTopBlobs() const { return -1; }
   virtual inline int MinTopBlobs() const { return 1; }
   virtual inline int MaxTopBlobs() const { return 2; }

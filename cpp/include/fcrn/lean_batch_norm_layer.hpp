@@ -48,6 +48,9 @@ class LeanBatchNormLayer : public Layer<Dtype> {
       const vector<Blob<Dtype>*>& top);
 
   virtual inline const char* type() const { return "LeanBatchNorm"; }
+  /// Writes its top (its bottom, in place) in full and keeps what backward
+  /// needs in buffers of its own: nets may share its blobs' memory.
+  virtual inline BlobUse blob_use() const { return BLOB_USE_COMPUTES; }
   virtual inline int ExactNumBottomBlobs() const { return 1; }
   virtual inline int ExactNumTopBlobs() const { return 1; }
 
