@@ -15,10 +15,10 @@ def run(*args):
                           text=True, cwd=ROOT, timeout=600)
 
 
-def test_caffe_variants_alternate_and_share_memory(tmp_path):
+def test_caffe_variants_alternate_and_the_generated_net_shares_memory(tmp_path):
     out = tmp_path / 'peers.md'
     result = run('--cases', '2', '--size', '97', '--runs', '2', '--warmup', '0', '--no-gemm',
-                 '--variants', 'caffe', 'caffe-shared', 'caffe-im2col',
+                 '--variants', 'caffe', 'caffe-unshared', 'caffe-im2col',
                  '--out', str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / 'peers.json').read_text())
@@ -32,7 +32,7 @@ def test_caffe_variants_alternate_and_share_memory(tmp_path):
                 r['settings']['openblas_coretype'] is None  # OpenBLAS's own kernels
     first = {e['mode']: e['results'] for e in record['records'] if e['group'] == 0}
     for mode in ('forward', 'backward'):
-        plain, shared = first[mode]['caffe'], first[mode]['caffe-shared']
+        plain, shared = first[mode]['caffe-unshared'], first[mode]['caffe']
         assert shared['peak_rss'] - shared['baseline_rss'] < \
             plain['peak_rss'] - plain['baseline_rss'], mode
     text = out.read_text()
@@ -43,17 +43,17 @@ def test_caffe_variants_alternate_and_share_memory(tmp_path):
 
 def test_profile_accounts_for_every_layer(tmp_path):
     result = run('--cases', '0', '--size', '97', '--runs', '3', '--warmup', '1', '--no-gemm',
-                 '--variants', 'caffe', 'caffe-shared', '--out', str(tmp_path / 'peers.md'))
+                 '--variants', 'caffe', 'caffe-unshared', '--out', str(tmp_path / 'peers.md'))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / 'peers.json').read_text())
     assert [e['group'] for e in record['records']] == [0, 1, 0, 1]
     for entry in record['records']:
         results = entry['results']
         if entry['group'] == 1:
-            assert results['caffe-shared']['profile'] is None  # the levers' group: not profiled
+            assert results['caffe']['profile'] is None  # the levers' group: not profiled
             continue
-        assert results['caffe']['profile'] is None  # only the reference is profiled
-        profile = results['caffe-shared']['profile']
+        assert results['caffe-unshared']['profile'] is None  # only the reference is profiled
+        profile = results['caffe']['profile']
         # R50: a 7x7 stem, 1x1 and 3x3 convolutions, a 3x3 classifier, the rest.
         assert sorted(profile) == sorted(['stem', '1x1 convolutions', '3x3 convolutions',
                                           'classifier', 'element-wise', 'other'])
@@ -61,7 +61,7 @@ def test_profile_accounts_for_every_layer(tmp_path):
         # Every layer counted: timed one by one, the layers add up to about the
         # whole pass (call overheads differ either way); a kind left out would
         # take its share off.
-        whole = results['caffe-shared']['median']
+        whole = results['caffe']['median']
         assert sum(profile.values()) > 0.7 * whole, (entry['mode'], profile, whole)
 
 

@@ -21,8 +21,10 @@ def imagenet(tmp_path_factory, randomise):
     """A ResNet-50 ImageNet classifier in the released format, random weights."""
     folder = tmp_path_factory.mktemp('imagenet')
     prototxt = str(folder / 'resnet50.prototxt')
+    proto = resnet.imagenet_resnet(50)
+    proto.share_memory = False  # the features below are intermediate blobs
     with open(prototxt, 'w') as f:
-        f.write(text_format.MessageToString(resnet.imagenet_resnet(50)))
+        f.write(text_format.MessageToString(proto))
     net = caffe.Net(prototxt, caffe.TEST)
     randomise(net, seed=3)
     model = str(folder / 'resnet50.caffemodel')
@@ -37,7 +39,8 @@ def imagenet(tmp_path_factory, randomise):
 def fcrn_prototxt(folder, batch_norm, depth=50):
     path = str(folder / ('fcrn_%d_%s.prototxt' % (depth, batch_norm)))
     variant = netgen.Variant(depth=depth, resolution=16, kernel=3, dilation=6,
-                             batch_norm=batch_norm, crop=224)
+                             batch_norm=batch_norm, crop=224,
+                             share_memory=False)  # intermediate blobs are compared
     with open(path, 'w') as f:
         f.write(netgen.net_text(netgen.net(variant, 'deploy')))
     return path

@@ -389,11 +389,11 @@ def test_every_committed_net_loads_in_pycaffe_with_its_output_stride():
             if variant.simulate:  # one pass of the simulated net has the coarse stride
                 stride = variant.resolution
             side = score_size(size, stride)
-            assert net.blobs['score'].data.shape == (1, variant.classes, side, side), path
+            assert tuple(net.blobs['score'].shape) == (1, variant.classes, side, side), path
             if phase == 'deploy':
                 assert net.outputs == ['prob']
             else:
-                assert net.blobs['label_sample'].data.shape == (1, 1, side, side)
+                assert tuple(net.blobs['label_sample'].shape) == (1, 1, side, side)
                 assert 'loss' in net.outputs
             loaded += 1
             del net

@@ -72,7 +72,9 @@ def test_random_init_gives_a_working_deploy_net(tmp_path):
     """Loaded without weights, the fillers alone give finite, varied scores
     (with frozen stats and no fillers every backbone weight would be 0)."""
     import caffe
-    v = netgen.Variant(depth=50, crop=64, kernel=3, dilation=2, bn_stats='batch')
+    # Unshared: the intermediate blobs are read below.
+    v = netgen.Variant(depth=50, crop=64, kernel=3, dilation=2, bn_stats='batch',
+                       share_memory=False)
     path = tmp_path / 'deploy.prototxt'
     path.write_text(netgen.net_text(netgen.net(v, 'deploy')))
     caffe.set_random_seed(0)

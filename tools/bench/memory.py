@@ -1,12 +1,15 @@
 """Peak resident memory and time of one FCRN training iteration on the CPU
 (scripts/bench_memory.py), each case (CASES; see the script's help) in a
-process of its own. `run` prints the report and writes it."""
+process of its own, and of the training step as a user runs it (`caffe
+train` on the generated solver, STEP_CASES, with and without memory
+sharing). `run` prints the report and writes it."""
 import json
 import logging
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 TITLE = '# Memory and time of one training iteration'
@@ -49,6 +52,8 @@ def child(case, depth, size, iterations):
     caffe.set_mode_cpu()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     proto, variant = training_net(variant_for(case, depth), size)
+    if case == 'upstream':  # upstream Caffe gives every blob its own memory
+        proto.share_memory = False
     net = caffeio.net_from_param(proto, 'train')
     rng = np.random.RandomState(0)
     for layer in net.layers:
@@ -92,13 +97,114 @@ def measure(case, depth, size, iterations):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The training step as a user runs it: the generated train net, its data layer
+# (SegDataLayer) included, and the solver's TEST net, through `caffe train`.
+STEP_CASES = ('lean', 'sim4')
+
+
+def write_images(folder, size, count=2, seed=0):
+    """`count` synthetic images with labels, `size` + 16 pixels a side (so
+    that crops of `size` move), and their list; returns the list's path."""
+    import numpy as np
+    from fcrn import datasets, imageio, lists
+    from fcrn.demo import synthetic
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i in range(count):
+        image, label = synthetic.sample(rng, size + 16, size + 16)
+        pair = [os.path.join(folder, '%02d%s' % (i, ext)) for ext in ('.jpg', '.png')]
+        imageio.write_image(pair[0], image, quality=95)
+        imageio.write_label_png(pair[1], label, datasets.get('voc').palette())
+        pairs.append(pair)
+    source = os.path.join(folder, 'list.txt')
+    lists.write_pairs(source, pairs, folder)
+    return source
+
+
+def peak_rss(proc, interval=0.05):
+    """Peak resident set (bytes) of the running `proc`, waited for: its
+    VmHWM, read until it exits. (A child's ru_maxrss counts the parent's
+    resident set at the fork, so it cannot be compared between parents.)"""
+    peak, status = 0, '/proc/%d/status' % proc.pid
+    while proc.poll() is None:
+        try:
+            with open(status) as f:
+                hwm = next((l for l in f if l.startswith('VmHWM:')), None)
+            if hwm:
+                peak = max(peak, int(hwm.split()[1]) * 1024)
+        except OSError:  # exited between poll and open
+            pass
+        time.sleep(interval)
+    return peak
+
+
+def training_step(case, depth, size, share_memory, iterations=1):
+    """Peak resident set (bytes) and wall seconds of `caffe train` running
+    `iterations` updates of the generated solver (one image each, all passes
+    of it) on `size` crops: net set-up, the data layer and the TEST net
+    included, as a user's training runs."""
+    from fcrn import paths, train
+    from fcrn.net import netgen
+    with tempfile.TemporaryDirectory(prefix='fcrn-step.') as folder:
+        source = write_images(folder, size)
+        variant = netgen.Variant(**dict(vars(variant_for(case, depth)), crop=size,
+                                        train_source=source, val_source=source,
+                                        share_memory=share_memory))
+        settings = netgen.SolverSettings(iter_size=1, max_iter=iterations, display=1,
+                                         snapshot=0, snapshot_prefix='snapshots/step',
+                                         test_interval=10 ** 6, test_iter=1,
+                                         solver_mode='CPU', random_seed=0)
+        netgen.write(os.path.join(folder, 'net'), variant, settings, net_dir='net')
+        os.makedirs(os.path.join(folder, 'snapshots'))  # the final snapshot's
+        with open(os.path.join(folder, 'caffe.log'), 'w') as out:
+            started = time.time()
+            proc = subprocess.Popen([paths.caffe_tool(), 'train', '-solver',
+                                     'net/solver.prototxt'], cwd=folder,
+                                    env=train.caffe_env(), stdout=out, stderr=subprocess.STDOUT)
+            peak = peak_rss(proc)
+            seconds = time.time() - started
+        if proc.returncode != 0:
+            with open(os.path.join(folder, 'caffe.log')) as f:
+                raise RuntimeError('caffe train (%s, share_memory %s) failed:\n%s'
+                                   % (case, share_memory, f.read()[-3000:]))
+    return dict(case=case, depth=depth, size=size, share_memory=share_memory,
+                peak_rss=peak, seconds=seconds, iterations=iterations)
+
+
+def step_report(steps):
+    """Markdown lines: the training steps, shared against unshared."""
+    if not steps:
+        return []
+    names = dict(lean='1/8, LeanBatchNorm', sim4='1/4 simulated: 4 shifted passes of 1/8')
+    first = steps[0]
+    lines = ['## The training step as a user runs it', '',
+             '`caffe train` on the generated solver (ResNet-%d, 5x5 classifier, dilation 12, '
+             '%dx%d crops from the data layer, one image per update, %d update(s), the TEST '
+             'net built beside it): peak resident set of the caffe process, wall time of the '
+             'whole run (set-up included).' % (first['depth'], first['size'], first['size'],
+                                                first['iterations']), '',
+             '| Case | share_memory | Peak RSS (GB) | Run (s) |', '|---|---|---:|---:|']
+    for r in steps:
+        lines.append('| %s | %s | %.2f | %.1f |' % (names[r['case']], str(r['share_memory']).lower(),
+                                                   r['peak_rss'] / 1e9, r['seconds']))
+    by = {(r['case'], r['share_memory']): r['peak_rss'] for r in steps}
+    lines.append('')
+    for case in STEP_CASES:
+        if (case, True) in by and (case, False) in by:
+            lines.append('- %s: shared / unshared peak memory %.2f'
+                         % (case, by[case, True] / by[case, False]))
+    return lines + ['']
+
+
 def report(results, depth, size, iterations):
     gb = lambda b: b / 1e9  # noqa: E731
     by_case = {r['case']: r for r in results}
     lines = [TITLE, '',
              'ResNet-%d FCRN (5x5 classifier, dilation 12), one %dx%d crop, CPU, '
              'measured by `scripts/bench_memory.py` (peak resident set of the whole '
-             'process, pycaffe included; time: the fastest of %d iterations).'
+             'process, pycaffe included; time: the fastest of %d iterations). The nets '
+             'as generated, sharing blob memory (share_memory: true), but the upstream '
+             'case, which shares none as upstream Caffe.'
              % (depth, size, size, iterations), '',
              '| Case | Score map | Peak RSS (GB) | Forward-backward (s) |', '|---|---|---|---|']
     names = dict(upstream='1/8, BatchNorm + Scale, upstream im2col buffers',
@@ -122,19 +228,27 @@ def report(results, depth, size, iterations):
     return '\n'.join(lines) + '\n'
 
 
-def run(out=None, depth=101, size=321, cases=CASES, iterations=1, force=False):
+def run(out=None, depth=101, size=321, cases=CASES, iterations=1, force=False,
+        step_cases=STEP_CASES, step_size=505):
     """Measure `cases` of a ResNet-`depth` FCRN on one `size` crop (the fastest
-    of `iterations`); prints the report and, with `out`, writes it there and
-    its JSON beside it."""
+    of `iterations`), and the training steps of `step_cases` on `step_size`
+    crops with and without sharing; prints the report and, with `out`,
+    writes it there and its JSON beside it."""
     from fcrn import fileio
     if out:
         md, js = fileio.report_targets(out, TITLE, force)
     results = [measure(case, depth, size, iterations) for case in cases]
-    text = report(results, depth, size, iterations)
+    steps = []
+    for case in step_cases:
+        for share in (True, False):
+            logging.info('training step: %s, share_memory %s', case, share)
+            steps.append(training_step(case, depth, step_size, share))
+    text = report(results, depth, size, iterations) + '\n'.join([''] + step_report(steps))
     print(text)
     if out:
         fileio.atomic_write(md, text)
-        fileio.atomic_write(js, json.dumps(results, indent=1))
+        fileio.atomic_write(js, json.dumps(dict(iterations=results, training_steps=steps),
+                                           indent=1))
 
 
 if __name__ == '__main__':  # measure's child: CASE DEPTH SIZE ITERATIONS

@@ -1,7 +1,7 @@
 """One framework's side of scripts/bench_peers.py, run as a child process.
 
     python peer_worker.py caffe|torch --depth 101 --kernel 5 --dilation 12
-        --size 505 --mode forward|backward [--share-memory] [--channels-last]
+        --size 505 --mode forward|backward [--no-share-memory] [--channels-last]
 
 Run by path with that framework's interpreter (the PyTorch one cannot import
 pycaffe, so this file imports nothing of the project at module level). It
@@ -68,7 +68,8 @@ class CaffePeer:
         proto.layer[0].input_param.shape[0].dim[2:] = [args.size, args.size]
         self.backward = args.mode == 'backward'
         proto.force_backward = self.backward
-        proto.share_memory = args.share_memory
+        if args.no_share_memory:  # the generated net shares (share_memory: true)
+            proto.share_memory = False
         # TRAIN keeps every blob's data for Backward (and shares diffs);
         # TEST runs Forward only (and shares data).
         self.net = caffeio.net_from_param(proto, 'train' if self.backward else 'test')
@@ -219,7 +220,7 @@ def main(argv=None):
     parser.add_argument('--dilation', type=int, required=True)
     parser.add_argument('--size', type=int, required=True)
     parser.add_argument('--mode', choices=('forward', 'backward'), required=True)
-    parser.add_argument('--share-memory', action='store_true')
+    parser.add_argument('--no-share-memory', action='store_true')
     parser.add_argument('--channels-last', action='store_true')
     args = parser.parse_args(argv)
     peer = (CaffePeer if args.framework == 'caffe' else TorchPeer)(args)
