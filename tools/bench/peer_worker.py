@@ -72,7 +72,8 @@ class CaffePeer:
             proto.share_memory = False
         # TRAIN keeps every blob's data for Backward (and shares diffs);
         # TEST runs Forward only (and shares data).
-        self.net = caffeio.net_from_param(proto, 'train' if self.backward else 'test')
+        self.proto, self.phase = proto, 'train' if self.backward else 'test'
+        self.net = caffeio.net_from_param(proto, self.phase)
         # As torchvision initialises: He-normal convolutions, zero biases, and
         # normalisation that starts as the identity (mean 0, variance 1,
         # Caffe's moving-average factor 1, gamma 1, beta 0).
@@ -117,10 +118,21 @@ class CaffePeer:
         """{layer kind: seconds} of one pass, each layer timed alone (pycaffe's
         _forward(i, i) and _backward(i, i), in the net's order), the median
         of `passes` per layer."""
+        import copy
         import statistics
+        from fcrn import caffeio
         kinds = self.layer_kinds()
         count = len(kinds)
         samples = [[] for _ in range(count)]
+        # A sharing net refuses a pass from a middle layer: time an unshared
+        # copy, its weights the timed net's.
+        net = self.net
+        if self.proto.share_memory:
+            proto = copy.deepcopy(self.proto)
+            proto.share_memory = False
+            net = caffeio.net_from_param(proto, self.phase)
+            net.share_with(self.net)
+            net.blobs['data'].data[...] = self.net.blobs['data'].data
 
         def timed(step, i):
             start = time.perf_counter()
@@ -128,12 +140,12 @@ class CaffePeer:
             return time.perf_counter() - start
 
         for _ in range(passes):
-            seconds = [timed(self.net._forward, i) for i in range(count)]
+            seconds = [timed(net._forward, i) for i in range(count)]
             if self.backward:
-                self.net.clear_param_diffs()
-                self.net.blobs['prob'].diff[...] = self.top_diff
+                net.clear_param_diffs()
+                net.blobs['prob'].diff[...] = self.top_diff
                 for i in reversed(range(count)):
-                    seconds[i] += timed(self.net._backward, i)
+                    seconds[i] += timed(net._backward, i)
             for i, value in enumerate(seconds):
                 samples[i].append(value)
         totals = {}
@@ -230,15 +242,17 @@ def main(argv=None):
         sys.stdout.flush()
 
     answer(ready=True, baseline_rss=peer.baseline, settings=peer.settings())
+    peak = None  # the timed passes' peak, before a profile adds its net
     for line in sys.stdin:
         if line.strip() == 'run':
             start = time.perf_counter()
             peer.run()
             answer(seconds=time.perf_counter() - start)
         elif line.strip() == 'profile':
+            peak = rss_peak()
             answer(profile=peer.profile())
         elif line.strip() == 'finish':
-            answer(peak_rss=rss_peak(), output_shape=peer.output_shape())
+            answer(peak_rss=peak or rss_peak(), output_shape=peer.output_shape())
             return 0
     return 1
 
