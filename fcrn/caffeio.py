@@ -252,13 +252,14 @@ def net_from_param(param, phase="test", weights=None):
     return net
 
 
-def up_to(param, blob):
+def up_to(param, blob, where=None):
     """`param` without the layers after the last one that writes `blob`, so
     that `blob` is an output of the net (a net that shares memory keeps its
-    outputs' values only). UsageError when no layer writes it."""
+    outputs' values only). UsageError, naming `where` (the prototxt), when
+    no layer writes it."""
     last = max((i for i, layer in enumerate(param.layer) if blob in layer.top), default=None)
     if last is None:
-        raise UsageError("%s: no blob %r" % (param.name or "the net", blob))
+        raise UsageError("%s: net has no blob %r" % (where or param.name or "the net", blob))
     trimmed = copy.deepcopy(param)
     del trimmed.layer[last + 1:]
     return trimmed

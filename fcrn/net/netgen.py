@@ -451,7 +451,7 @@ def with_input_layers(proto, size):
 def net_text(proto):
     """Prototxt with one layer per line, as the released ResNet files are
     written: a 152-layer net stays readable (and a third of the size)."""
-    head = caffe_pb2.NetParameter()
+    head = caffeio.caffe_pb2().NetParameter()
     head.CopyFrom(proto)
     del head.layer[:]
     lines = text_format.MessageToString(head, as_utf8=True).splitlines()
