@@ -156,11 +156,12 @@ def stored_blobs(model):
     return {l.name: list(l.blobs) for l in list(model.layer) + list(model.layers) if len(l.blobs)}
 
 
-def check_weights(net, caffemodel):
+def check_weights(net, caffemodel, model=None):
     """Raise WeightsError naming every layer of `net` whose weights in
-    `caffemodel` (path) are missing or of another count or shape. Returns the
-    names of stored layers the net does not use (Caffe ignores those)."""
-    blobs = stored_blobs(read_caffemodel(caffemodel))
+    `caffemodel` (path; `model`: its NetParameter, when read already) are
+    missing or of another count or shape. Returns the names of stored layers
+    the net does not use (Caffe ignores those)."""
+    blobs = stored_blobs(model if model is not None else read_caffemodel(caffemodel))
     problems = []
     for name, params in net.params.items():
         expected = [p.data.shape for p in params]
@@ -237,6 +238,8 @@ def net_from_param(param, phase="test", weights=None):
     from here (Caffe reads a definition from a file only)."""
     if phase not in ("test", "train"):
         raise ValueError("phase must be 'test' or 'train', not %r" % (phase,))
+    # Read first: a bad file is named before Caffe builds (and prints) the net.
+    model = read_caffemodel(weights) if weights else None
     module = caffe()
     with tempfile.TemporaryDirectory(prefix="fcrn-net.") as folder:
         path = os.path.join(folder, "net.prototxt")
@@ -244,7 +247,8 @@ def net_from_param(param, phase="test", weights=None):
             f.write(text_format.MessageToString(param))
         net = module.Net(path, module.TEST if phase == "test" else module.TRAIN)
     if weights:
-        unused = check_weights(net, weights)
+        unused = check_weights(net, weights, model)
+        del model  # copy_from reads the file itself: not two copies at once
         if unused:
             log.info("%d stored layer(s) not in the net, ignored: %s", len(unused),
                      ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
