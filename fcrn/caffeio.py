@@ -112,26 +112,56 @@ def read_solver(path):
     return read_text_proto(path, caffe_pb2().SolverParameter(), "solver prototxt")
 
 
-def read_caffemodel(path):
-    """NetParameter of a caffemodel, refusing what cannot be one: a truncated
-    or foreign file (protobuf's DecodeError names no file) and files that
-    parse but hold no weights (an empty or text file parses as an empty net)."""
-    data = _read(path, "caffemodel", True)
-    model = caffe_pb2().NetParameter()
+def _read_binary_proto(path, proto, what):
+    """(proto parsed from the binary file `path`, its bytes); a truncated or
+    foreign file is refused (protobuf's DecodeError names no file)."""
+    data = _read(path, what, True)
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            model.ParseFromString(data)
+            proto.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
-        raise InputError("%s: not a caffemodel (truncated or another format: %s)" % (path, e))
+        raise InputError("%s: not a %s (truncated or another format: %s)" % (path, what, e))
     stopped = [w for w in seen if issubclass(w.category, RuntimeWarning)]
     if stopped:  # protobuf only warns when it stops before the end of the data
-        raise InputError("%s: not a caffemodel (truncated or another format: %s)"
-                         % (path, stopped[0].message))
+        raise InputError("%s: not a %s (truncated or another format: %s)"
+                         % (path, what, stopped[0].message))
+    return proto, data
+
+
+def read_caffemodel(path):
+    """NetParameter of a caffemodel, refusing what cannot be one: a truncated
+    or foreign file and files that parse but hold no weights (an empty or
+    text file parses as an empty net)."""
+    model, data = _read_binary_proto(path, caffe_pb2().NetParameter(), "caffemodel")
     if not any(len(l.blobs) for l in list(model.layer) + list(model.layers)):
         raise InputError("%s: not a caffemodel (%s)" % (
             path, "empty file" if not data else "no layer holds weights"))
     return model
+
+
+def read_solverstate(path):
+    """SolverState of a `.solverstate` snapshot (binary; Caffe records the
+    weights file it belongs to in every one)."""
+    state, data = _read_binary_proto(path, caffe_pb2().SolverState(), "solverstate")
+    if not state.HasField("learned_net"):
+        raise InputError("%s: not a solverstate (%s)" % (
+            path, "empty file" if not data else "no weights file named"))
+    return state
+
+
+def learnable_blobs(model):
+    """How many learnable parameter blobs Caffe makes of a net (a caffemodel's
+    NetParameter): every blob but those a layer shares by a param name an
+    earlier layer gave (Net::AppendParam)."""
+    seen, count = set(), 0
+    for layer in model.layer:
+        for i in range(len(layer.blobs)):
+            name = layer.param[i].name if i < len(layer.param) else ""
+            if not name or name not in seen:
+                count += 1
+            seen.add(name)
+    return count
 
 
 def blob_shape(blob):

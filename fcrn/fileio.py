@@ -11,6 +11,8 @@ over something that is not the tool's own.
   `check_holds` for a folder a tool writes into),
   no existing target replaced unless it is the tool's own earlier output or
   --force is given.
+- `exclusive(path, what)`: one run at a time (a lock file, e.g. one
+  training per snapshot prefix).
 - `clean_leftovers(...)`: temporaries of killed runs, recognised by their
   name and by a lock that only a live writer holds (or, for a folder killed
   before it got its lock, by being empty), removed by the next run.
@@ -58,6 +60,30 @@ def _is_locked(path):
         return False
     except OSError:
         return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path, what):
+    """Hold the lock file `path` (created if need be, holding this process's
+    id) for the block: a second holder is refused with a UsageError naming
+    the running one. An flock, so a killed holder leaves no stale lock.
+    `what`: what the lock guards, for the message."""
+    ensure_dir(os.path.dirname(os.path.abspath(path)))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            _lock(fd)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise UsageError("%s is running (pid %s; lock %s); wait for it to end or stop it"
+                             % (what, pid, path))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        yield
     finally:
         os.close(fd)
 
