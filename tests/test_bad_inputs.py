@@ -13,6 +13,8 @@ temporary folder, and checks:
 
 A watchdog turns a hang into a failure. The next bad input is one more row.
 """
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -201,9 +203,10 @@ def _hang(signum, frame):
     raise Hang()
 
 
-def run_tool(script, tool, argv, capsys, caplog, cwd, seconds=120):
+def run_tool(script, tool, argv, capsys, caplog, cwd, seconds=120, env=None):
     """(exit status, printed text, traceback or None) of one tool run in the
-    folder `cwd` (a bad relative path must not reach the checkout)."""
+    folder `cwd` (a bad relative path must not reach the checkout). `env`:
+    variables of a "sub:" run (PYTHON: its interpreter)."""
     if tool == "caffe":
         env = dict(os.environ, GLOG_minloglevel="0")
         result = subprocess.run([CAFFE] + argv, capture_output=True, text=True, env=env,
@@ -213,11 +216,13 @@ def run_tool(script, tool, argv, capsys, caplog, cwd, seconds=120):
     if tool.startswith("sub:"):
         # The script in a process of its own, in the user's environment (no
         # GLOG_minloglevel), so that what it prints before Caffe is quiet shows.
-        env = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts",
-                                                              tool[4:] + ".py")] + argv,
-                                capture_output=True, text=True, env=env, timeout=seconds,
-                                cwd=cwd)
+        env = dict({k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"},
+                   **(env or {}))
+        path = os.path.join(ROOT, "scripts", tool[4:])
+        command = ["bash", path] if tool.endswith(".sh") else \
+            [env.pop("PYTHON", sys.executable), path + ".py"]
+        result = subprocess.run(command + argv, capture_output=True, text=True, env=env,
+                                timeout=seconds, cwd=cwd)
         trace = result.stderr if "Traceback (most recent call last)" in result.stderr else None
         return result.returncode, result.stderr + result.stdout, trace
     module = script(tool)
@@ -757,6 +762,23 @@ def no_stale_error(w, out):
 
 
 TRAINED = ["--solver", "{toy}/solver.prototxt", "-q"]
+FOLD_ARGS = ["--net", "{net}", "--weights", "{weights}", "--out-net", "{tmp}/f.prototxt",
+             "--out-weights", "{tmp}/f.caffemodel"]
+BOGUS_LAYER = """import caffe
+
+
+class Bogus(caffe.Layer):
+    blob_use = "whatever"
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data
+"""
 # What a training run that resumes at iteration 2 rewrites.
 RETRAINED = ["{trained}_iter_4.caffemodel", "{trained}_iter_4.solverstate", "{trained}.log",
              "{trained}.csv", "{trained}.json", "{trained}.png"]
@@ -823,6 +845,22 @@ ISSUE25 = [
          ("truncated", "{tmp}/cut.caffemodel", "{tmp}/cut.caffemodel: not a caffemodel"),
          ("foreign", "{img}/b.png", "{img}/b.png: not a caffemodel"),
          ("prototxt", "{net}", "{net}: not a caffemodel"))] + [
+    # tried beyond the issue's list: memory sharing, the GPU check, the package
+    row("python-layer-blob-use-unknown", "sub:infer",
+        ["{img}", "--out", "{tmp}/o", "--net", "{tmp}/bogus.prototxt", "--weights", "{weights}",
+         "-q", "--no-share-memory"],
+        1, ["{tmp}/bogus.prototxt: layer 'py' (Python, mylayers.Bogus) says blob_use = "
+            "'whatever', which is none of computes, owns_tops"], quiet),
+    row("gpu-check-deadline-negative", "sub:gpu_check",
+        ["--kit", "{tmp}", "--out", "{tmp}/g", "--cpu", "--deadline", "-5"],
+        2, ["argument --deadline: must be > 0, not -5"], absent("{tmp}/g")),
+    row("gpu-check-kit-not-unpacked", "sub:gpu_check", ["--kit", "{tmp}", "--out", "{tmp}/g"],
+        2, ["--kit {tmp}: not an unpacked gpu-kit (no plan.json)"], absent("{tmp}/g")),
+    row("gpu-check-sh-deadline-0", "sub:gpu_check.sh", ["--cpu", "{tmp}/g", "--deadline", "0"],
+        2, ["--deadline needs a positive number of seconds, not '0'"], absent("{tmp}/g")),
+    row("caffe-prefix-wrong", "sub:fold_bn", FOLD_ARGS,
+        1, ["caffe_pb2 not found: pycaffe's folder comes from FCRN_CAFFE_PREFIX={tmp}/none"],
+        quiet),
     row("evaluate-prediction-beyond-classes", "evaluate",
         ["--gt", "{gt}", "--pred", "{tmp}/seven", "--dataset", "generic", "--num-classes", "3",
          "-q"], 1, ["{tmp}/seven/b.png: prediction has values [7] outside 0..2"]),
@@ -878,6 +916,21 @@ def prepare_issue25(w, name, request):
             text = f.read().replace("display: 1", "display: 10")
         with open(path, "w") as f:
             f.write(text)
+    if name == "python-layer-blob-use-unknown":
+        with open(w.path("mylayers.py"), "w") as f:
+            f.write(BOGUS_LAYER)
+        with open(w.path("bogus.prototxt"), "w") as f:
+            f.write(TINY_NET.replace(
+                'layer { name: "score" type: "Convolution" bottom: "conv1"',
+                'layer { name: "py" type: "Python" bottom: "conv1" top: "p"\n'
+                '  python_param { module: "mylayers" layer: "Bogus" } }\n'
+                'layer { name: "score" type: "Convolution" bottom: "p"'))
+        w["env"] = {"PYTHONPATH": w.root}
+    if name == "caffe-prefix-wrong":
+        # Debian's Python, which finds pycaffe only where fcrn.paths says.
+        w["net"]
+        w["env"] = {"PYTHON": "/usr/bin/python3", "PYTHONPATH": ROOT,
+                    "FCRN_CAFFE_PREFIX": w.path("none")}
     if name == "evaluate-prediction-beyond-classes":
         _label_folder(w, "seven", {"a": 0, "b": 7})
     if name == "evaluate-prediction-ignore-label-is-scored":
@@ -941,7 +994,8 @@ def _start_training(w, request):
                             start_new_session=True)
 
     def stop():
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     request.addfinalizer(stop)
     log = os.path.join(w["toy"], "snap", "toy.log")
@@ -1145,7 +1199,8 @@ def test_bad_input(tool, argv, status, expect, check, changes, tmp_path, script,
     expect = [e.format_map(w) for e in expect]
     prepare_row(w, request)
     before = snapshot(str(tmp_path))
-    got, out, trace = run_tool(script, tool, argv, capsys, caplog, str(tmp_path))
+    got, out, trace = run_tool(script, tool, argv, capsys, caplog, str(tmp_path),
+                               env=w.get("env"))
     assert trace is None, trace
     assert got == status, out[-3000:]
     for fragment in expect:
@@ -1206,6 +1261,34 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_p
     assert proc.returncode == 0, err
     assert len(open(os.path.join(out, "train.txt")).read().splitlines()) == 400
     assert not [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_training_stops_its_caffe_and_frees_its_prefix(tmp_path, request):
+    """train.py killed (SIGKILL, nothing of it runs any more): the caffe it
+    started stops too, and only then is the prefix free for the next run."""
+    w = World(str(tmp_path))
+    _start_training(w, request)
+    proc = w["running"]
+    with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+        children = [int(p) for p in f.read().split()]
+    assert children
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        if not any(map(_alive, children)):
+            break
+        time.sleep(0.1)
+    assert not any(map(_alive, children)), "caffe still trains after train.py was killed"
+    with open(os.path.join(w["toy"], "snap", "toy.lock")) as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free
 
 
 def test_make_net_on_a_full_disk_leaves_nothing_and_the_rerun_works(tmp_path, script,
