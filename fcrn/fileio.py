@@ -67,9 +67,10 @@ def _is_locked(path):
 @contextlib.contextmanager
 def exclusive(path, what):
     """Hold the lock file `path` (created if need be, holding this process's
-    id) for the block: a second holder is refused with a UsageError naming
-    the running one. An flock, so a killed holder leaves no stale lock.
-    `what`: what the lock guards, for the message."""
+    id) for the block, which gets its descriptor: a second holder is refused
+    with a UsageError naming the running one. An flock, so a killed holder
+    leaves no stale lock; a child given the descriptor holds it as long as
+    it lives. `what`: what the lock guards, for the message."""
     ensure_dir(os.path.dirname(os.path.abspath(path)))
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -83,7 +84,7 @@ def exclusive(path, what):
                              % (what, pid, path))
         os.ftruncate(fd, 0)
         os.pwrite(fd, b"%d\n" % os.getpid(), 0)
-        yield
+        yield fd
     finally:
         os.close(fd)
 

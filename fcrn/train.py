@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 from typing import Dict, List, Optional, Tuple
 
@@ -346,12 +347,22 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
     check_device(solver, gpu, cwd)
     full = os.path.join(where, prefix)
     with fileio.exclusive(full + '.lock', '%s: another training with this snapshot prefix'
-                          % full):
-        return _train(solver, weights, gpu, cwd, resume, progress, full, max_iter, files)
+                          % full) as lock:
+        return _train(solver, weights, gpu, cwd, resume, progress, full, max_iter, files, lock)
 
 
-def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files):
-    """train() once its prefix is locked (`prefix`: joined to cwd)."""
+def _die_with_parent():
+    """In the caffe child: SIGTERM when the process that started it dies, so
+    that killing train.py stops the training it started."""
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files, lock):
+    """train() once its prefix is locked (`prefix`: joined to cwd; `lock`:
+    the lock's descriptor, which caffe inherits: the prefix stays locked
+    while it runs, even past this process)."""
     where = cwd or '.'
     param = caffeio.read_solver(os.path.join(where, solver))
     start, state = resume_point(prefix, param) if resume else (0, None)
@@ -376,7 +387,8 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files)
     try:
         with open(files['log'], 'a') as out:
             proc = subprocess.Popen(command, cwd=cwd, env=caffe_env(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, errors='replace')
+                                    stderr=subprocess.STDOUT, text=True, errors='replace',
+                                    pass_fds=(lock,), preexec_fn=_die_with_parent)
             try:
                 for line in proc.stdout:
                     out.write(line)
