@@ -217,11 +217,11 @@ BLOB_USES = ("computes", "owns_tops")
 
 
 def check_sharing(param, prototxt):
-    """InputError, before Caffe aborts on it, for a net that sets
-    share_memory: true and holds a Python layer whose class does not declare
-    how it uses its blobs' memory (`blob_use`, fcrn.pylayer)."""
-    if not (param.HasField("share_memory") and param.share_memory):
-        return
+    """InputError, before Caffe aborts on it, for a Python layer whose class
+    says a `blob_use` (fcrn.pylayer) that is none of BLOB_USES (Caffe
+    refuses it whatever the net says), or, in a net that sets share_memory:
+    true, does not say one."""
+    shared = param.HasField("share_memory") and param.share_memory
     for layer in param.layer:
         if layer.type != "Python":
             continue
@@ -232,7 +232,12 @@ def check_sharing(param, prototxt):
         except (ImportError, AttributeError) as e:
             raise InputError("%s: Python layer '%s' (%s) cannot be loaded: %s"
                              % (prototxt, layer.name, where, e))
-        if getattr(cls, "blob_use", None) not in BLOB_USES:
+        use = getattr(cls, "blob_use", None)
+        if use is not None and use not in BLOB_USES:
+            raise InputError("%s: layer '%s' (Python, %s) says blob_use = %r, which is none "
+                             "of %s (or None)" % (prototxt, layer.name, where, use,
+                                                  ", ".join(BLOB_USES)))
+        if use is None and shared:
             raise InputError(
                 "%s: layer '%s' (Python, %s) does not declare how it uses its blobs' "
                 "memory (class attribute blob_use), which share_memory: true needs; "
