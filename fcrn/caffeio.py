@@ -34,6 +34,11 @@ from .errors import InputError, UsageError
 log = logging.getLogger(__name__)
 
 
+class CaffeNotFound(ImportError, InputError):
+    """pycaffe is not where the package looked (fcrn.paths); a script says so
+    in one line (exit 1)."""
+
+
 class WeightsError(InputError):
     """The caffemodel does not fit the net; `problems` names every layer."""
 
@@ -50,7 +55,14 @@ def caffe():
     """pycaffe, with the project's layers registered (what a net needs)."""
     load_layers()
     _findable()
-    import caffe as module
+    try:
+        import caffe as module
+    except ModuleNotFoundError as e:
+        if e.name != "caffe":
+            raise
+        raise CaffeNotFound("pycaffe not found: its folder comes from %s; set "
+                            "FCRN_CAFFE_PREFIX, or source scripts/env.sh"
+                            % paths.origin("caffe_prefix"))
     return module
 
 
@@ -64,8 +76,9 @@ def caffe_pb2():
     _findable()
     spec = importlib.util.find_spec("caffe")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("caffe_pb2 not found: put Caffe's python folder on PYTHONPATH "
-                          "(source scripts/env.sh)")
+        raise CaffeNotFound("caffe_pb2 not found: pycaffe's folder comes from %s; set "
+                            "FCRN_CAFFE_PREFIX, or source scripts/env.sh"
+                            % paths.origin("caffe_prefix"))
     path = os.path.join(list(spec.submodule_search_locations)[0], "proto", "caffe_pb2.py")
     module_spec = importlib.util.spec_from_file_location("fcrn_caffe_pb2", path)
     module = importlib.util.module_from_spec(module_spec)
