@@ -816,6 +816,9 @@ ISSUE25 = [
         ["--images", "{tmp}/split/images", "--labels", "{tmp}/split/labels", "--num-classes",
          "3", "--out", "{tmp}/o"],
         0, ["1 label(s) with no image, left out", "{tmp}/split/labels/train/zz.png"]),
+    row("prepare-folder-mask-without-image", "prepare_folder",
+        FOLDER + ["--out", "{tmp}/o"],
+        0, ["1 label(s) with no image, left out", "{mine}/images/zz_mask.png"]),
     # 2, 3 and the training weaknesses
     row("train-error-is-this-runs", "train", ["--solver", "{tmp}/lost.prototxt", "-q"], 1,
         ["caffe train failed", "{tmp}/none.prototxt"], no_stale_error, changes=["{tmp}/lost.log"]),
@@ -875,6 +878,8 @@ def prepare_issue25(w, name, request):
         os.makedirs(w.path("l"))
         with open(w.path("l", "list.txt"), "w") as f:
             f.write(os.path.join(w["img"], "a.jpg") + "\n")
+    if name == "prepare-folder-mask-without-image":
+        cv2.imwrite(os.path.join(w["mine"], "images", "zz_mask.png"), np.zeros((4, 4), np.uint8))
     if name == "make-net-out-holds-its-classes-and-lists":
         for split in ("train", "val"):
             with open(os.path.join(w["mine"], split + ".txt"), "w") as f:

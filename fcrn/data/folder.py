@@ -43,10 +43,15 @@ def find_images(images, labels, suffix):
     """[(image, label)] of one folder pair, sorted by image path; a file
     that is the label of another image is left out of the images."""
     found = []
+    # Labels beside their images, named by a suffix that is more than an
+    # extension (_mask.png): a file so named is a label, even with no image.
+    beside = os.path.realpath(images) == os.path.realpath(labels) and \
+        os.path.splitext(suffix)[0]
     for dirpath, dirs, names in os.walk(images):
         dirs.sort()
         found += [os.path.join(dirpath, n) for n in sorted(names)
-                  if n.lower().endswith(imageio.IMAGE_EXTENSIONS)]
+                  if n.lower().endswith(imageio.IMAGE_EXTENSIONS)
+                  and not (beside and n.endswith(suffix))]
 
     def label(path):
         return os.path.join(labels, os.path.splitext(os.path.relpath(path, images))[0] + suffix)
