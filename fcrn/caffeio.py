@@ -34,6 +34,11 @@ from .errors import InputError, UsageError
 log = logging.getLogger(__name__)
 
 
+class CaffeNotFound(ImportError, InputError):
+    """pycaffe is not where the package looked (fcrn.paths); a script says so
+    in one line (exit 1)."""
+
+
 class WeightsError(InputError):
     """The caffemodel does not fit the net; `problems` names every layer."""
 
@@ -50,7 +55,14 @@ def caffe():
     """pycaffe, with the project's layers registered (what a net needs)."""
     load_layers()
     _findable()
-    import caffe as module
+    try:
+        import caffe as module
+    except ModuleNotFoundError as e:
+        if e.name != "caffe":
+            raise
+        raise CaffeNotFound("pycaffe not found: its folder comes from %s; set "
+                            "FCRN_CAFFE_PREFIX, or source scripts/env.sh"
+                            % paths.origin("caffe_prefix"))
     return module
 
 
@@ -64,8 +76,9 @@ def caffe_pb2():
     _findable()
     spec = importlib.util.find_spec("caffe")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("caffe_pb2 not found: put Caffe's python folder on PYTHONPATH "
-                          "(source scripts/env.sh)")
+        raise CaffeNotFound("caffe_pb2 not found: pycaffe's folder comes from %s; set "
+                            "FCRN_CAFFE_PREFIX, or source scripts/env.sh"
+                            % paths.origin("caffe_prefix"))
     path = os.path.join(list(spec.submodule_search_locations)[0], "proto", "caffe_pb2.py")
     module_spec = importlib.util.spec_from_file_location("fcrn_caffe_pb2", path)
     module = importlib.util.module_from_spec(module_spec)
@@ -112,26 +125,56 @@ def read_solver(path):
     return read_text_proto(path, caffe_pb2().SolverParameter(), "solver prototxt")
 
 
-def read_caffemodel(path):
-    """NetParameter of a caffemodel, refusing what cannot be one: a truncated
-    or foreign file (protobuf's DecodeError names no file) and files that
-    parse but hold no weights (an empty or text file parses as an empty net)."""
-    data = _read(path, "caffemodel", True)
-    model = caffe_pb2().NetParameter()
+def _read_binary_proto(path, proto, what):
+    """(proto parsed from the binary file `path`, its bytes); a truncated or
+    foreign file is refused (protobuf's DecodeError names no file)."""
+    data = _read(path, what, True)
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            model.ParseFromString(data)
+            proto.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
-        raise InputError("%s: not a caffemodel (truncated or another format: %s)" % (path, e))
+        raise InputError("%s: not a %s (truncated or another format: %s)" % (path, what, e))
     stopped = [w for w in seen if issubclass(w.category, RuntimeWarning)]
     if stopped:  # protobuf only warns when it stops before the end of the data
-        raise InputError("%s: not a caffemodel (truncated or another format: %s)"
-                         % (path, stopped[0].message))
+        raise InputError("%s: not a %s (truncated or another format: %s)"
+                         % (path, what, stopped[0].message))
+    return proto, data
+
+
+def read_caffemodel(path):
+    """NetParameter of a caffemodel, refusing what cannot be one: a truncated
+    or foreign file and files that parse but hold no weights (an empty or
+    text file parses as an empty net)."""
+    model, data = _read_binary_proto(path, caffe_pb2().NetParameter(), "caffemodel")
     if not any(len(l.blobs) for l in list(model.layer) + list(model.layers)):
         raise InputError("%s: not a caffemodel (%s)" % (
             path, "empty file" if not data else "no layer holds weights"))
     return model
+
+
+def read_solverstate(path):
+    """SolverState of a `.solverstate` snapshot (binary; Caffe records the
+    weights file it belongs to in every one)."""
+    state, data = _read_binary_proto(path, caffe_pb2().SolverState(), "solverstate")
+    if not state.HasField("learned_net"):
+        raise InputError("%s: not a solverstate (%s)" % (
+            path, "empty file" if not data else "no weights file named"))
+    return state
+
+
+def learnable_blobs(model):
+    """How many learnable parameter blobs Caffe makes of a net (a caffemodel's
+    NetParameter): every blob but those a layer shares by a param name an
+    earlier layer gave (Net::AppendParam)."""
+    seen, count = set(), 0
+    for layer in model.layer:
+        for i in range(len(layer.blobs)):
+            name = layer.param[i].name if i < len(layer.param) else ""
+            if not name or name not in seen:
+                count += 1
+            seen.add(name)
+    return count
 
 
 def blob_shape(blob):
@@ -156,11 +199,12 @@ def stored_blobs(model):
     return {l.name: list(l.blobs) for l in list(model.layer) + list(model.layers) if len(l.blobs)}
 
 
-def check_weights(net, caffemodel):
+def check_weights(net, caffemodel, model=None):
     """Raise WeightsError naming every layer of `net` whose weights in
-    `caffemodel` (path) are missing or of another count or shape. Returns the
-    names of stored layers the net does not use (Caffe ignores those)."""
-    blobs = stored_blobs(read_caffemodel(caffemodel))
+    `caffemodel` (path; `model`: its NetParameter, when read already) are
+    missing or of another count or shape. Returns the names of stored layers
+    the net does not use (Caffe ignores those)."""
+    blobs = stored_blobs(model if model is not None else read_caffemodel(caffemodel))
     problems = []
     for name, params in net.params.items():
         expected = [p.data.shape for p in params]
@@ -186,11 +230,11 @@ BLOB_USES = ("computes", "owns_tops")
 
 
 def check_sharing(param, prototxt):
-    """InputError, before Caffe aborts on it, for a net that sets
-    share_memory: true and holds a Python layer whose class does not declare
-    how it uses its blobs' memory (`blob_use`, fcrn.pylayer)."""
-    if not (param.HasField("share_memory") and param.share_memory):
-        return
+    """InputError, before Caffe aborts on it, for a Python layer whose class
+    says a `blob_use` (fcrn.pylayer) that is none of BLOB_USES (Caffe
+    refuses it whatever the net says), or, in a net that sets share_memory:
+    true, does not say one."""
+    shared = param.HasField("share_memory") and param.share_memory
     for layer in param.layer:
         if layer.type != "Python":
             continue
@@ -201,7 +245,12 @@ def check_sharing(param, prototxt):
         except (ImportError, AttributeError) as e:
             raise InputError("%s: Python layer '%s' (%s) cannot be loaded: %s"
                              % (prototxt, layer.name, where, e))
-        if getattr(cls, "blob_use", None) not in BLOB_USES:
+        use = getattr(cls, "blob_use", None)
+        if use is not None and use not in BLOB_USES:
+            raise InputError("%s: layer '%s' (Python, %s) says blob_use = %r, which is none "
+                             "of %s (or None)" % (prototxt, layer.name, where, use,
+                                                  ", ".join(BLOB_USES)))
+        if use is None and shared:
             raise InputError(
                 "%s: layer '%s' (Python, %s) does not declare how it uses its blobs' "
                 "memory (class attribute blob_use), which share_memory: true needs; "
@@ -237,6 +286,8 @@ def net_from_param(param, phase="test", weights=None):
     from here (Caffe reads a definition from a file only)."""
     if phase not in ("test", "train"):
         raise ValueError("phase must be 'test' or 'train', not %r" % (phase,))
+    # Read first: a bad file is named before Caffe builds (and prints) the net.
+    model = read_caffemodel(weights) if weights else None
     module = caffe()
     with tempfile.TemporaryDirectory(prefix="fcrn-net.") as folder:
         path = os.path.join(folder, "net.prototxt")
@@ -244,7 +295,8 @@ def net_from_param(param, phase="test", weights=None):
             f.write(text_format.MessageToString(param))
         net = module.Net(path, module.TEST if phase == "test" else module.TRAIN)
     if weights:
-        unused = check_weights(net, weights)
+        unused = check_weights(net, weights, model)
+        del model  # copy_from reads the file itself: not two copies at once
         if unused:
             log.info("%d stored layer(s) not in the net, ignored: %s", len(unused),
                      ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
@@ -252,13 +304,14 @@ def net_from_param(param, phase="test", weights=None):
     return net
 
 
-def up_to(param, blob):
+def up_to(param, blob, where=None):
     """`param` without the layers after the last one that writes `blob`, so
     that `blob` is an output of the net (a net that shares memory keeps its
-    outputs' values only). UsageError when no layer writes it."""
+    outputs' values only). UsageError, naming `where` (the prototxt), when
+    no layer writes it."""
     last = max((i for i, layer in enumerate(param.layer) if blob in layer.top), default=None)
     if last is None:
-        raise UsageError("%s: no blob %r" % (param.name or "the net", blob))
+        raise UsageError("%s: net has no blob %r" % (where or param.name or "the net", blob))
     trimmed = copy.deepcopy(param)
     del trimmed.layer[last + 1:]
     return trimmed

@@ -3,7 +3,9 @@
 - `parser(doc)`: `--help` shows the script's whole docstring, examples included.
 - `ranged(...)`: numeric options are range-checked at parse time; a bad
   value is a usage error naming the option (exit status 2).
-- `run(job)`: logging set up, then the job. UsageError gives exit status 2,
+- `run(job)`: logging set up and Caffe's own log quiet (warnings and its
+  net printout hidden unless --verbose or GLOG_minloglevel says otherwise),
+  then the job. UsageError gives exit status 2,
   InputError and OSError 1, each as one message naming the file and the
   problem, never a traceback; otherwise the job's own status if it returns
   an int, else 0.
@@ -11,6 +13,7 @@
 import argparse
 import logging
 import math
+import os
 
 from .errors import InputError, UsageError, describe_oserror
 
@@ -81,8 +84,17 @@ def add_no_share_memory(parser):
                         "share)")
 
 
-def run(job, name=None):
+def add_verbose(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Caffe's own log too (its INFO lines and net printout)")
+
+
+def run(job, name=None, verbose=False):
     """Run `job()` under the convention above; returns the exit status."""
+    if not verbose:
+        # glog reads this when libcaffe loads, which is inside `job`; errors
+        # still show (Caffe's own fatal lines, and every refusal here).
+        os.environ.setdefault("GLOG_minloglevel", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger(name)
     try:

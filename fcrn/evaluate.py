@@ -13,10 +13,12 @@ Conventions (both tested):
   and cityscapesScripts do). A class absent from the ground truth but predicted
   somewhere has IoU 0 and counts. Class accuracy is NaN for a class absent from
   the ground truth and is left out of the mean accuracy.
-- A predicted value outside 0..n-1 (255, or a Cityscapes labelId that is not
+- A predicted 255 (the ignore label, or a Cityscapes labelId that is not
   evaluated) on a valid ground-truth pixel is an error for that pixel's class (a
   false negative) and a false positive for no class: the matrix has one extra
-  column for it. This is what cityscapesScripts does with such predictions.
+  column for it. This is what cityscapesScripts does with such predictions. Any
+  other value outside 0..n-1 in a prediction file is refused: it comes from
+  another label set.
 
 Cityscapes: ground truth is read as the official ``*_gtFine_labelIds.png`` and
 mapped to the 19 train ids; the IoU computed here then equals cityscapesScripts'
@@ -209,13 +211,16 @@ def evaluate_pairs(pairs, num_classes, gt_lut=None, pred_lut=None, jobs=1,
             gt = _lookup(gt_lut, gt, gt_path)
         if pred_lut is not None:
             pred = _lookup(pred_lut, pred, pred_path)
-        return gt_path, gt, pred
+        return gt_path, pred_path, gt, pred
 
-    def update(gt_path, gt, pred):
+    def update(gt_path, pred_path, gt, pred):
         try:
             cm.update(gt, pred)
         except ValueError as e:
             raise InputError("%s: %s" % (gt_path, e))
+        # After the ground truth's check, which names the likelier mistake;
+        # a refusal here ends the run, so the matrix it updated is dropped.
+        _check_prediction(pred, num_classes, pred_path)
 
     cm = ConfusionMatrix(num_classes)
     if jobs > 1:
@@ -229,6 +234,16 @@ def evaluate_pairs(pairs, num_classes, gt_lut=None, pred_lut=None, jobs=1,
         for pair in (progress(pairs) if progress else pairs):
             update(*load(pair))
     return cm
+
+
+def _check_prediction(pred, num_classes, path):
+    """A predicted value that is neither a class nor the ignore label comes
+    from another label set (wrong --num-classes or --dataset): refused."""
+    bad = np.unique(pred[(pred >= num_classes) & (pred != IGNORE_LABEL)])
+    if bad.size:
+        raise InputError("%s: prediction has values %s outside 0..%d (and not %d, the ignore "
+                         "label); wrong --dataset or --num-classes?"
+                         % (path, bad[:10].tolist(), num_classes - 1, IGNORE_LABEL))
 
 
 def _lookup(lut, label, path):

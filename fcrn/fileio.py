@@ -7,9 +7,12 @@ over something that is not the tool's own.
   and swapped in whole when complete (an atomic exchange where an old output
   is replaced), so the previous output survives a failed or killed run.
 - `check_targets(...)`: the guard every writer runs before writing: no
-  output equal to, inside or around one of its inputs (even with --force),
+  output equal to, inside or around one of its inputs (even with --force;
+  `check_holds` for a folder a tool writes into),
   no existing target replaced unless it is the tool's own earlier output or
   --force is given.
+- `exclusive(path, what)`: one run at a time (a lock file, e.g. one
+  training per snapshot prefix).
 - `clean_leftovers(...)`: temporaries of killed runs, recognised by their
   name and by a lock that only a live writer holds (or, for a folder killed
   before it got its lock, by being empty), removed by the next run.
@@ -57,6 +60,31 @@ def _is_locked(path):
         return False
     except OSError:
         return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path, what):
+    """Hold the lock file `path` (created if need be, holding this process's
+    id) for the block, which gets its descriptor: a second holder is refused
+    with a UsageError naming the running one. An flock, so a killed holder
+    leaves no stale lock; a child given the descriptor holds it as long as
+    it lives. `what`: what the lock guards, for the message."""
+    ensure_dir(os.path.dirname(os.path.abspath(path)))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            _lock(fd)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise UsageError("%s is running (pid %s; lock %s); wait for it to end or stop it"
+                             % (what, pid, path))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        yield fd
     finally:
         os.close(fd)
 
@@ -119,18 +147,13 @@ def check_disjoint(targets, inputs):
     inside an input folder, or holding an input (replacing it would delete
     that input). Fast for thousands of targets and inputs."""
     check_named(targets)
-    given = {}
-    for p in inputs:
-        if p:
-            given.setdefault(_real(p), p)
+    given = _by_real_path(inputs)
     reals = sorted(given)
     clashes = []
     for target in targets:
         real = _real(target)
         inside = next((a for a in _ancestors(real) if a in given), None)
-        j = bisect.bisect_left(reals, real.rstrip(os.sep) + os.sep)
-        holds = reals[j] if j < len(reals) and reals[j].startswith(real.rstrip(os.sep) + os.sep) \
-            else None
+        holds = _held(real, reals)
         if real in given:
             clashes.append("%s would overwrite the input %s" % (target, given[real]))
         elif inside:
@@ -139,6 +162,44 @@ def check_disjoint(targets, inputs):
             clashes.append("%s would replace the input %s" % (target, given[holds]))
     if clashes:
         raise UsageError("refusing to write over an input (even with --force)", clashes)
+
+
+def check_holds(folders, inputs):
+    """Refuse (UsageError, whatever --force says) a folder that a tool writes
+    into and that holds one of its inputs (a list, the images and labels it
+    names, a classes file): the outputs would mix with the inputs, and the
+    tool's marker would make the input folder its own for later runs.
+    `folders`: {option: folder}, the option naming it in the message."""
+    given = _by_real_path(inputs)
+    reals = sorted(given)
+    clashes = []
+    for option, folder in folders.items():
+        if folder:
+            held = _held(_real(folder), reals)
+            if held:
+                clashes.append("%s %s holds the input %s" % (option, folder, given[held]))
+    if len(clashes) == 1:
+        raise UsageError("%s; refusing to write into it (even with --force): write the "
+                         "outputs elsewhere" % clashes[0])
+    if clashes:
+        raise UsageError("refusing to write into a folder that holds an input (even with "
+                         "--force); write the outputs elsewhere", clashes)
+
+
+def _by_real_path(paths):
+    """{real path: path as given} of the non-empty `paths`."""
+    given = {}
+    for p in paths:
+        if p:
+            given.setdefault(_real(p), p)
+    return given
+
+
+def _held(real, reals):
+    """The first of the sorted real paths `reals` below the folder `real`, or None."""
+    prefix = real.rstrip(os.sep) + os.sep
+    j = bisect.bisect_left(reals, prefix)
+    return reals[j] if j < len(reals) and reals[j].startswith(prefix) else None
 
 
 def check_named(targets):

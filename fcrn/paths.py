@@ -75,6 +75,22 @@ def find(name):
         _from_checkout(name, checkout())
 
 
+def origin(name):
+    """Where `find(name)` takes its value from, for messages: the variable,
+    the installed configuration (or that it cannot be read), the checkout."""
+    variable, _ = ENTRIES[name]
+    if os.environ.get(variable):
+        return "%s=%s" % (variable, os.environ[variable])
+    if os.path.exists(INSTALLED) and not _installed():
+        return "%s, which cannot be read (reinstall the package)" % INSTALLED
+    if _installed().get(name):
+        return "%s (%s)" % (INSTALLED, _installed()[name])
+    root = checkout()
+    return "the checkout %s (%s)" % (root, "built" if _from_checkout(name, root) else
+                                     "not built: run make") if root else \
+        "nothing (set %s)" % variable
+
+
 def layers_library():
     """The custom-layer library; where it would be in this checkout when
     nothing names it (so that a message can say where it was looked for)."""

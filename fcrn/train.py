@@ -5,9 +5,14 @@
   continues at iteration N with the weights, momentum and iteration count of
   the snapshot. `train()` resumes from the last complete snapshot of the
   solver's prefix, so an interrupted run loses only the iterations since it.
+  Both files are read first (`check_snapshot`): a damaged one (cut short by a
+  kill or a full disk) is named and the snapshot before it is used.
+- One training per snapshot prefix: `<prefix>.lock`, held while Caffe runs
+  (an flock: a killed run leaves no stale lock), refuses a second one.
 - A progress bar over iterations, read from the log as Caffe writes it.
 - A non-finite loss stops training (the project's Caffe patch 0004): the
-  error names the iteration; other failures quote Caffe's fatal line.
+  error names the iteration; other failures quote Caffe's fatal line, read
+  from this run's part of the log only.
 - The log (Caffe's INFO lines, appended across resumes) is parsed into CSV and
   JSON and plotted (loss and learning rate, matplotlib).
 
@@ -37,6 +42,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 from typing import Dict, List, Optional, Tuple
 
@@ -220,18 +226,69 @@ def latest_snapshot(prefix):
     return found[-1] if found else (0, None)
 
 
+# Solvers that keep two history blobs per learnable blob (Caffe's AdaDelta
+# and Adam PreSolve), by SolverParameter.type and the legacy solver_type.
+_TWO_HISTORIES = ('adadelta', 'adam')
+
+
+def check_snapshot(state, solver_param):
+    """None when the snapshot `state` (a .solverstate path) can be resumed
+    from, else (the damaged file, why): a file that does not parse, or a
+    history that does not fit the weights (Caffe would abort on either)."""
+    model_path = state[:-len('.solverstate')] + '.caffemodel'
+    try:
+        model = caffeio.read_caffemodel(model_path)
+    except InputError as e:
+        return model_path, str(e).replace(model_path + ': ', '', 1)
+    try:
+        saved = caffeio.read_solverstate(state)
+    except InputError as e:
+        return state, str(e).replace(state + ': ', '', 1)
+    kind = solver_param.type
+    if solver_param.HasField('solver_type'):
+        kind = solver_param.SolverType.Name(solver_param.solver_type)
+    learnable = caffeio.learnable_blobs(model)
+    need = learnable * (2 if kind.lower() in _TWO_HISTORIES else 1)
+    if len(saved.history) != need:
+        return state, ("%d history blob(s); the model's %d learnable blob(s) need %d"
+                       % (len(saved.history), learnable, need))
+    return None
+
+
+def resume_point(prefix, solver_param):
+    """(iteration, solverstate path) of the newest snapshot of `prefix` that
+    `check_snapshot` passes, (0, None) when there is none; a damaged one is
+    named (warning) and the one before it used. InputError when snapshots
+    exist but none is complete."""
+    damaged = []
+    for iteration, state in reversed(snapshots(prefix)):
+        problem = check_snapshot(state, solver_param)
+        if problem is None:
+            if damaged:
+                log.warning('%s: damaged snapshot (%s); resuming from %s instead',
+                            damaged[0][0], damaged[0][1], state)
+            return iteration, state
+        damaged.append(problem)
+    if damaged:
+        raise InputError('%s: damaged snapshot (%s); no complete snapshot to resume from; '
+                         '--restart starts afresh' % damaged[0])
+    return 0, None
+
+
 @dataclasses.dataclass
 class Result:
     log: TrainingLog
     weights: str          # the final caffemodel
     files: Dict[str, str]  # 'log', 'csv', 'json', 'plot' -> path
+    iteration: int = 0    # the iteration reached: max_iter, whose snapshot is `weights`
 
 
-def _why(log_path, returncode):
-    """The reason caffe stopped, from its log: the non-finite loss, else
+def _why(log_path, returncode, start=0):
+    """The reason caffe stopped, from its log after byte `start` (this
+    run's part: the log is appended across runs): the non-finite loss, else
     glog's first fatal line."""
     fatal = None
-    with open(log_path, errors='replace') as f:
+    with _tail(log_path, start) as f:
         for line in f:
             m = _NON_FINITE.search(line)
             if m:
@@ -242,6 +299,13 @@ def _why(log_path, returncode):
             if m and fatal is None:
                 fatal = m.group(1)
     return 'caffe train failed (exit %d)%s' % (returncode, ': ' + fatal if fatal else '')
+
+
+def _tail(path, start):
+    """The text file `path` from byte `start` on."""
+    raw = open(path, 'rb')
+    raw.seek(start)
+    return io.TextIOWrapper(raw, errors='replace')
 
 
 def check_device(solver, gpu=None, cwd=None):
@@ -281,7 +345,27 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
     if weights and not os.path.isfile(os.path.join(where, weights)):
         raise InputError('%s: no such file (initial weights)' % weights)
     check_device(solver, gpu, cwd)
-    start, state = latest_snapshot(os.path.join(where, prefix)) if resume else (0, None)
+    full = os.path.join(where, prefix)
+    with fileio.exclusive(full + '.lock', '%s: another training with this snapshot prefix'
+                          % full) as lock:
+        return _train(solver, weights, gpu, cwd, resume, progress, full, max_iter, files, lock)
+
+
+def _die_with_parent():
+    """In the caffe child: SIGTERM when the process that started it dies, so
+    that killing train.py stops the training it started."""
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files, lock):
+    """train() once its prefix is locked (`prefix`: joined to cwd; `lock`:
+    the lock's descriptor, which caffe inherits: the prefix stays locked
+    while it runs, even past this process)."""
+    where = cwd or '.'
+    param = caffeio.read_solver(os.path.join(where, solver))
+    start, state = resume_point(prefix, param) if resume else (0, None)
     command = [paths.caffe_tool(), 'train', '-solver', solver]
     if state:
         command += ['-snapshot', os.path.relpath(state, where)]
@@ -292,7 +376,9 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
     if gpu is not None:
         command += ['-gpu', str(gpu)]
     log.info('%s', ' '.join(command))
-    os.makedirs(os.path.dirname(os.path.abspath(files['log'])), exist_ok=True)
+    fileio.ensure_dir(os.path.dirname(os.path.abspath(files['log'])))
+    # Where this run's part of the appended log begins: its errors are read there.
+    log_start = os.path.getsize(files['log']) if os.path.isfile(files['log']) else 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -301,7 +387,8 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
     try:
         with open(files['log'], 'a') as out:
             proc = subprocess.Popen(command, cwd=cwd, env=caffe_env(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, errors='replace')
+                                    stderr=subprocess.STDOUT, text=True, errors='replace',
+                                    pass_fds=(lock,), preexec_fn=_die_with_parent)
             try:
                 for line in proc.stdout:
                     out.write(line)
@@ -319,13 +406,17 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
         if bar is not None:
             bar.close()
         parsed = write_reports(files)
-    final = os.path.join(where, '%s_iter_%d.caffemodel' % (prefix, max_iter))
+    final = '%s_iter_%d.caffemodel' % (prefix, max_iter)
     if proc.returncode != 0:
-        raise TrainingError('%s; see %s' % (_why(files['log'], proc.returncode), files['log']))
-    if not parsed.finished or not os.path.exists(final):
+        raise TrainingError('%s%s; see %s' % (
+            _why(files['log'], proc.returncode, log_start),
+            ' (resumed from %s)' % state if state else '', files['log']))
+    with _tail(files['log'], log_start) as f:
+        finished = parse_log(f).finished
+    if not finished or not os.path.exists(final):
         raise TrainingError('caffe train stopped before iteration %d; see %s'
                             % (max_iter, files['log']))
-    return Result(parsed, final, files)
+    return Result(parsed, final, files, max_iter)
 
 
 def write_reports(files):

@@ -26,7 +26,7 @@ def parse_args(argv=None):
                         metavar='NAME', help='layers expected to be absent from the source '
                         '(default: %(default)s)')
     cli.add_force(parser, 'an existing output file')
-    parser.add_argument('-v', '--verbose', action='store_true', help='list every copied layer')
+    parser.add_argument('-v', '--verbose', action='store_true', help='list every copied layer, and show Caffe\'s own log')
     return parser.parse_args(argv)
 
 
@@ -36,7 +36,7 @@ def main(argv=None):
         logging.getLogger('fcrn.net.convert').setLevel(logging.DEBUG)
     return cli.run(lambda: convert.convert_files(args.source, args.target, args.output,
                                                  args.new_layers, args.force),
-                   'convert_weights')
+                   'convert_weights', args.verbose)
 
 
 if __name__ == '__main__':

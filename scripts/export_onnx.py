@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--tol", type=cli.positive_float, default=1e-4,
                    help="relative tolerance of the check")
     cli.add_force(p, "an existing output file")
+    cli.add_verbose(p)
     args = p.parse_args(argv)
     if args.size and args.verify_size and args.size != args.verify_size:
         p.error("--verify-size differs from the fixed --size")
@@ -68,7 +69,7 @@ def main(argv=None):
                      result.relative_error)
         log.info("wrote %s (inputs %s, outputs %s)", args.out, ", ".join(result.inputs),
                  ", ".join(result.outputs))
-    return cli.run(job, log.name)
+    return cli.run(job, log.name, args.verbose)
 
 
 if __name__ == "__main__":

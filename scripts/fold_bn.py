@@ -34,6 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--tol", type=cli.positive_float, default=1e-4,
                    help="relative tolerance of the check")
     cli.add_force(p, "existing output files")
+    cli.add_verbose(p)
     return p.parse_args(argv)
 
 
@@ -51,7 +52,7 @@ def main(argv=None):
         if err is not None:
             log.info("check: folded and original outputs agree to %.2g relative", err)
         log.info("wrote %s and %s", args.out_net, args.out_weights)
-    return cli.run(job, log.name)
+    return cli.run(job, log.name, args.verbose)
 
 
 if __name__ == "__main__":

@@ -680,13 +680,24 @@ def markdown(report, plan, mode):
     return '\n'.join(lines) + '\n'
 
 
+def _seconds(text):
+    """argparse type of --deadline: a positive number (0 is no deadline)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a number of seconds' % text)
+    if not 0 < value < float('inf'):
+        raise argparse.ArgumentTypeError('must be > 0, not %s' % text)
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--kit', required=True, help='unpacked gpu-kit folder')
     parser.add_argument('--out', required=True, help='folder for gpu.md, gpu.json and logs')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU (small sizes)')
-    parser.add_argument('--deadline', type=float,
+    parser.add_argument('--deadline', type=_seconds,
                         help='seconds from --started by which the report is final (default '
                              '%d on a GPU, %d with --cpu)' % (DEADLINE['gpu'], DEADLINE['cpu']))
     parser.add_argument('--started', type=float,
@@ -694,6 +705,8 @@ def main():
     parser.add_argument('--cxx', choices=('auto', 'machine', 'kit'), default='auto',
                         help="the C++ runtime: the machine's where new enough (auto), or this one")
     args = parser.parse_args()
+    if not os.path.isfile(os.path.join(args.kit, 'plan.json')):
+        parser.error('--kit %s: not an unpacked gpu-kit (no plan.json)' % args.kit)
     started = args.started or time.time()
     deadline = args.deadline or DEADLINE['cpu' if args.cpu else 'gpu']
     os.makedirs(args.out, exist_ok=True)

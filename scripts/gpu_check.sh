@@ -28,7 +28,10 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) ARGS+=(--cpu) ;;
     --kit) KIT_ARCHIVE=${2:?--kit needs a file}; shift ;;
-    --deadline) ARGS+=(--deadline "${2:?--deadline needs seconds}"); shift ;;
+    # Checked before the kit is unpacked, which takes a share of the deadline.
+    --deadline) [[ ${2:-} =~ ^[0-9]*[.]?[0-9]+$ && ! ${2} =~ ^[0.]+$ ]] ||
+      { echo "gpu_check: --deadline needs a positive number of seconds, not '${2:-}'" >&2; exit 2; }
+      ARGS+=(--deadline "$2"); shift ;;
     --cxx) ARGS+=(--cxx "${2:?--cxx needs auto, machine or kit}"); shift ;;
     -h|--help) usage 0 ;;
     -*) echo "gpu_check: unknown option '$1'" >&2; usage 2 >&2 ;;

@@ -71,18 +71,20 @@ def parse_args(argv=None):
     cli.add_no_share_memory(p)
     cli.add_jobs(p, "threads reading and writing files", 2)
     cli.add_force(p, "an output folder")
+    cli.add_verbose(p)
     p.add_argument("-q", "--quiet", dest="progress", action="store_false",
                    help="no progress bar")
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    options = vars(parse_args(argv))
+    verbose = options.pop("verbose")
 
     def job():
-        stats = infer.run(**vars(args))
+        stats = infer.run(**options)
         return 1 if stats.failed else 0
-    return cli.run(job, "infer")
+    return cli.run(job, "infer", verbose)
 
 
 if __name__ == "__main__":

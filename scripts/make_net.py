@@ -6,7 +6,8 @@ Example (Table 4, best VOC row):
       --dilation 12 --bootstrap 512 --out nets/r101
 
 A new folder appears complete or not at all; a folder that is not empty needs
---force (then only the four files are replaced).
+--force (then only the four files are replaced); one that holds the classes
+file or a data list is refused. A data list that is not there is warned of.
 """
 import logging
 import sys
@@ -23,7 +24,8 @@ def main(argv=None):
     command = options.command(options.to_argv(variant, settings), args.out)
 
     def job():
-        netgen.write(args.out, variant, settings, force=args.force, command=command)
+        netgen.write(args.out, variant, settings, force=args.force, command=command,
+                     inputs=[args.classes])
         log.info("wrote %s (%s)", args.out, variant.tag)
         print("FoV: %d" % variant.fov)
     return cli.run(job, log.name)

@@ -12,6 +12,9 @@ PREFIX.log (Caffe's output, appended across resumes), PREFIX.csv and
 PREFIX.json (iteration, loss, learning rate, test outputs) and PREFIX.png
 (loss and learning rate). A loss that becomes NaN or infinite stops
 training with the iteration named; exit status 1 then, as for any failure.
+A damaged latest snapshot (cut short by a kill or a full disk) is named and
+the one before it is resumed from. A second training with the same snapshot
+prefix is refused while one runs (PREFIX.lock names its process).
 """
 import logging
 import sys
@@ -42,9 +45,10 @@ def main(argv=None):
     def job():
         result = train.train(args.solver, args.weights, args.gpu, args.log_prefix,
                              progress=not args.quiet, resume=not args.restart)
-        loss = result.log.train_loss[-1] if result.log.train_loss else (None, float("nan"))
-        log.info("finished at iteration %s (loss %.4g): %s; log, CSV, JSON and plot: %s.*",
-                 loss[0], loss[1], result.weights, result.files["log"][:-len(".log")])
+        loss = ("last loss %.4g at iteration %d" % result.log.train_loss[-1][::-1]
+                if result.log.train_loss else "no loss logged")
+        log.info("finished at iteration %d (%s): %s; log, CSV, JSON and plot: %s.*",
+                 result.iteration, loss, result.weights, result.files["log"][:-len(".log")])
     return cli.run(job, log.name)
 
 

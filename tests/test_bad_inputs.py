@@ -13,6 +13,8 @@ temporary folder, and checks:
 
 A watchdog turns a hang into a failure. The next bad input is one more row.
 """
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -38,6 +40,18 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
 layer { name: "bn1" type: "LeanBatchNorm" bottom: "conv1" top: "conv1" }
 layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
   convolution_param { num_output: 3 kernel_size: 1 } }
+"""
+
+TOY_NET = """name: "toy"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } shape { dim: 1 dim: 1 dim: 8 dim: 8 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "score"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+"""
+TOY_SOLVER = """net: "%s" base_lr: 0.01 lr_policy: "fixed" momentum: 0.9
+max_iter: 4 snapshot: 2 snapshot_prefix: "%s" display: 1 solver_mode: CPU random_seed: 1
 """
 
 
@@ -143,6 +157,33 @@ class World(dict):
         fake.make_voc(self.path("my data"), ["a1", "a2"], ["v1"])
         return self.path("my data", "VOCdevkit")
 
+    def make_lst(self):
+        """A folder holding an image 00.jpg, its label 00.png and list.txt
+        naming both, as a prepared list does."""
+        os.makedirs(self.path("lst"))
+        cv2.imwrite(self.path("lst", "00.jpg"), np.zeros((9, 11, 3), np.uint8))
+        cv2.imwrite(self.path("lst", "00.png"), np.ones((9, 11), np.uint8))
+        with open(self.path("lst", "list.txt"), "w") as f:
+            f.write("00.jpg 00.png\n")
+        return self.path("lst")
+
+    def make_toy(self):
+        """A solver of a tiny net that trains in a second: 4 iterations,
+        snapshots every 2 under {toy}/snap/toy."""
+        os.makedirs(self.path("toy", "snap"))
+        with open(self.path("toy", "net.prototxt"), "w") as f:
+            f.write(TOY_NET)
+        with open(self.path("toy", "solver.prototxt"), "w") as f:
+            f.write(TOY_SOLVER % (self.path("toy", "net.prototxt"),
+                                  self.path("toy", "snap", "toy")))
+        return self.path("toy")
+
+    def make_trained(self):
+        """{toy} trained: snapshots at iterations 2 and 4, and its log."""
+        from fcrn import train
+        train.train(os.path.join(self["toy"], "solver.prototxt"))
+        return self.path("toy", "snap", "toy")
+
 
 def snapshot(root):
     state = {}
@@ -162,15 +203,28 @@ def _hang(signum, frame):
     raise Hang()
 
 
-def run_tool(script, tool, argv, capsys, caplog, cwd, seconds=120):
+def run_tool(script, tool, argv, capsys, caplog, cwd, seconds=120, env=None):
     """(exit status, printed text, traceback or None) of one tool run in the
-    folder `cwd` (a bad relative path must not reach the checkout)."""
+    folder `cwd` (a bad relative path must not reach the checkout). `env`:
+    variables of a "sub:" run (PYTHON: its interpreter)."""
     if tool == "caffe":
         env = dict(os.environ, GLOG_minloglevel="0")
         result = subprocess.run([CAFFE] + argv, capture_output=True, text=True, env=env,
                                 timeout=seconds, cwd=cwd)
         status = result.returncode if result.returncode in (0, 1, 2) else "crash"
         return status, result.stderr + result.stdout, None
+    if tool.startswith("sub:"):
+        # The script in a process of its own, in the user's environment (no
+        # GLOG_minloglevel), so that what it prints before Caffe is quiet shows.
+        env = dict({k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"},
+                   **(env or {}))
+        path = os.path.join(ROOT, "scripts", tool[4:])
+        command = ["bash", path] if tool.endswith(".sh") else \
+            [env.pop("PYTHON", sys.executable), path + ".py"]
+        result = subprocess.run(command + argv, capture_output=True, text=True, env=env,
+                                timeout=seconds, cwd=cwd)
+        trace = result.stderr if "Traceback (most recent call last)" in result.stderr else None
+        return result.returncode, result.stderr + result.stdout, trace
     module = script(tool)
     caplog.set_level(logging.INFO)
     caplog.clear()
@@ -687,9 +741,282 @@ EXTRA = [
 ]
 
 
+# --- issue 25: list inputs, training runs, quiet Caffe, predictions -------------------
+
+def quiet(w, out):
+    """Caffe said nothing (no glog line, no 'Logging before InitGoogleLogging'),
+    and the error is the last line printed."""
+    import re
+    lines = out.strip().splitlines()
+    assert not [l for l in lines if re.match(r"[IWEF]\d{4} |WARNING: Logging before", l)], \
+        out[:3000]
+    assert lines and lines[-1].startswith("ERROR"), out[-3000:]
+
+
+def names_the_running_pid(w, out):
+    assert "pid %d" % w["running"].pid in out, out
+
+
+def no_stale_error(w, out):
+    assert "an earlier run's failure" not in out, out
+
+
+TRAINED = ["--solver", "{toy}/solver.prototxt", "-q"]
+FOLD_ARGS = ["--net", "{net}", "--weights", "{weights}", "--out-net", "{tmp}/f.prototxt",
+             "--out-weights", "{tmp}/f.caffemodel"]
+BOGUS_LAYER = """import caffe
+
+
+class Bogus(caffe.Layer):
+    blob_use = "whatever"
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data
+"""
+# What a training run that resumes at iteration 2 rewrites.
+RETRAINED = ["{trained}_iter_4.caffemodel", "{trained}_iter_4.solverstate", "{trained}.log",
+             "{trained}.csv", "{trained}.json", "{trained}.png"]
+
+ISSUE25 = [
+    # 1. an output folder holding one of the inputs a list names
+    row("infer-out-is-the-folder-of-its-list", "infer",
+        ["--list", "{lst}/list.txt", "--out", "{lst}", "--force"] + INFER,
+        2, ["{lst}/00.png would overwrite the input {lst}/00.png"],
+        absent("{lst}/.fcrn-output")),
+    row("infer-out-holds-the-labels-of-its-list", "infer",
+        ["--list", "{prep}/val.txt", "--out", "{prep}/SegmentationClassAug", "--force"] + INFER,
+        2, ["{prep}/SegmentationClassAug/v1.png would overwrite the input"],
+        absent("{prep}/SegmentationClassAug/.fcrn-output")),
+    row("infer-out-holds-the-list-only", "infer",
+        ["--list", "{tmp}/l/list.txt", "--out", "{tmp}/l", "--force"] + INFER,
+        2, ["--out {tmp}/l holds the input {tmp}/l/list.txt"], absent("{tmp}/l/.fcrn-output")),
+    row("infer-overlay-holds-the-classes-file", "infer",
+        ["{img}", "--out", "{tmp}/o", "--classes", "{classes}", "--overlay", "{mine}",
+         "--force"] + INFER,
+        2, ["--overlay {mine} holds the input {mine}/classes.txt"], absent("{tmp}/o")),
+    row("infer-out-beside-its-inputs-is-fine", "infer",
+        ["--list", "{lst}/list.txt", "--out", "{lst}/pred"] + INFER, 0, [],
+        exists("{lst}/pred/00.png")),
+    row("make-net-out-holds-its-classes-and-lists", "make_net",
+        ["--classes", "{classes}", "--train-source", "{mine}/train.txt", "--val-source",
+         "{mine}/val.txt", "--out", "{mine}", "--force"],
+        2, ["--out {mine} holds the input {mine}/classes.txt"],
+        absent("{mine}/train.prototxt")),
+    row("make-net-train-source-missing", "make_net",
+        ["--num-classes", "3", "--train-source", "{tmp}/none.txt", "--val-source",
+         "{prep}/val.txt", "--out", "{tmp}/n"],
+        0, ["{tmp}/none.txt: train source not found"], exists("{tmp}/n/train.prototxt")),
+    row("prepare-folder-label-without-image", "prepare_folder",
+        ["--images", "{tmp}/split/images", "--labels", "{tmp}/split/labels", "--num-classes",
+         "3", "--out", "{tmp}/o"],
+        0, ["1 label(s) with no image, left out", "{tmp}/split/labels/train/zz.png"]),
+    row("prepare-folder-mask-without-image", "prepare_folder",
+        FOLDER + ["--out", "{tmp}/o"],
+        0, ["1 label(s) with no image, left out", "{mine}/images/zz_mask.png"]),
+    # 2, 3 and the training weaknesses
+    row("train-error-is-this-runs", "train", ["--solver", "{tmp}/lost.prototxt", "-q"], 1,
+        ["caffe train failed", "{tmp}/none.prototxt"], no_stale_error, changes=["{tmp}/lost.log"]),
+    row("train-second-run-on-the-same-prefix", "train", TRAINED, 2,
+        ["{toy}/snap/toy: another training with this snapshot prefix is running"],
+        names_the_running_pid, changes=["{toy}/snap/toy.log"]),
+    row("train-truncated-latest-caffemodel", "train", TRAINED, 0,
+        ["{trained}_iter_4.caffemodel: damaged snapshot (not a caffemodel",
+         "resuming from {trained}_iter_2.solverstate", "finished at iteration 4"],
+        changes=RETRAINED),
+    row("train-truncated-latest-solverstate", "train", TRAINED, 0,
+        ["{trained}_iter_4.solverstate: damaged snapshot (not a solverstate",
+         "resuming from {trained}_iter_2.solverstate"], changes=RETRAINED),
+    row("train-solverstate-history-short", "train", TRAINED, 0,
+        ["{trained}_iter_4.solverstate: damaged snapshot (1 history blob(s); "
+         "the model's 2 learnable blob(s) need 2)"], changes=RETRAINED),
+    row("train-only-snapshot-damaged", "train", TRAINED, 1,
+        ["{trained}_iter_4.caffemodel: damaged snapshot", "no complete snapshot to resume "
+         "from; --restart starts afresh"]),
+    row("train-display-beyond-max-iter", "train", TRAINED, 0, ["finished at iteration 4"]),
+    # Caffe quiet, inputs checked before a net is built
+] + [row("%s-caffemodel-%s-before-the-net" % (kind, tool), "sub:" + tool,
+         reading(tool, path) + ["--jobs", "1"] * (tool == "infer"), 1, [message], quiet)
+     for tool in ("infer", "export_onnx")
+     for kind, path, message in (
+         ("missing", "{tmp}/none.caffemodel", "{tmp}/none.caffemodel: no such file"),
+         ("truncated", "{tmp}/cut.caffemodel", "{tmp}/cut.caffemodel: not a caffemodel"),
+         ("foreign", "{img}/b.png", "{img}/b.png: not a caffemodel"),
+         ("prototxt", "{net}", "{net}: not a caffemodel"))] + [
+    # tried beyond the issue's list: memory sharing, the GPU check, the package
+    row("python-layer-blob-use-unknown", "sub:infer",
+        ["{img}", "--out", "{tmp}/o", "--net", "{tmp}/bogus.prototxt", "--weights", "{weights}",
+         "-q", "--no-share-memory"],
+        1, ["{tmp}/bogus.prototxt: layer 'py' (Python, mylayers.Bogus) says blob_use = "
+            "'whatever', which is none of computes, owns_tops"], quiet),
+    row("gpu-check-deadline-negative", "sub:gpu_check",
+        ["--kit", "{tmp}", "--out", "{tmp}/g", "--cpu", "--deadline", "-5"],
+        2, ["argument --deadline: must be > 0, not -5"], absent("{tmp}/g")),
+    row("gpu-check-kit-not-unpacked", "sub:gpu_check", ["--kit", "{tmp}", "--out", "{tmp}/g"],
+        2, ["--kit {tmp}: not an unpacked gpu-kit (no plan.json)"], absent("{tmp}/g")),
+    row("gpu-check-sh-deadline-0", "sub:gpu_check.sh", ["--cpu", "{tmp}/g", "--deadline", "0"],
+        2, ["--deadline needs a positive number of seconds, not '0'"], absent("{tmp}/g")),
+    row("caffe-prefix-wrong", "sub:fold_bn", FOLD_ARGS,
+        1, ["caffe_pb2 not found: pycaffe's folder comes from FCRN_CAFFE_PREFIX={tmp}/none"],
+        quiet),
+    row("evaluate-prediction-beyond-classes", "evaluate",
+        ["--gt", "{gt}", "--pred", "{tmp}/seven", "--dataset", "generic", "--num-classes", "3",
+         "-q"], 1, ["{tmp}/seven/b.png: prediction has values [7] outside 0..2"]),
+    row("evaluate-prediction-ignore-label-is-scored", "evaluate",
+        ["--gt", "{gt}", "--pred", "{tmp}/ign", "--dataset", "generic", "--num-classes", "3",
+         "-q", "--out-json", "{tmp}/r.json"], 0, [], exists("{tmp}/r.json")),
+]
+
+
+def prepare_issue25(w, name, request):
+    if name == "infer-out-holds-the-list-only":
+        os.makedirs(w.path("l"))
+        with open(w.path("l", "list.txt"), "w") as f:
+            f.write(os.path.join(w["img"], "a.jpg") + "\n")
+    if name == "prepare-folder-mask-without-image":
+        cv2.imwrite(os.path.join(w["mine"], "images", "zz_mask.png"), np.zeros((4, 4), np.uint8))
+    if name == "make-net-out-holds-its-classes-and-lists":
+        for split in ("train", "val"):
+            with open(os.path.join(w["mine"], split + ".txt"), "w") as f:
+                f.write("images/m1.jpg images/m1_mask.png\n")
+    if name == "prepare-folder-label-without-image":
+        fake.make_folder(w.path("split"), {"train": ["m1", "m2"], "val": ["m3"]},
+                         layout="split")
+        cv2.imwrite(w.path("split", "labels", "train", "zz.png"), np.zeros((4, 4), np.uint8))
+    if name == "train-error-is-this-runs":
+        with open(w.path("lost.prototxt"), "w") as f:
+            f.write('net: "%s" max_iter: 1 solver_mode: CPU snapshot_prefix: "%s"'
+                    % (w.path("none.prototxt"), w.path("lost")))
+        with open(w.path("lost.log"), "w") as f:
+            f.write("F0101 00:00:00.000000  1234 solver.cpp:1] Check failed: an earlier "
+                    "run's failure\n")
+    if name == "train-second-run-on-the-same-prefix":
+        _start_training(w, request)
+    if name.startswith("train-") and ("damaged" in name or "truncated" in name
+                                      or "history" in name):
+        prefix = w["trained"]
+    if name in ("train-truncated-latest-caffemodel", "train-only-snapshot-damaged"):
+        _cut(prefix + "_iter_4.caffemodel")
+    if name == "train-only-snapshot-damaged":
+        for ext in (".caffemodel", ".solverstate"):
+            os.remove(prefix + "_iter_2" + ext)
+    if name == "train-truncated-latest-solverstate":
+        _cut(prefix + "_iter_4.solverstate")
+    if name == "train-solverstate-history-short":
+        from fcrn import caffeio
+        state = caffeio.caffe_pb2().SolverState()
+        with open(prefix + "_iter_4.solverstate", "rb") as f:
+            state.ParseFromString(f.read())
+        del state.history[1:]
+        with open(prefix + "_iter_4.solverstate", "wb") as f:
+            f.write(state.SerializeToString())
+    if name == "train-display-beyond-max-iter":
+        path = os.path.join(w["toy"], "solver.prototxt")
+        with open(path) as f:
+            text = f.read().replace("display: 1", "display: 10")
+        with open(path, "w") as f:
+            f.write(text)
+    if name == "python-layer-blob-use-unknown":
+        with open(w.path("mylayers.py"), "w") as f:
+            f.write(BOGUS_LAYER)
+        with open(w.path("bogus.prototxt"), "w") as f:
+            f.write(TINY_NET.replace(
+                'layer { name: "score" type: "Convolution" bottom: "conv1"',
+                'layer { name: "py" type: "Python" bottom: "conv1" top: "p"\n'
+                '  python_param { module: "mylayers" layer: "Bogus" } }\n'
+                'layer { name: "score" type: "Convolution" bottom: "p"'))
+        w["env"] = {"PYTHONPATH": w.root}
+    if name == "caffe-prefix-wrong":
+        # Debian's Python, which finds pycaffe only where fcrn.paths says.
+        w["net"]
+        w["env"] = {"PYTHON": "/usr/bin/python3", "PYTHONPATH": ROOT,
+                    "FCRN_CAFFE_PREFIX": w.path("none")}
+    if name == "evaluate-prediction-beyond-classes":
+        _label_folder(w, "seven", {"a": 0, "b": 7})
+    if name == "evaluate-prediction-ignore-label-is-scored":
+        _label_folder(w, "ign", {"a": 255, "b": 2})
+
+
+def _cut(path):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+def _label_folder(w, folder, values):
+    from PIL import Image
+    w["gt"]
+    os.makedirs(w.path(folder))
+    for name, value in values.items():
+        Image.fromarray(np.full((4, 5), value, np.uint8)).save(w.path(folder, name + ".png"))
+
+
+SLOW_LAYER = """import time
+import caffe
+
+
+class Slow(caffe.Layer):
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        time.sleep(0.2)
+        top[0].data[...] = bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = top[0].diff
+"""
+
+
+def _start_training(w, request):
+    """train.py on {toy}, made slow and long, in a process of its own until
+    the row ends; w["running"] is that process, once Caffe trains."""
+    with open(w.path("slow.py"), "w") as f:
+        f.write(SLOW_LAYER)
+    with open(os.path.join(w["toy"], "net.prototxt"), "w") as f:
+        f.write(TOY_NET.replace(
+            'layer { name: "conv" type: "Convolution" bottom: "data"',
+            'layer { name: "slow" type: "Python" bottom: "data" top: "slowed"\n'
+            '  python_param { module: "slow" layer: "Slow" } }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "slowed"'))
+    path = os.path.join(w["toy"], "solver.prototxt")
+    with open(path) as f:
+        text = f.read().replace("max_iter: 4", "max_iter: 100000")
+    with open(path, "w") as f:
+        f.write(text)
+    env = dict(os.environ, PYTHONPATH=w.root)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+                             "--solver", path, "-q"], env=env, cwd=w.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+    def stop():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    request.addfinalizer(stop)
+    log = os.path.join(w["toy"], "snap", "toy.log")
+    for _ in range(600):
+        if os.path.exists(log) and "Iteration 0" in open(log, errors="replace").read():
+            w["running"] = proc
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    raise AssertionError("the first training did not start")
+
+
 def prepare_row(w, request):
     """Inputs some rows need beyond the world's named pieces."""
     name = request.node.callspec.id
+    prepare_issue25(w, name, request)
     if "cut.caffemodel" in str(request.node.callspec.params["argv"]):
         data = open(w["weights"], "rb").read()
         with open(w.path("cut.caffemodel"), "wb") as f:
@@ -868,7 +1195,8 @@ def _data_net(w, name, param_str):
                 % json.dumps(param_str))
 
 
-@pytest.mark.parametrize("tool, argv, status, expect, check, changes", DEFECTS + WEAK + EXTRA)
+@pytest.mark.parametrize("tool, argv, status, expect, check, changes",
+                         DEFECTS + WEAK + EXTRA + ISSUE25)
 def test_bad_input(tool, argv, status, expect, check, changes, tmp_path, script, capsys,
                    caplog, request):
     w = World(str(tmp_path))
@@ -876,7 +1204,8 @@ def test_bad_input(tool, argv, status, expect, check, changes, tmp_path, script,
     expect = [e.format_map(w) for e in expect]
     prepare_row(w, request)
     before = snapshot(str(tmp_path))
-    got, out, trace = run_tool(script, tool, argv, capsys, caplog, str(tmp_path))
+    got, out, trace = run_tool(script, tool, argv, capsys, caplog, str(tmp_path),
+                               env=w.get("env"))
     assert trace is None, trace
     assert got == status, out[-3000:]
     for fragment in expect:
@@ -937,6 +1266,34 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_p
     assert proc.returncode == 0, err
     assert len(open(os.path.join(out, "train.txt")).read().splitlines()) == 400
     assert not [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_training_stops_its_caffe_and_frees_its_prefix(tmp_path, request):
+    """train.py killed (SIGKILL, nothing of it runs any more): the caffe it
+    started stops too, and only then is the prefix free for the next run."""
+    w = World(str(tmp_path))
+    _start_training(w, request)
+    proc = w["running"]
+    with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+        children = [int(p) for p in f.read().split()]
+    assert children
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        if not any(map(_alive, children)):
+            break
+        time.sleep(0.1)
+    assert not any(map(_alive, children)), "caffe still trains after train.py was killed"
+    with open(os.path.join(w["toy"], "snap", "toy.lock")) as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free
 
 
 def test_make_net_on_a_full_disk_leaves_nothing_and_the_rerun_works(tmp_path, script,

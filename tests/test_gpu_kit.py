@@ -29,7 +29,7 @@ needs_kit = pytest.mark.skipif(not os.path.exists(ARCHIVE),
 
 def load_check():
     spec = importlib.util.spec_from_file_location(
-        'gpu_check', os.path.join(fcrn.ROOT, 'scripts', 'gpu_check.py'))
+        'gpu_check', os.path.join(ROOT, 'scripts', 'gpu_check.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -43,15 +43,36 @@ def find_images(images, labels, suffix):
     """[(image, label)] of one folder pair, sorted by image path; a file
     that is the label of another image is left out of the images."""
     found = []
+    # Labels beside their images, named by a suffix that is more than an
+    # extension (_mask.png): a file so named is a label, even with no image.
+    beside = os.path.realpath(images) == os.path.realpath(labels) and \
+        os.path.splitext(suffix)[0]
     for dirpath, dirs, names in os.walk(images):
         dirs.sort()
         found += [os.path.join(dirpath, n) for n in sorted(names)
-                  if n.lower().endswith(imageio.IMAGE_EXTENSIONS)]
+                  if n.lower().endswith(imageio.IMAGE_EXTENSIONS)
+                  and not (beside and n.endswith(suffix))]
 
     def label(path):
         return os.path.join(labels, os.path.splitext(os.path.relpath(path, images))[0] + suffix)
     taken = {os.path.realpath(label(p)) for p in found}
+    orphans = [path for path in _files(labels, suffix)
+               if os.path.realpath(path) not in taken and path not in found]
+    if orphans:  # a label's image renamed or lost: say so rather than drop the pair
+        log.warning("%d label(s) with no image, left out:\n  %s", len(orphans),
+                    "\n  ".join(orphans[:20]) + ("\n  ..." if len(orphans) > 20 else ""))
     return [(p, label(p)) for p in found if os.path.realpath(p) not in taken]
+
+
+def _files(folder, suffix):
+    """Files under `folder` (recursive, sorted) whose names end with `suffix`."""
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for dirpath, dirs, names in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(suffix)]
+    return found
 
 
 def hold_out(pairs, images, fraction):

@@ -153,7 +153,8 @@ class Experiment:
         variant, settings = self.variant(name), self.settings(name)
         folder = 'nets/' + name
         netgen.write(self.path(folder), variant, settings, net_dir=folder,
-                     command=options.command(options.to_argv(variant, settings), folder))
+                     command=options.command(options.to_argv(variant, settings), folder),
+                     root=self.path())
 
     @staticmethod
     def prefix(name):

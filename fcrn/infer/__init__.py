@@ -8,7 +8,8 @@ writing in a thread pool while the net computes); `run` ties them together.
 The pipeline (`run`): images are read and results written by a thread pool
 while the net computes; every output name is planned and checked before the
 net is loaded (unique per input, never over an input, never into a folder
-that is not an earlier output of this tool unless forced).
+that holds an input, never into a folder that is not an earlier output of
+this tool unless forced).
 """
 import dataclasses
 import logging
@@ -68,12 +69,12 @@ def run(*, net, weights, sources=(), out=None, list_file=None, overlay_dir=None,
         raise UsageError("--labelids needs a dataset with label ids (--dataset cityscapes)")
     if jobs < 1:
         raise UsageError("jobs must be >= 1, not %r" % jobs)
-    items = naming.list_inputs(sources, list_file)
+    items, labels = naming.list_inputs(sources, list_file)
     if not items:
         raise InputError("no input images in %s" % ", ".join(list(sources) + (
             [list_file] if list_file else [])))
-    folders, plan = naming.plan(items, out, overlay_dir, labelids, sources, list_file, force,
-                                TOOL)
+    folders, plan = naming.plan(items, out, overlay_dir, labelids,
+                                list(sources) + labels + [list_file, classes_file], force, TOOL)
     seg = load_segmenter(net, weights, gpu=gpu, **options)
     classes = seg.net.blobs[seg.output].data.shape[1]
     if data is not None and classes > data.num_classes:  # labels no class of it has

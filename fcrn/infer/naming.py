@@ -10,10 +10,11 @@ from ..errors import UsageError
 
 
 def list_inputs(sources, list_file=None):
-    """[(path, output name without extension)] from files, folders (recursive,
-    names relative to the folder) and a list file (an image per line, or the
-    "image label" lines the preparation scripts write; paths relative to the
-    list's folder), with the names made unique (`unique_names`)."""
+    """([(path, output name without extension)], [labels a list names]) from
+    files, folders (recursive, names relative to the folder) and a list file
+    (an image per line, or the "image label" lines the preparation scripts
+    write; paths relative to the list's folder), with the names made unique
+    (`unique_names`). The labels are inputs too: no output goes near them."""
     items = []
     for src in sources:
         if os.path.isdir(src):
@@ -25,10 +26,12 @@ def list_inputs(sources, list_file=None):
                         items.append((path, os.path.splitext(os.path.relpath(path, src))[0]))
         else:
             items.append((src, os.path.splitext(os.path.basename(src))[0]))
+    labels = []
     if list_file:
-        items += [(image, os.path.splitext(os.path.basename(image))[0])
-                  for image, _ in lists.read_pairs(list_file, need_label=False)]
-    return unique_names(items)
+        pairs = lists.read_pairs(list_file, need_label=False)
+        items += [(image, os.path.splitext(os.path.basename(image))[0]) for image, _ in pairs]
+        labels = [label for _, label in pairs if label]
+    return unique_names(items), labels
 
 
 def unique_names(items):
@@ -64,10 +67,12 @@ def unique_names(items):
     return [(path, name) for (path, _), name in zip(items, names)]
 
 
-def plan(items, out, overlay_dir, labelids, sources, list_file, force, tool):
+def plan(items, out, overlay_dir, labelids, inputs, force, tool):
     """(folders, [[label PNG, overlay JPEG, labelId PNG] per item], None
-    where not asked for). Refuses outputs that collide with inputs, and
-    folders that are not `tool`'s earlier outputs unless `force`."""
+    where not asked for). Refuses outputs that collide with inputs (the
+    items and `inputs`: sources, list file, labels, classes file), folders
+    that hold an input, and folders that are not `tool`'s earlier outputs
+    unless `force`."""
     folders = [d for d in (out, overlay_dir, labelids) if d is not None]
     fileio.check_named(folders)
     if len(set(map(os.path.realpath, folders))) < len(folders):
@@ -75,7 +80,8 @@ def plan(items, out, overlay_dir, labelids, sources, list_file, force, tool):
     plan = [[None if d is None else os.path.join(d, name + ext)
              for d, ext in ((out, ".png"), (overlay_dir, ".jpg"), (labelids, ".png"))]
             for _, name in items]
-    fileio.check_disjoint([f for files in plan for f in files if f],
-                          [p for p, _ in items] + list(sources) + [list_file])
+    inputs = [p for p, _ in items] + list(inputs)
+    fileio.check_disjoint([f for files in plan for f in files if f], inputs)
+    fileio.check_holds({"--out": out, "--overlay": overlay_dir, "--labelids": labelids}, inputs)
     fileio.check_free(folders, force, lambda d: fileio.is_marked(d, tool))
     return folders, plan

@@ -156,7 +156,7 @@ def load_segmenter(prototxt, weights, gpu=None, share_memory=None, output=None, 
     stride, offset); contradictory ones raise UsageError."""
     caffeio.set_mode(gpu)
     full = caffeio.read_net_param(prototxt)
-    net_param = caffeio.up_to(full, output or default_output(full))
+    net_param = caffeio.up_to(full, output or default_output(full), prototxt)
     net = caffeio.load_net(prototxt, weights, share_memory=share_memory, param=net_param)
     try:
         return Segmenter(net, net_param, output=output, **options)

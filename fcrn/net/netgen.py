@@ -474,18 +474,32 @@ def render(variant, settings, net_dir, command=None):
     return files
 
 
-def write(out, variant, settings, force=False, net_dir=None, command=None):
+def write(out, variant, settings, force=False, net_dir=None, command=None, inputs=(),
+          root=None):
     """Write train/test/deploy/solver.prototxt into the folder `out`.
 
     A new (or empty) folder appears complete or not at all; a folder that is
     not empty is refused unless `force`, and then only the four files are
-    replaced, each atomically (other files in it stay). `net_dir` is how the
-    solver names the folder (default: `out` as given).
+    replaced, each atomically (other files in it stay); one that holds an
+    input (`inputs`, e.g. the classes file, or the variant's lists) never.
+    `net_dir` is how the solver names the folder (default: `out` as given),
+    `root` the folder caffe train will run in, which the data lists are
+    relative to (default: the current one). Returns the warnings, logged
+    too (a data list given that is not there).
     """
     warnings = variant.validate()
+    sources = [os.path.join(root or '.', s) if s else None
+               for s in (variant.train_source, variant.val_source)]
+    # Caffe reads the lists only when training starts: say now that one is missing.
+    warnings += ['%s: %s source not found (caffe train reads it relative to the folder it '
+                 'runs in)' % (given, split)
+                 for split, given, path in zip(('train', 'val'), (variant.train_source,
+                                                                  variant.val_source), sources)
+                 if path and not os.path.exists(path)]
     for warning in warnings:
         log.warning(warning)
     files = render(variant, settings, out if net_dir is None else net_dir, command)
+    fileio.check_holds({'--out': out}, list(inputs) + sources)
     fileio.check_free([out], force)
     if os.path.isdir(out) and os.listdir(out):
         for name, text in sorted(files.items()):
