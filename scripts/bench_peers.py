@@ -3,8 +3,8 @@
 
 R50 and R101 at 1/8 (deploy nets of fcrn.net.netgen; torchvision's ResNet
 made the same architecture), forward and forward + backward: time (median
-of alternated runs) and peak resident memory, for Caffe as built, with
-share_memory, and with one time lever undone or changed (im2col and
+of alternated runs) and peak resident memory, for Caffe as generated (blob
+memory shared), without sharing, and with one time lever undone or changed (im2col and
 OpenBLAS instead of oneDNN, the element-wise layers on one thread,
 OpenBLAS's OpenMP build), against PyTorch in NCHW and channels_last; and
 SGEMM of each BLAS build installed. PyTorch comes from PyPI into a virtual environment of
