@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from fcrn import fileio
-from tools import ROOT
+from tools import ROOT, bench
 from fcrn.errors import InputError
 
 BUILD_CAFFE = os.path.join(ROOT, 'scripts', 'build_caffe.sh')
@@ -23,11 +23,6 @@ FLAVOURS = {'cpu': ('CPU (`make`)', []),
 
 log = logging.getLogger('bench_build')
 TITLE = '# Caffe build times'
-
-
-def cpu_name():
-    with open('/proc/cpuinfo') as f:
-        return re.search(r'model name\s*:\s*(.*)', f.read()).group(1)
 
 
 def prefix(flags, cache=None):
@@ -77,7 +72,7 @@ def measure(out, flavours=None, jobs=None, force=False):
         results.append(result)
         log.info('%s: %.0f s, again with the compile cache %.0f s', name, result['seconds'],
                  result['rebuild_seconds'])
-    machine = '%s, %d cores, %d jobs' % (cpu_name(), os.cpu_count(), jobs)
+    machine = '%s, %d jobs' % (bench.machine(), jobs)
     lines = [TITLE, '',
              'Machine: %s. Produced by `scripts/bench_build.py`: `scripts/build_caffe.sh` '
              'from the unpacked Debian source to an installed prefix, wall clock, in a fresh '
@@ -190,7 +185,7 @@ def measure_clone(out, force=False, phases=CLONE_PHASES, repo=ROOT, keep=None):
         log.info('%s: %.0f s %s', phase, seconds, '; '.join(summaries))
     if not keep:
         shutil.rmtree(scratch, ignore_errors=True)
-    machine = '%s, %d cores' % (cpu_name(), os.cpu_count())
+    machine = bench.machine()
     fileio.atomic_write(md, clone_report(machine, commit, results))
     fileio.atomic_write(js, json.dumps(dict(machine=machine, commit=commit, results=results),
                                        indent=1) + '\n')

@@ -6,7 +6,6 @@ writes the report."""
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 import numpy as np
 
 from fcrn import caffeio, fileio
+from tools import bench
 
 caffe = caffeio.caffe()  # pycaffe with the project's layers
 from caffe import layers as L  # noqa: E402
@@ -132,14 +132,7 @@ def bench_bn(repeats):
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return "%s, %d cores, Caffe CPU build (OpenBLAS)" % (cpu, os.cpu_count())
+    return "%s, Caffe CPU build (OpenBLAS)" % bench.machine()
 
 
 def write_report(path, loss_rows, bn_rows, repeats):

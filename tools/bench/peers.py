@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import List
 
 from fcrn import fileio
 from fcrn.errors import UsageError
-from tools import ROOT
+from tools import ROOT, bench
 from tools.bench.peer_worker import ELEMENTWISE, PROFILE_PASSES
 
 log = logging.getLogger(__name__)
@@ -285,14 +284,6 @@ def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
     return results
 
 
-def cpu_name():
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    return platform.processor() or 'unknown CPU'
-
-
 def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, threads=None,
         gemm=True):
     """Measure every case in both modes, group by group (and SGEMM of each
@@ -309,7 +300,7 @@ def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, threads=
                                   profiled=(REFERENCE,) if group == 0 else ())
                 records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
                                     group=group, results=results))
-    return dict(machine=dict(cpu=cpu_name(), cores=os.cpu_count(),
+    return dict(machine=dict(cpu=bench.cpu(), cores=os.cpu_count(),
                              load_before=load_before, load_after=os.getloadavg()),
                 warmup=warmup, runs=runs, threads=threads, gemm=gemm_record, records=records)
 
