@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from fcrn.errors import InputError
+from tools import bench
 from tools.bench import build
 
 
@@ -61,3 +62,17 @@ def test_the_environment_leaves_out_the_checkout_build(tmp_path, monkeypatch):
     assert env['FCRN_CACHE_DIR'] == str(tmp_path / 'cache') and 'FCRN_LAYERS_LIB' not in env
     assert 'VIRTUAL_ENV' not in env
     assert not any(d.startswith(build.ROOT + os.sep) for d in env['PATH'].split(os.pathsep))
+
+
+def test_the_cpu_is_named_by_model_family_and_vector_instructions():
+    with open('/proc/cpuinfo') as f:
+        first = f.read().split('\n\n')[0]
+    fields = dict(line.split(':', 1) for line in first.splitlines() if ':' in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields['flags'].split()
+    vector = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else None
+    name = bench.cpu()
+    assert name.startswith(fields['model name'] + ' (family %s, model %s' % (
+        fields['cpu family'], fields['model']))
+    if vector:
+        assert name.endswith('; %s)' % vector)
