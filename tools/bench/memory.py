@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+from tools import bench
+
 TITLE = '# Memory and time of one training iteration'
 
 
@@ -200,6 +202,8 @@ def report(results, depth, size, iterations):
     gb = lambda b: b / 1e9  # noqa: E731
     by_case = {r['case']: r for r in results}
     lines = [TITLE, '',
+             'Machine: %s (load average %.1f at the end).' % (bench.machine(), os.getloadavg()[0]),
+             '',
              'ResNet-%d FCRN (5x5 classifier, dilation 12), one %dx%d crop, CPU, '
              'measured by `scripts/bench_memory.py` (peak resident set of the whole '
              'process, pycaffe included; time: the fastest of %d iterations). The nets '
