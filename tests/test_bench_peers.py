@@ -69,3 +69,13 @@ def test_unknown_variant_is_a_usage_error():
     result = run('--variants', 'caffe', 'cafe')
     assert result.returncode == 2
     assert "--variants: unknown cafe" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_group_left_with_only_what_an_earlier_one_runs_is_dropped():
+    from tools.bench import peers
+    groups = peers.variant_groups()
+    chosen = peers.select_groups(groups, ['caffe', 'caffe-unshared', 'torch'])
+    assert [[v.name for v in g] for g in chosen] == [['caffe', 'caffe-unshared', 'torch']]
+    chosen = peers.select_groups(groups, ['caffe', 'caffe-im2col'])
+    assert [[v.name for v in g] for g in chosen] == [['caffe'], ['caffe', 'caffe-im2col']]
+    assert [len(g) for g in peers.select_groups(groups)] == [len(g) for g in groups]

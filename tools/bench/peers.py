@@ -449,6 +449,23 @@ def gemm_table(gemm, threads):
     return lines + ['']
 
 
+def select_groups(groups, variants=None):
+    """`groups` cut to the `variants` named (default all), without a group
+    that would only run again what an earlier one runs (the reference alone)."""
+    names = sorted({v.name for group in groups for v in group})
+    unknown = sorted(set(variants or []) - set(names))
+    if unknown:
+        raise UsageError('--variants: unknown %s; choose from %s' % (', '.join(unknown),
+                                                                   ', '.join(names)))
+    chosen, seen = [], set()
+    for group in groups:
+        group = [v for v in group if not variants or v.name in variants]
+        if {v.name for v in group} - seen:
+            chosen.append(group)
+            seen.update(v.name for v in group)
+    return chosen
+
+
 def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=7, threads=None,
               gemm=True, torch_venv=None, force=False):
     """The whole benchmark: `cases` (indices into CASES, default all), each
@@ -458,15 +475,7 @@ def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=7, 
     JSON beside it."""
     if out:
         fileio.report_targets(out, TITLE, force)
-    groups = variant_groups()
-    names = sorted({v.name for group in groups for v in group})
-    unknown = sorted(set(variants or []) - set(names))
-    if unknown:
-        raise UsageError('--variants: unknown %s; choose from %s' % (', '.join(unknown),
-                                                                   ', '.join(names)))
-    groups = [[v for v in group if not variants or v.name in variants]
-              for group in groups]
-    groups = [group for group in groups if group]
+    groups = select_groups(variant_groups(), variants)
     if runs < 1 or warmup < 0:
         raise UsageError('--runs must be at least 1 and --warmup at least 0')
     cases = [CASES[i] for i in (range(len(CASES)) if cases is None else cases)]
