@@ -43,7 +43,8 @@ def test_caffe_variants_alternate_and_the_generated_net_shares_memory(tmp_path):
 
 def test_profile_accounts_for_every_layer(tmp_path):
     result = run('--cases', '0', '--size', '97', '--runs', '3', '--warmup', '1', '--no-gemm',
-                 '--variants', 'caffe', 'caffe-unshared', '--out', str(tmp_path / 'peers.md'))
+                 '--variants', 'caffe', 'caffe-unshared', 'caffe-im2col',
+                 '--out', str(tmp_path / 'peers.md'))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / 'peers.json').read_text())
     assert [e['group'] for e in record['records']] == [0, 1, 0, 1]
