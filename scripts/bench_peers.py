@@ -4,11 +4,12 @@
 R50 and R101 at 1/8 (deploy nets of fcrn.net.netgen; torchvision's ResNet
 made the same architecture), forward and forward + backward: time (median
 of alternated runs) and peak resident memory, for Caffe as generated (blob
-memory shared), without sharing, and with one time lever undone or changed (im2col and
-OpenBLAS instead of oneDNN, the element-wise layers on one thread,
-OpenBLAS's OpenMP build), against PyTorch in NCHW and channels_last; and
-SGEMM of each BLAS build installed. PyTorch comes from PyPI into a virtual environment of
-its own, made on first use (see requirements-peers.txt; a few GB).
+memory shared), without sharing, and with one time lever undone or changed
+(im2col and OpenBLAS instead of oneDNN, dilated convolutions without phases,
+the element-wise layers on one thread, OpenBLAS's OpenMP build), against
+PyTorch in NCHW and channels_last; and SGEMM of each BLAS build installed.
+PyTorch comes from PyPI into a virtual environment of its own, made on first
+use (see requirements-peers.txt; a few GB).
 
   scripts/bench_peers.py --out benchmarks/peers.md
   scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --size 97   # quick check

@@ -2,8 +2,10 @@
 // makes, and its results against the CAFFE engine (im2col + GEMM) on the same
 // weights and inputs, in the cases where oneDNN's layouts and padding rules
 // differ from Caffe's: strides that leave input rows unused, dilation,
-// groups, 1x1 kernels, several bottoms, a reshape between passes.
+// groups, 1x1 kernels, several bottoms, a reshape between passes; dilated
+// convolutions in phases.
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -164,6 +166,112 @@ TEST_F(DnnlConvolutionTest, TestGradient) {
   vector<Blob<float>*> bottom_vec(1, &bottom), top_vec(1, &top);
   GradientChecker<float> checker(1e-2, 1e-3);
   checker.CheckGradientExhaustive(&layer, bottom_vec, top_vec);
+}
+
+// Dilated convolutions that keep their input's size, in phases (forced by
+// FCRN_DNNL_PHASES=1, since a CPU with direct kernels for dilation would not
+// choose them): the same results as im2col, including inputs whose rows and
+// columns do not divide into the phases evenly, and a dilation beyond the
+// input (phases of one pixel, for which oneDNN may keep no direct kernel).
+TEST_F(DnnlConvolutionTest, TestPhasesMatchCaffeEngine) {
+  const ConvCase cases[] = {
+    {"Convolution", 3, 2, 1, 2, 1, true},
+    {"Convolution", 3, 4, 1, 4, 2, false},
+    {"Convolution", 5, 4, 1, 2, 1, true},
+    {"Convolution", 3, 12, 1, 12, 1, true},
+  };
+  const vector<vector<int> > shapes = {{2, 16, 12, 10}, {1, 16, 13, 11}};
+  setenv("FCRN_DNNL_PHASES", "1", 1);
+  for (const ConvCase& c : cases) {
+    for (const vector<int>& shape : shapes) {
+      const std::string name = c.Name() + " on " + std::to_string(shape[2]) +
+          "x" + std::to_string(shape[3]);
+      shared_ptr<Layer<float> > reference = LayerRegistry<float>::CreateLayer(
+          ConvParam(c, ConvolutionParameter_Engine_CAFFE, 16));
+      shared_ptr<Layer<float> > layer = LayerRegistry<float>::CreateLayer(
+          ConvParam(c, ConvolutionParameter_Engine_DEFAULT, 16));
+      ExpectSameAsReference(reference.get(), layer.get(), shape, 1e-5, name);
+      EXPECT_TRUE(c.dilation > shape[3] ||
+          static_cast<DnnlConvolutionLayer<float>*>(layer.get())
+              ->uses_phases()) << name;
+    }
+  }
+  unsetenv("FCRN_DNNL_PHASES");
+}
+
+// Phases only where they equal the convolution: stride 1, the output as
+// large as the input, more outputs than kn2row takes; and never with
+// FCRN_DNNL_PHASES=0.
+TEST_F(DnnlConvolutionTest, TestPhasesApply) {
+  struct Expectation {
+    ConvCase conv;
+    int num_output;
+    const char* setting;
+    bool phases;
+  };
+  const Expectation expectations[] = {
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "1", true},
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "0", false},
+    {{"Convolution", 3, 2, 2, 2, 1, true}, 6, "1", false},   // stride 2
+    {{"Convolution", 3, 1, 1, 2, 1, true}, 6, "1", false},   // shrinks
+    {{"Convolution", 3, 3, 1, 2, 1, true}, 6, "1", false},   // grows
+    {{"Convolution", 3, 1, 1, 1, 1, true}, 6, "1", false},   // not dilated
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 2, "1", false},   // kn2row
+  };
+  Blob<float> bottom(1, 4, 12, 10), top;
+  vector<Blob<float>*> bottom_vec(1, &bottom), top_vec(1, &top);
+  for (const Expectation& e : expectations) {
+    setenv("FCRN_DNNL_PHASES", e.setting, 1);
+    shared_ptr<Layer<float> > layer = LayerRegistry<float>::CreateLayer(
+        ConvParam(e.conv, ConvolutionParameter_Engine_DEFAULT, e.num_output));
+    layer->SetUp(bottom_vec, top_vec);
+    EXPECT_EQ(e.phases, static_cast<DnnlConvolutionLayer<float>*>(
+        layer.get())->uses_phases())
+        << e.conv.Name() << ", " << e.num_output << " outputs, "
+        << "FCRN_DNNL_PHASES=" << e.setting;
+  }
+  unsetenv("FCRN_DNNL_PHASES");
+}
+
+TEST_F(DnnlConvolutionTest, TestPhasesGradient) {
+  const ConvCase c = {"Convolution", 3, 2, 1, 2, 1, true};
+  setenv("FCRN_DNNL_PHASES", "1", 1);
+  LayerParameter param = ConvParam(c, ConvolutionParameter_Engine_DEFAULT);
+  DnnlConvolutionLayer<float> layer(param);
+  Blob<float> bottom(2, 3, 7, 6), top;
+  FillerParameter filler_param;
+  GaussianFiller<float> filler(filler_param);
+  filler.Fill(&bottom);
+  vector<Blob<float>*> bottom_vec(1, &bottom), top_vec(1, &top);
+  GradientChecker<float> checker(1e-2, 1e-3);
+  checker.CheckGradientExhaustive(&layer, bottom_vec, top_vec);
+  EXPECT_TRUE(layer.uses_phases());
+  unsetenv("FCRN_DNNL_PHASES");
+}
+
+// The shared im2col buffer grows when a pass uses it, not when a layer that
+// never does (its passes run in oneDNN) is set up: here it ends as large as
+// the small im2col layer needs. A thread of its own starts with no buffer.
+TEST_F(DnnlConvolutionTest, TestSharedColBufferGrowsOnUse) {
+  size_t bytes = 0;
+  std::thread([&bytes] {
+    const ConvCase c = {"Convolution", 3, 1, 1, 1, 1, true};
+    Blob<float> large(1, 16, 32, 32), small(1, 4, 8, 8), top;
+    vector<Blob<float>*> top_vec(1, &top);
+    shared_ptr<Layer<float> > dnnl = LayerRegistry<float>::CreateLayer(
+        ConvParam(c, ConvolutionParameter_Engine_DEFAULT, 16));
+    const vector<Blob<float>*> large_vec(1, &large), small_vec(1, &small);
+    dnnl->SetUp(large_vec, top_vec);
+    dnnl->Forward(large_vec, top_vec);
+    ASSERT_TRUE(static_cast<DnnlConvolutionLayer<float>*>(dnnl.get())
+                ->uses_dnnl());
+    shared_ptr<Layer<float> > im2col =
+        Make(c, ConvolutionParameter_Engine_CAFFE);
+    im2col->SetUp(small_vec, top_vec);
+    im2col->Forward(small_vec, top_vec);
+    bytes = BaseConvolutionLayer<float>::SharedColBufferBytes();
+  }).join();
+  EXPECT_EQ(4 * 3 * 3 * 8 * 8 * sizeof(float), bytes);
 }
 
 #endif  // USE_DNNL

@@ -101,6 +101,9 @@ def variant_groups():
         (Variant(REFERENCE, 'caffe', note='the reference of this group'),
          Variant('caffe-im2col', 'caffe', env=(('FCRN_NO_DNNL', '1'),),
                  note='im2col/kn2row and OpenBLAS instead of oneDNN (patch 0013 off)'),
+         Variant('caffe-no-phases', 'caffe', env=(('FCRN_DNNL_PHASES', '0'),),
+                 note='dilated convolutions without phases: im2col where oneDNN '
+                 'has no direct kernel (patch 0015 off)'),
          Variant('caffe-serial-elementwise', 'caffe',
                  env=(('FCRN_SERIAL_ELEMENTWISE', '1'),),
                  note="element-wise layers on one thread (patch 0014's OpenMP off)"),
