@@ -6,7 +6,7 @@ made the same architecture), forward and forward + backward: time (median
 of alternated runs) and peak resident memory, for Caffe as generated (blob
 memory shared), without sharing, and with one time lever undone or changed
 (im2col and OpenBLAS instead of oneDNN, dilated convolutions without phases,
-the element-wise layers on one thread, OpenBLAS's OpenMP build), against
+the element-wise layers on one thread, OpenBLAS's pthreads build), against
 PyTorch in NCHW and channels_last; and SGEMM of each BLAS build installed.
 PyTorch comes from PyPI into a virtual environment of its own, made on first
 use (see requirements-peers.txt; a few GB).

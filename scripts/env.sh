@@ -11,4 +11,12 @@ fi
 . "$_fcrn_root/.venv/bin/activate"
 export FCRN_ROOT=$_fcrn_root
 export PATH="$_fcrn_root/build/bin:$PATH"
-unset _fcrn_root
+# OpenBLAS's OpenMP build, where CMake found it (as the caffe wrapper does):
+# Caffe's GEMMs then share oneDNN's threads (Caffe patch 0016).
+_fcrn_blas=$(cat "$_fcrn_root/build/openmp-blas" 2>/dev/null || true)
+case ":${LD_LIBRARY_PATH:-}:" in
+  *":$_fcrn_blas:"*) ;;
+  *) [ -z "$_fcrn_blas" ] ||
+       export LD_LIBRARY_PATH="$_fcrn_blas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
+esac
+unset _fcrn_root _fcrn_blas

@@ -37,8 +37,9 @@ PACKAGES=(
   libgtest-dev
   # the GPU kit (make gpu-kit): its archive, and binaries that find its libraries
   xz-utils patchelf
-  # other BLAS builds that scripts/bench_peers.py compares (Caffe links the
-  # default OpenBLAS; LD_LIBRARY_PATH=/usr/lib/<arch>/openblas-openmp swaps)
+  # OpenBLAS's OpenMP build, which scripts/env.sh and the caffe wrapper put
+  # first on LD_LIBRARY_PATH (Caffe patch 0016); BLIS for the comparison of
+  # BLAS builds in scripts/bench_peers.py
   libopenblas0-openmp libblis4-openmp
 )
 

@@ -108,9 +108,11 @@ def variant_groups():
                  env=(('FCRN_SERIAL_ELEMENTWISE', '1'),),
                  note="element-wise layers on one thread (patch 0014's OpenMP off)"),
          # The same soname, libopenblas.so.0, found first in that folder.
-         Variant('caffe-openblas-openmp', 'caffe',
-                 env=(('LD_LIBRARY_PATH', blas_dir('openblas-openmp')),),
-                 note='OpenBLAS built for OpenMP')),
+         Variant('caffe-openblas-pthread', 'caffe',
+                 env=(('LD_LIBRARY_PATH', blas_dir('openblas-pthread')),),
+                 note="OpenBLAS's pthreads build (Debian's default) instead of the "
+                 "OpenMP one the project's environment chooses: 1x1 convolutions in "
+                 "oneDNN (patch 0016 off)")),
     )
 
 
