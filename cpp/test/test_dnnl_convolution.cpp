@@ -3,7 +3,7 @@
 // weights and inputs, in the cases where oneDNN's layouts and padding rules
 // differ from Caffe's: strides that leave input rows unused, dilation,
 // groups, 1x1 kernels, several bottoms, a reshape between passes; dilated
-// convolutions in phases.
+// convolutions on a padded copy and in phases.
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -168,12 +168,14 @@ TEST_F(DnnlConvolutionTest, TestGradient) {
   checker.CheckGradientExhaustive(&layer, bottom_vec, top_vec);
 }
 
-// Dilated convolutions that keep their input's size, in phases (forced by
-// FCRN_DNNL_PHASES=1, since a CPU with direct kernels for dilation would not
-// choose them): the same results as im2col, including inputs whose rows and
-// columns do not divide into the phases evenly, and a dilation beyond the
-// input (phases of one pixel, for which oneDNN may keep no direct kernel).
-TEST_F(DnnlConvolutionTest, TestPhasesMatchCaffeEngine) {
+// Dilated convolutions that keep their input's size, on a padded copy and in
+// phases (forced by FCRN_DNNL_DILATED, since a CPU with direct kernels for
+// dilation would not choose them): the same results as im2col, including
+// inputs whose rows and columns do not divide into the phases evenly, and a
+// dilation beyond the input (phases of one pixel, for which oneDNN may keep
+// no direct kernel). A padded copy serves the forward pass only: the first
+// backward pass moves both to phases.
+TEST_F(DnnlConvolutionTest, TestDilatedPathsMatchCaffeEngine) {
   const ConvCase cases[] = {
     {"Convolution", 3, 2, 1, 2, 1, true},
     {"Convolution", 3, 4, 1, 4, 2, false},
@@ -181,61 +183,76 @@ TEST_F(DnnlConvolutionTest, TestPhasesMatchCaffeEngine) {
     {"Convolution", 3, 12, 1, 12, 1, true},
   };
   const vector<vector<int> > shapes = {{2, 16, 12, 10}, {1, 16, 13, 11}};
-  setenv("FCRN_DNNL_PHASES", "1", 1);
-  for (const ConvCase& c : cases) {
-    for (const vector<int>& shape : shapes) {
-      const std::string name = c.Name() + " on " + std::to_string(shape[2]) +
-          "x" + std::to_string(shape[3]);
-      shared_ptr<Layer<float> > reference = LayerRegistry<float>::CreateLayer(
-          ConvParam(c, ConvolutionParameter_Engine_CAFFE, 16));
-      shared_ptr<Layer<float> > layer = LayerRegistry<float>::CreateLayer(
-          ConvParam(c, ConvolutionParameter_Engine_DEFAULT, 16));
-      ExpectSameAsReference(reference.get(), layer.get(), shape, 1e-5, name);
-      EXPECT_TRUE(c.dilation > shape[3] ||
-          static_cast<DnnlConvolutionLayer<float>*>(layer.get())
-              ->uses_phases()) << name;
+  for (const std::string path : {"padded", "phases"}) {
+    setenv("FCRN_DNNL_DILATED", path.c_str(), 1);
+    for (const ConvCase& c : cases) {
+      for (const vector<int>& shape : shapes) {
+        const std::string name = path + ": " + c.Name() + " on " +
+            std::to_string(shape[2]) + "x" + std::to_string(shape[3]);
+        shared_ptr<Layer<float> > reference =
+            LayerRegistry<float>::CreateLayer(
+                ConvParam(c, ConvolutionParameter_Engine_CAFFE, 16));
+        shared_ptr<Layer<float> > layer = LayerRegistry<float>::CreateLayer(
+            ConvParam(c, ConvolutionParameter_Engine_DEFAULT, 16));
+        const DnnlConvolutionLayer<float>* dnnl =
+            static_cast<DnnlConvolutionLayer<float>*>(layer.get());
+        const bool within = c.dilation <= shape[3];
+        Blob<float> bottom(shape), top;
+        layer->SetUp(vector<Blob<float>*>(1, &bottom),
+                     vector<Blob<float>*>(1, &top));
+        EXPECT_TRUE(!within ||
+            (path == "padded" ? dnnl->uses_padded_copy()
+                              : dnnl->uses_phases())) << name;
+        ExpectSameAsReference(reference.get(), layer.get(), shape, 1e-5, name);
+        EXPECT_TRUE(!within || dnnl->uses_phases()) << name << ": backward";
+      }
     }
   }
-  unsetenv("FCRN_DNNL_PHASES");
+  unsetenv("FCRN_DNNL_DILATED");
 }
 
-// Phases only where they equal the convolution: stride 1, the output as
-// large as the input, more outputs than kn2row takes; and never with
-// FCRN_DNNL_PHASES=0.
-TEST_F(DnnlConvolutionTest, TestPhasesApply) {
+// A padded copy or phases only where they equal the convolution: stride 1,
+// the output as large as the input, more outputs than kn2row takes; and
+// never with FCRN_DNNL_DILATED=as-is.
+TEST_F(DnnlConvolutionTest, TestDilatedPathsApply) {
   struct Expectation {
     ConvCase conv;
     int num_output;
     const char* setting;
-    bool phases;
+    bool rewritten;  // on a padded copy (setting "padded"), else in phases
   };
   const Expectation expectations[] = {
-    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "1", true},
-    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "0", false},
-    {{"Convolution", 3, 2, 2, 2, 1, true}, 6, "1", false},   // stride 2
-    {{"Convolution", 3, 1, 1, 2, 1, true}, 6, "1", false},   // shrinks
-    {{"Convolution", 3, 3, 1, 2, 1, true}, 6, "1", false},   // grows
-    {{"Convolution", 3, 1, 1, 1, 1, true}, 6, "1", false},   // not dilated
-    {{"Convolution", 3, 2, 1, 2, 1, true}, 2, "1", false},   // kn2row
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "phases", true},
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "padded", true},
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 6, "as-is", false},
+    {{"Convolution", 3, 2, 2, 2, 1, true}, 6, "phases", false},  // stride 2
+    {{"Convolution", 3, 2, 2, 2, 1, true}, 6, "padded", false},
+    {{"Convolution", 3, 1, 1, 2, 1, true}, 6, "phases", false},  // shrinks
+    {{"Convolution", 3, 3, 1, 2, 1, true}, 6, "padded", false},  // grows
+    {{"Convolution", 3, 1, 1, 1, 1, true}, 6, "phases", false},  // undilated
+    {{"Convolution", 3, 1, 1, 1, 1, true}, 6, "padded", false},
+    {{"Convolution", 3, 2, 1, 2, 1, true}, 2, "phases", false},  // kn2row
   };
   Blob<float> bottom(1, 4, 12, 10), top;
   vector<Blob<float>*> bottom_vec(1, &bottom), top_vec(1, &top);
   for (const Expectation& e : expectations) {
-    setenv("FCRN_DNNL_PHASES", e.setting, 1);
+    setenv("FCRN_DNNL_DILATED", e.setting, 1);
     shared_ptr<Layer<float> > layer = LayerRegistry<float>::CreateLayer(
         ConvParam(e.conv, ConvolutionParameter_Engine_DEFAULT, e.num_output));
     layer->SetUp(bottom_vec, top_vec);
-    EXPECT_EQ(e.phases, static_cast<DnnlConvolutionLayer<float>*>(
-        layer.get())->uses_phases())
+    const DnnlConvolutionLayer<float>* dnnl =
+        static_cast<DnnlConvolutionLayer<float>*>(layer.get());
+    EXPECT_EQ(e.rewritten, std::string(e.setting) == "padded" ?
+        dnnl->uses_padded_copy() : dnnl->uses_phases())
         << e.conv.Name() << ", " << e.num_output << " outputs, "
-        << "FCRN_DNNL_PHASES=" << e.setting;
+        << "FCRN_DNNL_DILATED=" << e.setting;
   }
-  unsetenv("FCRN_DNNL_PHASES");
+  unsetenv("FCRN_DNNL_DILATED");
 }
 
 TEST_F(DnnlConvolutionTest, TestPhasesGradient) {
   const ConvCase c = {"Convolution", 3, 2, 1, 2, 1, true};
-  setenv("FCRN_DNNL_PHASES", "1", 1);
+  setenv("FCRN_DNNL_DILATED", "phases", 1);
   LayerParameter param = ConvParam(c, ConvolutionParameter_Engine_DEFAULT);
   DnnlConvolutionLayer<float> layer(param);
   Blob<float> bottom(2, 3, 7, 6), top;
@@ -246,7 +263,7 @@ TEST_F(DnnlConvolutionTest, TestPhasesGradient) {
   GradientChecker<float> checker(1e-2, 1e-3);
   checker.CheckGradientExhaustive(&layer, bottom_vec, top_vec);
   EXPECT_TRUE(layer.uses_phases());
-  unsetenv("FCRN_DNNL_PHASES");
+  unsetenv("FCRN_DNNL_DILATED");
 }
 
 // The shared im2col buffer grows when a pass uses it, not when a layer that

@@ -89,8 +89,8 @@ def variant_groups():
     """Groups of variants, each group's workers alternated run by run.
 
     The first group compares Caffe with PyTorch; the second holds one lever
-    each against caffe (all share memory, so that four Caffe processes fit
-    in memory at 505x505)."""
+    each against caffe (all share memory, so that six Caffe processes fit
+    in memory together at 505x505)."""
     return (
         (Variant(REFERENCE, 'caffe', note='the generated net: share_memory: true, data '
                  '(forward) or diffs (backward) share memory'),
@@ -101,9 +101,12 @@ def variant_groups():
         (Variant(REFERENCE, 'caffe', note='the reference of this group'),
          Variant('caffe-im2col', 'caffe', env=(('FCRN_NO_DNNL', '1'),),
                  note='im2col/kn2row and OpenBLAS instead of oneDNN (patch 0013 off)'),
-         Variant('caffe-no-phases', 'caffe', env=(('FCRN_DNNL_PHASES', '0'),),
-                 note='dilated convolutions without phases: im2col where oneDNN '
-                 'has no direct kernel (patch 0015 off)'),
+         Variant('caffe-dilated-as-is', 'caffe', env=(('FCRN_DNNL_DILATED', 'as-is'),),
+                 note='dilated convolutions as they are: im2col where oneDNN has '
+                 'no direct kernel (patches 0015 and 0017 off)'),
+         Variant('caffe-dilated-phases', 'caffe', env=(('FCRN_DNNL_DILATED', 'phases'),),
+                 note='dilated forward passes in phases, not on a padded copy '
+                 '(patch 0017 off)'),
          Variant('caffe-serial-elementwise', 'caffe',
                  env=(('FCRN_SERIAL_ELEMENTWISE', '1'),),
                  note="element-wise layers on one thread (patch 0014's OpenMP off)"),
