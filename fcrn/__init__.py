@@ -8,15 +8,21 @@ BootstrappedSoftmaxWithLoss) into the process once; code that creates
 `caffe.Net` itself calls `fcrn.load_layers()` first. Caffe's layer registry is
 shared between shared libraries, so loading the library with RTLD_GLOBAL is
 all it takes. Where the library, Caffe and the rest are: `fcrn.paths`.
+Importing the package also sets OPENBLAS_CORETYPE where OpenBLAS would pick
+kernels below the CPU's (`fcrn.blas`; asked in a child process, once: the
+value is inherited), before numpy or pycaffe load OpenBLAS.
 """
 import ctypes
 import os
 import threading
 import warnings
 
-from . import paths
+from . import blas, paths
 
 __version__ = "0.1.0"
+
+# Before anything loads OpenBLAS: its kernels on CPUs it does not know.
+blas.pin_kernels()
 
 _LOADED = {}
 _LOCK = threading.Lock()

@@ -19,4 +19,9 @@ case ":${LD_LIBRARY_PATH:-}:" in
   *) [ -z "$_fcrn_blas" ] ||
        export LD_LIBRARY_PATH="$_fcrn_blas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
 esac
+# OpenBLAS's kernels, named where it does not know the CPU (fcrn/blas.py).
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  _fcrn_blas=$(python "$_fcrn_root/fcrn/blas.py" 2>/dev/null || true)
+  [ -z "$_fcrn_blas" ] || export OPENBLAS_CORETYPE="$_fcrn_blas"
+fi
 unset _fcrn_root _fcrn_blas

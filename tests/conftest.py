@@ -4,10 +4,9 @@ import importlib.util
 import os
 import tempfile
 
+import fcrn  # first: it names OpenBLAS's kernels before numpy loads it (fcrn/blas.py)
 import numpy as np
 import pytest
-
-import fcrn
 
 # The checkout under test (the package itself may be installed elsewhere).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

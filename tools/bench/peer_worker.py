@@ -42,14 +42,13 @@ def blas_settings():
     """The BLAS this process runs on: libraries, thread and kernel settings
     from the environment, and OpenBLAS's own kernel and thread choice."""
     import ctypes
+    from fcrn import blas
     keys = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE')
     found = dict(blas=loaded_blas(), **{k.lower(): os.environ.get(k) for k in keys})
     for path in found['blas']:
-        if 'libopenblas' in os.path.basename(path):
-            openblas = ctypes.CDLL(path)  # the copy already loaded
-            openblas.openblas_get_corename.restype = ctypes.c_char_p
-            found['openblas_kernels'] = openblas.openblas_get_corename().decode()
-            found['openblas_threads'] = openblas.openblas_get_num_threads()
+        if 'libopenblas' in os.path.basename(path):  # the copy already loaded
+            found['openblas_kernels'] = blas.openblas_core(path)
+            found['openblas_threads'] = ctypes.CDLL(path).openblas_get_num_threads()
     return found
 
 
@@ -57,8 +56,8 @@ class CaffePeer:
     """The project's generated deploy net (fcrn.net.netgen) in pycaffe."""
 
     def __init__(self, args):
+        from fcrn import caffeio  # first: it names OpenBLAS's kernels before numpy loads it
         import numpy as np
-        from fcrn import caffeio
         caffe = caffeio.caffe()  # with the project's layers (LeanBatchNorm)
         from fcrn.net import netgen
         self.baseline = rss_peak()
