@@ -21,7 +21,7 @@ case ":${LD_LIBRARY_PATH:-}:" in
 esac
 # OpenBLAS's kernels, named where it does not know the CPU (fcrn/blas.py).
 if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
-  _fcrn_blas=$(python "$_fcrn_root/fcrn/blas.py" 2>/dev/null || true)
-  [ -z "$_fcrn_blas" ] || export OPENBLAS_CORETYPE="$_fcrn_blas"
+  _fcrn_core=$(python "$_fcrn_root/fcrn/blas.py" 2>/dev/null || true)
+  [ -z "$_fcrn_core" ] || export OPENBLAS_CORETYPE="$_fcrn_core"
 fi
-unset _fcrn_root _fcrn_blas
+unset _fcrn_root _fcrn_blas _fcrn_core
