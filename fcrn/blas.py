@@ -41,13 +41,20 @@ def cpu_flags(path="/proc/cpuinfo"):
     return set()
 
 
-def kernels_for(core, flags):
-    """The kernels to name for a CPU with `flags` on which OpenBLAS chose
-    `core`, or None where its choice uses the CPU's best instruction set."""
+def best_kernels(flags):
+    """(rank, kernels) of the best instruction set a CPU with `flags` runs,
+    or None below AVX2 (OpenBLAS's own choice is then kept)."""
     best = None
     for rank, needed, name in (_AVX2, _AVX512):
         if all(flag in flags for flag in needed):
             best = (rank, name)
+    return best
+
+
+def kernels_for(core, flags):
+    """The kernels to name for a CPU with `flags` on which OpenBLAS chose
+    `core`, or None where its choice uses the CPU's best instruction set."""
+    best = best_kernels(flags)
     if best is None or _CORE_RANKS.get(core, 0) >= best[0]:
         return None
     return best[1]
@@ -81,8 +88,7 @@ def pin_kernels(environ=None):
     (about 40 ms), so that this one's is not loaded by asking. Returns the
     value set, or None (set already, OpenBLAS loaded, no AVX2, no OpenBLAS)."""
     environ = os.environ if environ is None else environ
-    # kernels_for(None, ...): whether the CPU runs AVX2 at all.
-    if environ.get(VARIABLE) or openblas_loaded() or not kernels_for(None, cpu_flags()) \
+    if environ.get(VARIABLE) or openblas_loaded() or best_kernels(cpu_flags()) is None \
             or not sys.executable:  # an embedded interpreter may have none
         return None
     # This file as a script: `-m fcrn.blas` would import the package, which pins.
