@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -38,10 +39,12 @@ void ChannelSums(int num, int channels, int spatial_dim, const Dtype* src,
   }
 }
 
-// out = (in - offset[c]) * scale[c] + shift[c]; offset and shift may be null.
+// out = (in - offset[c]) * scale[c] + shift[c]; offset and shift may be null;
+// relu: negative results are 0, as ReLULayer makes them.
 template <typename Dtype>
 void ChannelAffine(int num, int channels, int spatial_dim, const Dtype* in,
-    const Dtype* offset, const Dtype* scale, const Dtype* shift, Dtype* out) {
+    const Dtype* offset, const Dtype* scale, const Dtype* shift, bool relu,
+    Dtype* out) {
 #pragma omp parallel for if (ParallelLoop(num * channels * spatial_dim))
   for (int plane = 0; plane < num * channels; ++plane) {
     const int c = plane % channels;
@@ -51,8 +54,14 @@ void ChannelAffine(int num, int channels, int spatial_dim, const Dtype* in,
     const Dtype add = shift ? shift[c] : Dtype(0);
     const Dtype* x = in + plane * spatial_dim;
     Dtype* y = out + plane * spatial_dim;
-    for (int s = 0; s < spatial_dim; ++s) {
-      y[s] = (x[s] - off) * scl + add;
+    if (relu) {
+      for (int s = 0; s < spatial_dim; ++s) {
+        y[s] = std::max((x[s] - off) * scl + add, Dtype(0));
+      }
+    } else {
+      for (int s = 0; s < spatial_dim; ++s) {
+        y[s] = (x[s] - off) * scl + add;
+      }
     }
   }
 }
@@ -206,7 +215,7 @@ void LeanBatchNormLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
                input_copy_.mutable_cpu_data());
   }
   ChannelAffine(num_, channels_, spatial_dim_, bottom_data, mean_.cpu_data(),
-      slope_.cpu_data(), this->blobs_[4]->cpu_data(),
+      slope_.cpu_data(), this->blobs_[4]->cpu_data(), this->fused_relu_,
       top[0]->mutable_cpu_data());
 }
 
@@ -235,7 +244,7 @@ void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype* slope = slope_.cpu_data();
   if (use_global_stats_) {
     ChannelAffine<Dtype>(num_, channels_, spatial_dim_, top_diff, NULL, slope,
-                         NULL, bottom_diff);
+                         NULL, false, bottom_diff);
     return;
   }
   // dx = gamma / std * (dy - mean(dy) - xhat * mean(dy * xhat))

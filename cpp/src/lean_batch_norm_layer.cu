@@ -177,18 +177,21 @@ __global__ void ChannelDotTotalsGPU(const int channels, const int chunks,
   }
 }
 
-// out = (in - offset[c]) * scale[c] + shift[c]; offset and shift may be null.
-// save, if given, gets a copy of in on the way (in place, out is in).
+// out = (in - offset[c]) * scale[c] + shift[c]; offset and shift may be null;
+// relu: negative results are 0. save, if given, gets a copy of in on the way
+// (in place, out is in).
 template <typename Dtype>
 __global__ void ChannelAffineGPU(const int count, const int channels,
     const int spatial_dim, const Dtype* in, const Dtype* offset,
-    const Dtype* scale, const Dtype* shift, Dtype* save, Dtype* out) {
+    const Dtype* scale, const Dtype* shift, const bool relu, Dtype* save,
+    Dtype* out) {
   CUDA_KERNEL_LOOP(i, count) {
     const int c = (i / spatial_dim) % channels;
     const Dtype x = in[i];
     if (save) save[i] = x;
-    out[i] = (x - (offset ? offset[c] : Dtype(0))) * scale[c]
+    const Dtype y = (x - (offset ? offset[c] : Dtype(0))) * scale[c]
         + (shift ? shift[c] : Dtype(0));
+    out[i] = relu && y < 0 ? Dtype(0) : y;
   }
 }
 
@@ -247,7 +250,7 @@ void LeanBatchNormLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   // NOLINT_NEXT_LINE(whitespace/operators)
   ChannelAffineGPU<Dtype><<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
       count, channels_, spatial_dim_, bottom_data, mean_.gpu_data(),
-      slope_.gpu_data(), this->blobs_[4]->gpu_data(),
+      slope_.gpu_data(), this->blobs_[4]->gpu_data(), this->fused_relu_,
       keep_input_ ? input_copy_.mutable_gpu_data() : NULL,
       top[0]->mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
@@ -294,7 +297,7 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     // NOLINT_NEXT_LINE(whitespace/operators)
     ChannelAffineGPU<Dtype><<<CAFFE_GET_BLOCKS(count),
         CAFFE_CUDA_NUM_THREADS>>>(count, channels_, spatial_dim_, top_diff,
-        NULL, slope_.gpu_data(), NULL, NULL, bottom_diff);
+        NULL, slope_.gpu_data(), NULL, false, NULL, bottom_diff);
   } else {
     // NOLINT_NEXT_LINE(whitespace/operators)
     BatchStatsBackwardGPU<Dtype><<<CAFFE_GET_BLOCKS(count),

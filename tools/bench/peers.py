@@ -89,7 +89,7 @@ def variant_groups():
     """Groups of variants, each group's workers alternated run by run.
 
     The first group compares Caffe with PyTorch; the second holds one lever
-    each against caffe (all share memory, so that six Caffe processes fit
+    each against caffe (all share memory, so that seven Caffe processes fit
     in memory together at 505x505)."""
     return (
         (Variant(REFERENCE, 'caffe', note='the generated net: share_memory: true, data '
@@ -110,6 +110,9 @@ def variant_groups():
          Variant('caffe-serial-elementwise', 'caffe',
                  env=(('FCRN_SERIAL_ELEMENTWISE', '1'),),
                  note="element-wise layers on one thread (patch 0014's OpenMP off)"),
+         Variant('caffe-unfused-relu', 'caffe', env=(('FCRN_UNFUSED_RELU', '1'),),
+                 note='every ReLU a pass of its own, not applied by the layer before '
+                 'it (patch 0019 off)'),
          # The same soname, libopenblas.so.0, found first in that folder.
          Variant('caffe-openblas-pthread', 'caffe',
                  env=(('LD_LIBRARY_PATH', blas_dir('openblas-pthread')),),

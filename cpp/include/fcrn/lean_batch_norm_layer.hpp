@@ -51,6 +51,9 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   /// Writes its top (its bottom, in place) in full and keeps what backward
   /// needs in buffers of its own: nets may share its blobs' memory.
   virtual inline BlobUse blob_use() const { return BLOB_USE_COMPUTES; }
+  /// Applies the in-place ReLU after it as it writes its top (Net skips that
+  /// layer's Forward); backward is unchanged, the ReLU's own masks dy.
+  virtual inline bool CanFuseReLU() const { return true; }
   virtual inline int ExactNumBottomBlobs() const { return 1; }
   virtual inline int ExactNumTopBlobs() const { return 1; }
 
