@@ -7,7 +7,7 @@ the layers, the Python environment, the C++ and Python tests without nvcc;
 then with nvcc the layers' CUDA check, the GPU kit's Caffe, the kit and its
 checks), with the project's cache folder empty and pip's cache off, as on a
 machine's first run. Run it on an idle machine: the figures are wall-clock
-times (42 minutes on the 2-core Zen 1 machine). A failed phase stops the
+times (26 minutes on the 2-core Xeon, 42 on the Zen 1 machine). A failed phase stops the
 run and names its log; no report is written then.
 
     python scripts/bench_clone.py --out benchmarks/build.md
