@@ -52,7 +52,7 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   /// needs in buffers of its own: nets may share its blobs' memory.
   virtual inline BlobUse blob_use() const { return BLOB_USE_COMPUTES; }
   /// Applies the in-place ReLU after it as it writes its top (Net skips that
-  /// layer's Forward); backward is unchanged, the ReLU's own masks dy.
+  /// layer's Forward); backward is unchanged: the ReLU's own Backward masks dy.
   virtual inline bool CanFuseReLU() const { return true; }
   virtual inline int ExactNumBottomBlobs() const { return 1; }
   virtual inline int ExactNumTopBlobs() const { return 1; }
