@@ -16,6 +16,7 @@
 #include "caffe/sgd_solvers.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
+#include "train_net.hpp"
 
 namespace caffe {
 
@@ -92,15 +93,6 @@ class FusedReLUNetTest : public MultiDeviceTest<TypeParam> {
     return param;
   }
 
-  void FillInputs(Net<Dtype>* net) {
-    Blob<Dtype>* data = net->input_blobs()[0];
-    Blob<Dtype>* label = net->input_blobs()[1];
-    Dtype* d = data->mutable_cpu_data();
-    for (int i = 0; i < data->count(); ++i) { d[i] = Dtype((i * 37 % 101) - 50) / 25; }
-    Dtype* l = label->mutable_cpu_data();
-    for (int i = 0; i < label->count(); ++i) { l[i] = (i * 7 + i / 13) % 4; }
-  }
-
   // The names of the layers that apply the ReLU after them.
   static vector<string> Fusing(const Net<Dtype>& net) {
     vector<string> names;
@@ -113,19 +105,8 @@ class FusedReLUNetTest : public MultiDeviceTest<TypeParam> {
   // Trains three updates of iter_size 2; the loss after each, then every
   // blob's data and diff after the last, then the weights.
   void Train(bool unfused, vector<vector<Dtype> >* values) {
-    SolverParameter solver_param;
-    *solver_param.mutable_net_param() = NetParam();
-    solver_param.set_base_lr(0.05);
-    solver_param.set_lr_policy("fixed");
-    solver_param.set_momentum(0.9);
-    solver_param.set_iter_size(2);
-    solver_param.set_max_iter(3);
-    solver_param.set_random_seed(1701);
-    solver_param.set_snapshot_after_train(false);
-    solver_param.set_solver_mode(Caffe::mode() == Caffe::GPU ?
-        SolverParameter_SolverMode_GPU : SolverParameter_SolverMode_CPU);
     UnfusedReLU env(unfused);
-    SGDSolver<Dtype> solver(solver_param);
+    SGDSolver<Dtype> solver(ThreeUpdates(NetParam()));
     Net<Dtype>& net = *solver.net();
     const vector<string> fused = Fusing(net);
     if (unfused) {
@@ -136,7 +117,7 @@ class FusedReLUNetTest : public MultiDeviceTest<TypeParam> {
     }
     vector<Dtype> losses;
     for (int step = 0; step < 3; ++step) {
-      FillInputs(&net);
+      FillDataAndLabel(&net);
       solver.Step(1);
       losses.push_back(net.blob_by_name("loss")->cpu_data()[0]);
     }
@@ -174,7 +155,7 @@ TYPED_TEST(FusedReLUNetTest, ForwardStoppingBeforeTheReLULeavesItsInput) {
   param.set_share_memory(false);  // a shared TEST net starts at layer 0
   Net<Dtype> net(param);
   ASSERT_TRUE(net.fuses_next_relu(2));  // bn1, then relu1 at 3
-  this->FillInputs(&net);
+  FillDataAndLabel(&net);
   const Blob<Dtype>& conv1 = *net.blob_by_name("conv1");
   int negative = 0;
   net.ForwardTo(2);

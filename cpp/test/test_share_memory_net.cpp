@@ -16,6 +16,7 @@
 #include "caffe/sgd_solvers.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
+#include "train_net.hpp"
 
 namespace caffe {
 
@@ -73,35 +74,15 @@ class ShareMemoryNetTest : public MultiDeviceTest<TypeParam> {
     return param;
   }
 
-  // The same inputs on every pass: random, labels in 0..3.
-  void FillInputs(Net<Dtype>* net) {
-    Blob<Dtype>* data = net->input_blobs()[0];
-    Blob<Dtype>* label = net->input_blobs()[1];
-    Dtype* d = data->mutable_cpu_data();
-    for (int i = 0; i < data->count(); ++i) { d[i] = Dtype((i * 37 % 101) - 50) / 25; }
-    Dtype* l = label->mutable_cpu_data();
-    for (int i = 0; i < label->count(); ++i) { l[i] = (i * 7 + i / 13) % 4; }
-  }
-
   // Trains three updates of iter_size 2; the losses after each and the weights.
   void Train(bool share, vector<Dtype>* losses, vector<vector<Dtype> >* weights) {
-    SolverParameter solver_param;
-    *solver_param.mutable_net_param() = NetParam(share);
-    solver_param.set_base_lr(0.05);
-    solver_param.set_lr_policy("fixed");
-    solver_param.set_momentum(0.9);
+    SolverParameter solver_param = ThreeUpdates(NetParam(share));
     solver_param.set_weight_decay(0.001);
-    solver_param.set_iter_size(2);
-    solver_param.set_max_iter(3);
-    solver_param.set_random_seed(1701);
-    solver_param.set_snapshot_after_train(false);
-    solver_param.set_solver_mode(Caffe::mode() == Caffe::GPU ?
-        SolverParameter_SolverMode_GPU : SolverParameter_SolverMode_CPU);
     SGDSolver<Dtype> solver(solver_param);
     Net<Dtype>& net = *solver.net();
     EXPECT_EQ(share, net.share_memory());
     for (int step = 0; step < 3; ++step) {
-      FillInputs(&net);
+      FillDataAndLabel(&net);
       solver.Step(1);
       losses->push_back(net.blob_by_name("hard")->cpu_data()[0]);
       losses->push_back(net.blob_by_name("loss")->cpu_data()[0]);
@@ -116,7 +97,7 @@ class ShareMemoryNetTest : public MultiDeviceTest<TypeParam> {
     Net<Dtype> test_net(test_param);
     EXPECT_EQ(share, test_net.share_memory());
     test_net.ShareTrainedLayersWith(&net);
-    FillInputs(&test_net);
+    FillDataAndLabel(&test_net);
     test_net.Forward();
     for (int i = 0; i < test_net.num_outputs(); ++i) {
       losses->push_back(test_net.output_blobs()[i]->cpu_data()[0]);
