@@ -40,14 +40,12 @@ def run(path, weights, image, top_diff):
     return {name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}
 
 
-def test_a_generated_net_gives_the_same_blobs_with_and_without_fusion(tmp_path, monkeypatch):
+def test_a_generated_net_gives_the_same_blobs_with_and_without_fusion(tmp_path, monkeypatch,
+                                                                       randomise):
     path = fcrn_net(tmp_path / 'net.prototxt')
-    rng = np.random.RandomState(0)
     net = caffe.Net(path, caffe.TRAIN)
-    for params in net.params.values():
-        for p in params:
-            p.data[...] = rng.rand(*p.data.shape) + 0.5 if p.data.ndim == 1 else \
-                rng.randn(*p.data.shape) / np.sqrt(p.data[0].size)
+    randomise(net, 0)
+    rng = np.random.RandomState(0)
     weights = str(tmp_path / 'net.caffemodel')
     net.save(weights)
     image = rng.randn(1, 3, SIZE, SIZE) * 50
