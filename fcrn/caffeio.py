@@ -229,13 +229,32 @@ def check_weights(net, caffemodel, model=None):
 BLOB_USES = ("computes", "owns_tops")
 
 
-def check_sharing(param, prototxt):
-    """InputError, before Caffe aborts on it, for a Python layer whose class
-    says a `blob_use` (fcrn.pylayer) that is none of BLOB_USES (Caffe
-    refuses it whatever the net says), or, in a net that sets share_memory:
-    true, does not say one."""
+def layers_in_phase(param, phase):
+    """The layers of NetParameter `param` that Caffe builds in `phase` ("test"
+    or "train"): its include and exclude rules against the net's state, as
+    Net::StateMeetsRule reads them."""
+    state = param.state
+    wanted = caffe_pb2().TEST if phase == "test" else caffe_pb2().TRAIN
+    stages = set(state.stage)
+
+    def meets(rule):
+        return ((not rule.HasField("phase") or rule.phase == wanted)
+                and (not rule.HasField("min_level") or state.level >= rule.min_level)
+                and (not rule.HasField("max_level") or state.level <= rule.max_level)
+                and stages.issuperset(rule.stage) and not stages.intersection(rule.not_stage))
+
+    return [layer for layer in param.layer
+            if (any(meets(r) for r in layer.include) if layer.include
+                else not any(meets(r) for r in layer.exclude))]
+
+
+def check_sharing(param, prototxt, phase="test"):
+    """InputError, before Caffe aborts on it, for a Python layer of the net in
+    `phase` whose class says a `blob_use` (fcrn.pylayer) that is none of
+    BLOB_USES (Caffe refuses it whatever the net says), or, in a net that sets
+    share_memory: true, does not say one."""
     shared = param.HasField("share_memory") and param.share_memory
-    for layer in param.layer:
+    for layer in layers_in_phase(param, phase):
         if layer.type != "Python":
             continue
         where = "%s.%s" % (layer.python_param.module, layer.python_param.layer)
@@ -269,14 +288,15 @@ def load_net(prototxt, weights=None, phase="test", share_memory=None, param=None
     # A readable message rather than Caffe's abort.
     param = read_net_param(prototxt) if param is None else copy.deepcopy(param)
     module = caffe()
-    unknown = sorted({l.type for l in param.layer} - set(module.layer_type_list()))
+    unknown = sorted({l.type for l in layers_in_phase(param, phase)}
+                     - set(module.layer_type_list()))
     if unknown:
         raise InputError("%s: layer type(s) %s unknown to this Caffe%s" % (
             prototxt, ", ".join(unknown), " (is the project's layer library built? run make)"
             if set(unknown) & {"LeanBatchNorm", "BootstrappedSoftmaxWithLoss"} else ""))
     if share_memory is not None:
         param.share_memory = share_memory
-    check_sharing(param, prototxt)
+    check_sharing(param, prototxt, phase)
     return net_from_param(param, phase, weights)
 
 

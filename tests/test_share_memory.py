@@ -7,6 +7,7 @@ it; the memory layout is checked against lifetimes computed here from the
 net's own layer order; nets it would get wrong are refused, naming the layer.
 """
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -277,6 +278,21 @@ def test_an_undeclared_python_layer_is_refused_when_sharing_is_asked_for(tmp_pat
     assert not net._shared_blob_field
 
 
+def test_the_loader_checks_only_the_layers_of_the_phase_it_builds(tmp_path):
+    path = undeclared_net(tmp_path, True)
+    proto = caffeio.read_net_param(str(path))
+    next(l for l in proto.layer if l.name == 'double').include.add(phase=caffe.TRAIN)
+    path.write_text(str(proto))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        net = caffeio.load_net(str(path))  # TEST: no Python layer, shared
+        with pytest.raises(caffeio.InputError, match="layer 'double' .*blob_use"):
+            caffeio.load_net(str(path), phase='train')
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert net._shared_blob_field == 'data' and 'double' not in net._layer_names
+
+
 def test_an_unset_field_shares_when_every_layer_vouches_and_else_runs_unshared(tmp_path):
     sys.path.insert(0, str(tmp_path))
     try:
@@ -322,43 +338,46 @@ def test_pycaffe_refuses_to_read_shared_memory_and_reads_the_rest(tmp_path):
         train.blobs['res3a'].diff
 
 
-@pytest.mark.parametrize('call, phase, message', [
-    ("net.forward(start='res3a_branch1')", 'TEST',
-     "so Forward starts at the first layer; set share_memory: false to start at layer "
-     "'res3a_branch1'"),
-    ("net.forward(); net.backward(start='res3a')", 'TRAIN',
-     "so Backward starts at the last layer; set share_memory: false to start at layer "
-     "'res3a'"),
+@pytest.mark.parametrize('phase, call, message, before', [
+    (caffe.TEST, lambda net: net.forward(start='res3a_branch1'),
+     "so forward starts at the first layer; set share_memory: false to start at layer "
+     "'res3a_branch1'", True),
+    (caffe.TEST, lambda net: net.forward(end='res3a'),
+     "blob 'res3a': its data is memory that other blobs", True),
+    (caffe.TEST, lambda net: (net.forward(), net.backward()),
+     "shares the memory of its data (share_memory in the TEST phase), so backward", False),
+    (caffe.TRAIN, lambda net: (net.forward(), net.backward(start='res3a')),
+     "so backward starts at the last layer; set share_memory: false to start at layer "
+     "'res3a'", False),
 ])
-def test_a_partial_pass_over_shared_memory_is_refused(tmp_path, call, phase, message):
-    path = tmp_path / 'net.prototxt'
-    path.write_text(str(fcrn_net(caffe.TRAIN, True)))
-    result = run_python('''
-        from fcrn import caffeio
-        caffe = caffeio.caffe()
-        net = caffe.Net(%r, caffe.%s)
-        %s
-        print('done')
-        ''' % (str(path), phase, call))
-    assert result.returncode != 0 and 'done' not in result.stdout
-    assert message in result.stderr, result.stderr[-2000:]
+def test_pycaffe_raises_for_a_pass_over_shared_memory_and_the_net_stays_usable(
+        tmp_path, phase, call, message, before):
+    """Caffe itself aborts the process there (cpp/test/test_share_memory_net.cpp)."""
+    # force_backward (a TRAIN net's) also for the TEST net's backward.
+    net = load(tmp_path, fcrn_net(caffe.TRAIN, True), phase, 'net.prototxt')
+    plain = load(tmp_path, fcrn_net(caffe.TRAIN, False), phase, 'plain.prototxt')
+    copy_params(plain, net)
+    image = np.random.RandomState(5).randn(*net.blobs['data'].shape) * 50
+    net.blobs['prob'].data[...] = -1
+    for n in (net, plain):
+        n.blobs['data'].data[...] = image
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        call(net)
+    assert (net.blobs['prob'].data == -1).all() == before  # refused before the pass
+    for n in (net, plain):
+        n.forward()
+    assert np.array_equal(net.blobs['prob'].data, plain.blobs['prob'].data)
 
 
-def test_refuses_backward_when_data_are_shared(tmp_path):
-    path = tmp_path / 'deploy.prototxt'
-    path.write_text(str(fcrn_net(caffe.TRAIN, True)))  # force_backward, but TEST phase below
-    result = run_python('''
-        from fcrn import caffeio
-        caffe = caffeio.caffe()
-        net = caffe.Net(%r, caffe.TEST)
-        net.forward()
-        print('forward done')
-        net.backward()
-        print('backward done')
-        ''' % str(path))
-    assert 'forward done' in result.stdout and 'backward done' not in result.stdout
-    assert result.returncode != 0
-    assert 'shares the memory of its data (share_memory in the TEST phase)' in result.stderr
+def test_a_shared_blob_refuses_assignment_of_its_shared_field(tmp_path):
+    net = load(tmp_path, fcrn_net(caffe.TEST, True), caffe.TEST, 'net.prototxt')
+    blob = net.blobs['res3a']
+    with pytest.raises(RuntimeError, match="blob 'res3a': its data is memory"):
+        blob.data = np.zeros(blob.shape, np.float32)
+    with pytest.raises(RuntimeError, match="blob 'res3a': its data is memory"):
+        blob.data
+    with pytest.raises(AttributeError):  # as on a plain Blob
+        blob.diff = np.zeros(blob.shape, np.float32)
 
 
 def train_nets(folder, share, list_path):

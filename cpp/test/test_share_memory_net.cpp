@@ -125,4 +125,30 @@ TYPED_TEST(ShareMemoryNetTest, TrainsAndTestsBitIdentically) {
   }
 }
 
+// Passes that would read memory other blobs reused are refused with one
+// fatal line (pycaffe raises before it calls them: tests/test_share_memory.py).
+TYPED_TEST(ShareMemoryNetTest, RefusesPassesThatWouldReadSharedMemory) {
+  typedef typename TypeParam::Dtype Dtype;
+  NetParameter test_param = this->NetParam(true);
+  test_param.mutable_state()->set_phase(TEST);
+  Net<Dtype> test_net(test_param);
+  FillDataAndLabel(&test_net);
+  EXPECT_DEATH(test_net.ForwardFrom(1), "so Forward starts at the first layer; "
+      "set share_memory: false to start at layer '" + test_net.layer_names()[1] +
+      "'");
+  test_net.Forward();
+  EXPECT_DEATH(test_net.Backward(), "so Backward would read data that later "
+      "layers overwrote");
+  NetParameter train_param = this->NetParam(true);
+  train_param.mutable_state()->set_phase(TRAIN);
+  Net<Dtype> train_net(train_param);
+  FillDataAndLabel(&train_net);
+  train_net.Forward();
+  const int before_last = train_net.layers().size() - 2;
+  EXPECT_DEATH(train_net.BackwardFrom(before_last), "so Backward starts at the "
+      "last layer; set share_memory: false to start at layer '" +
+      train_net.layer_names()[before_last] + "'");
+  train_net.Backward();  // from the last layer: runs
+}
+
 }  // namespace caffe
