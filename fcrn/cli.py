@@ -68,9 +68,12 @@ def add_jobs(parser, what, default=None):
                             what, default if default is not None else "the CPUs + 1, at most 8"))
 
 
-def add_force(parser, what="an existing output"):
+def add_force(parser, what="an existing output", knows_its_own=True):
+    """--force; `knows_its_own`: the tool replaces its own earlier output
+    without it (fileio.check_free's is_own), which the help then says."""
+    own = " that is not this tool's own" if knows_its_own else ""
     parser.add_argument("--force", action="store_true",
-                        help="replace %s that is not this tool's own (never an input)" % what)
+                        help="replace %s%s (never an input)" % (what, own))
 
 
 def add_no_share_memory(parser):

@@ -27,6 +27,11 @@ class UsageError(Refusal):
     options that contradict each other."""
 
 
+# The line a Python layer writes for its exception under the caffe tool
+# (fcrn.pylayer), which fcrn.train quotes from the log as the reason.
+LAYER_ERROR = "Python layer error: "
+
+
 def describe_oserror(e):
     """One line for an OSError: the file(s) it concerns, then the reason."""
     where = " ".join(str(f) for f in (e.filename, e.filename2) if f)

@@ -6,8 +6,9 @@ over something that is not the tool's own.
 - `output_dir(out, ...)`: a folder is built under a temporary name beside it
   and swapped in whole when complete (an atomic exchange where an old output
   is replaced), so the previous output survives a failed or killed run.
-- `check_targets(...)`: the guard every writer runs before writing: no
-  output equal to, inside or around one of its inputs (even with --force;
+- `check_targets(...)`: the guard every writer runs before writing: no two
+  outputs one file, no output equal to, inside or around one of its inputs
+  (even with --force;
   `check_holds` for a folder a tool writes into),
   no existing target replaced unless it is the tool's own earlier output or
   --force is given.
@@ -224,19 +225,32 @@ def check_free(targets, force=False, is_own=None):
     check_named(targets)
     if force:
         return
-    taken = [t for t in targets if _occupied(t) and not (is_own and is_own(t))]
+    taken = [t for t in targets if occupied(t) and not (is_own and is_own(t))]
+    # A tool that cannot tell its own outputs (no is_own) replaces none unasked.
+    whose = " and is not this tool's output" if is_own else ""
     if len(taken) == 1:
-        raise UsageError("%s: exists and is not this tool's output; use --force to replace it"
-                         % taken[0])
+        raise UsageError("%s: exists%s; use --force to replace it" % (taken[0], whose))
     if taken:
-        raise UsageError("these exist and are not this tool's output; use --force to replace "
-                         "them", taken)
+        raise UsageError("these exist%s; use --force to replace them"
+                         % whose.replace(" is ", " are "), taken)
+
+
+def check_apart(targets):
+    """Refuse (UsageError) two targets that are one file: the second write
+    would replace the first."""
+    seen = {}
+    for target in filter(None, targets):
+        first = seen.setdefault(_real(target), target)
+        if first is not target:
+            raise UsageError("%s and %s are one file; each output needs a file of its own"
+                             % (first, target))
 
 
 def check_targets(targets, inputs=(), force=False, is_own=None):
-    """Both guards every writer runs before writing (see the module
+    """The guards every writer runs before writing (see the module
     docstring), then the temporaries that killed runs left for these targets
     are removed."""
+    check_apart(targets)
     check_disjoint(targets, inputs)
     check_free(targets, force, is_own)
     for target in targets:
@@ -281,7 +295,8 @@ def is_marked(folder, tool):
         return False
 
 
-def _occupied(path):
+def occupied(path):
+    """Whether `path` exists and is not an empty folder."""
     if os.path.isdir(path) and not os.path.islink(path):
         return bool(os.listdir(path))
     return os.path.lexists(path)

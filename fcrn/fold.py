@@ -11,7 +11,9 @@ faster, needs no project layer, and loads in any Caffe-format reader.
 Handled: ``LeanBatchNorm`` (blobs mean, var, factor, gamma, beta) and stock
 ``BatchNorm`` optionally followed by ``Scale``, in place or not. A BN whose input
 is not a convolution's output read by nothing else becomes one stock ``Scale``
-layer (bias_term) instead, so the export still has only stock layers.
+layer (bias_term) instead, so the export still has only stock layers. A net
+with a layer that folding cannot replace by stock ones (a Python layer, as the
+_sim4 nets' shift) is refused.
 
 Weights are checked against the net before anything is loaded
 (`fcrn.caffeio.load_net`).
@@ -23,7 +25,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from . import caffeio, fileio
-from .errors import InputError, UsageError
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,14 @@ PROJECT_TYPES = ("LeanBatchNorm", "BootstrappedSoftmaxWithLoss")
 
 class FoldError(InputError):
     """The net or its weights cannot be exported; the message names the layers."""
+
+
+def foreign_layers(net_param):
+    """'name (type)' of the layers that stock Caffe (and OpenCV) lack and that
+    folding does not remove: Python layers (the _sim4 nets' shift) and the
+    project's own layers other than its BN."""
+    return ["%s (%s)" % (l.name, l.type) for l in net_param.layer
+            if l.type == "Python" or l.type in PROJECT_TYPES and l.type not in BN_TYPES]
 
 
 def _graph(net_param):
@@ -114,8 +124,14 @@ def _affine(net, layers, fold):
     return a, c
 
 
-def fold_net(net_param, net):
-    """Folded NetParameter and {layer: [arrays]} of the new and changed layers."""
+def fold_net(net_param, net, source=None):
+    """Folded NetParameter and {layer: [arrays]} of the new and changed layers.
+    A net whose folded form would keep a `foreign_layers` one is refused
+    (`source`: the prototxt, for the message)."""
+    left = foreign_layers(net_param)
+    if left:
+        raise FoldError("%slayers not exportable to stock Caffe: %s" % (
+            source + ": " if source else "", ", ".join(left)))
     layers = net_param.layer
     folds = plan(net_param)
     out = caffeio.caffe_pb2().NetParameter()
@@ -162,9 +178,6 @@ def fold_net(net_param, net):
             new.convolution_param.bias_term = True
             del new.top[:]
             new.top.append(replace[i][1])
-    left = [l.name + " (" + l.type + ")" for l in out.layer if l.type in PROJECT_TYPES]
-    if left:
-        raise FoldError("layers not exportable to stock Caffe: " + ", ".join(left))
     return out, new_params, folds
 
 
@@ -179,13 +192,11 @@ def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None
     replaced only with ``force``, inputs never. Returns (folds, relative
     error or None).
     """
-    if os.path.realpath(out_prototxt) == os.path.realpath(out_caffemodel):
-        raise UsageError("the folded prototxt and caffemodel must be two files")
     fileio.check_targets([out_prototxt, out_caffemodel], [prototxt, caffemodel], force)
     net_param = caffeio.read_net_param(prototxt)
     # Unshared: `verify` reads the inputs of the Softmax layers too.
     net = caffeio.load_net(prototxt, caffemodel, share_memory=False)
-    folded, new_params, folds = fold_net(net_param, net)
+    folded, new_params, folds = fold_net(net_param, net, prototxt)
     folded.ClearField("share_memory")  # the project's field; stock readers refuse it
     text = "# %s with its batch normalisation folded (scripts/fold_bn.py)\n%s" % (
         os.path.basename(prototxt), text_format.MessageToString(folded))

@@ -17,8 +17,8 @@ reads from a bottom are those of the last forward.
 The `caffe` tool calls a Python layer's setup,
 reshape, forward and backward without printing a Python exception (it only
 reports `boost::python::error_already_set` and aborts), so every exception
-of these methods, whatever its type, is written to stderr with the layer's
-name first and then raised as it was.
+of these methods, whatever its type, is written to stderr on one line, after
+errors.LAYER_ERROR and the layer's name, and then raised as it was.
 """
 import functools
 import json
@@ -26,6 +26,8 @@ import sys
 
 import caffe
 import yaml
+
+from .errors import LAYER_ERROR
 
 METHODS = ("setup", "reshape", "forward", "backward")
 
@@ -63,7 +65,7 @@ def _reported(method):
             text = str(e)
             if not text.startswith(who):
                 text = "%s (%s): %s: %s" % (who, method.__name__, type(e).__name__, text)
-            sys.stderr.write(text + "\n")
+            sys.stderr.write(LAYER_ERROR + text + "\n")
             sys.stderr.flush()
             raise
     return run

@@ -47,7 +47,7 @@ import subprocess
 from typing import Dict, List, Optional, Tuple
 
 from . import caffeio, fileio, paths
-from .errors import InputError
+from .errors import LAYER_ERROR, InputError
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +286,9 @@ class Result:
 def _why(log_path, returncode, start=0):
     """The reason caffe stopped, from its log after byte `start` (this
     run's part: the log is appended across runs): the non-finite loss, else
-    glog's first fatal line."""
-    fatal = None
+    a Python layer's error (which glog does not see), else glog's first
+    fatal line."""
+    fatal = layer_error = None
     with _tail(log_path, start) as f:
         for line in f:
             m = _NON_FINITE.search(line)
@@ -295,10 +296,13 @@ def _why(log_path, returncode, start=0):
                 return ('iteration %s: the loss is %s; training stopped before the update. '
                         'Lower base_lr or check the data and labels, then run again to resume '
                         'from the last snapshot' % m.groups())
+            if line.startswith(LAYER_ERROR) and layer_error is None:
+                layer_error = line[len(LAYER_ERROR):].rstrip('\n')
             m = _FATAL.match(line)
             if m and fatal is None:
                 fatal = m.group(1)
-    return 'caffe train failed (exit %d)%s' % (returncode, ': ' + fatal if fatal else '')
+    why = layer_error or fatal
+    return 'caffe train failed (exit %d)%s' % (returncode, ': ' + why if why else '')
 
 
 def _tail(path, start):
@@ -328,8 +332,9 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
           resume=True):
     """`caffe train -solver solver`, resumed from the last snapshot of the
     solver's prefix if there is one (else started from `weights`, if given),
-    on GPU `gpu` if given. `cwd`: the folder the solver's paths are relative
-    to (default: the current one).
+    on GPU `gpu` if given; not run again when that snapshot is max_iter's.
+    `cwd`: the folder the solver's paths are relative to (default: the
+    current one).
 
     Writes, beside `log_prefix` (default: the snapshot prefix): `.log`
     (Caffe's output, appended), `.csv` and `.json` (the parsed log), `.png`
@@ -366,6 +371,14 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files,
     where = cwd or '.'
     param = caffeio.read_solver(os.path.join(where, solver))
     start, state = resume_point(prefix, param) if resume else (0, None)
+    final = '%s_iter_%d.caffemodel' % (prefix, max_iter)
+    if state and start >= max_iter and os.path.isfile(final):
+        # Caffe would run one more forward and log its loss as the last
+        # iteration's, over the training's own.
+        log.info('already trained to iteration %d (%s); nothing to run', max_iter,
+                 os.path.relpath(final, where))
+        parsed = parse_log_file(files['log']) if os.path.isfile(files['log']) else parse_log('')
+        return Result(parsed, final, files, max_iter)
     command = [paths.caffe_tool(), 'train', '-solver', solver]
     if state:
         command += ['-snapshot', os.path.relpath(state, where)]
@@ -406,7 +419,6 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files,
         if bar is not None:
             bar.close()
         parsed = write_reports(files)
-    final = '%s_iter_%d.caffemodel' % (prefix, max_iter)
     if proc.returncode != 0:
         raise TrainingError('%s%s; see %s' % (
             _why(files['log'], proc.returncode, log_start),

@@ -25,7 +25,7 @@ def parse_args(argv=None):
     parser.add_argument('--new-layers', nargs='*', default=list(convert.NEW_LAYERS),
                         metavar='NAME', help='layers expected to be absent from the source '
                         '(default: %(default)s)')
-    cli.add_force(parser, 'an existing output file')
+    cli.add_force(parser, 'an existing output file', knows_its_own=False)
     parser.add_argument('-v', '--verbose', action='store_true', help='list every copied layer, and show Caffe\'s own log')
     return parser.parse_args(argv)
 

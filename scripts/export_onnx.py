@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--no-verify", action="store_true", help="skip the check against pycaffe")
     p.add_argument("--tol", type=cli.positive_float, default=1e-4,
                    help="relative tolerance of the check")
-    cli.add_force(p, "an existing output file")
+    cli.add_force(p, "an existing output file", knows_its_own=False)
     cli.add_verbose(p)
     args = p.parse_args(argv)
     if args.size and args.verify_size and args.size != args.verify_size:

@@ -7,12 +7,15 @@
 Every LeanBatchNorm, and every BatchNorm with its Scale, after a convolution is
 folded into that convolution's weights and bias; any other BN becomes one stock
 Scale layer. The result uses only stock Caffe layers (it loads in OpenCV's DNN
-module too). Before the files are put in place, both nets run on the same random
-input and must agree within --tol (relative to the largest output value).
-Existing outputs are replaced only with --force, the inputs never.
+module too), so a net with any other layer of this project, or a Python layer
+(the _sim4 nets' shift), is refused. Before the files are put in place, both
+nets run on the same random input and must agree within --tol (relative to the
+largest output value). Existing outputs are replaced only with --force, the
+inputs never.
 
-Exit status: 0 written; 1 the net, its weights or the check failed (the message
-names the layers); 2 usage (an output exists, or is an input).
+Exit status: 0 written; 1 the net (a layer with no stock counterpart), its
+weights or the check failed (the message names the layers); 2 usage (an
+output exists, or is an input, or both outputs are one file).
 """
 import logging
 import sys
@@ -33,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--no-verify", action="store_true", help="skip the equality check")
     p.add_argument("--tol", type=cli.positive_float, default=1e-4,
                    help="relative tolerance of the check")
-    cli.add_force(p, "existing output files")
+    cli.add_force(p, "existing output files", knows_its_own=False)
     cli.add_verbose(p)
     return p.parse_args(argv)
 

@@ -21,9 +21,11 @@ Inputs: image files, folders (recursive; output names keep the sub-folders) and
 to their common folder, or keep their extension (c.png, c.jpg -> c.png.png,
 c.jpg.png). A net with a `pass` input runs the four-pass shifted test (--passes 1
 for pass 0 only). Unreadable images are named, skipped and counted; the exit
-status is then 1, and every output already written stays (each file is written
-to a temporary name and renamed). Outputs never go over or into an input; a
-folder that is not an earlier output of infer.py needs --force.
+status is then 1. Each output folder is built beside its place and swapped in whole
+when the run ends: a killed or failed run leaves the earlier output as it was,
+and a run whose inputs partly failed keeps its predictions only where there
+was no earlier output. Outputs never go over or into an input; a folder that
+is not an earlier output of infer.py needs --force.
 """
 import sys
 
@@ -49,11 +51,13 @@ def parse_args(argv=None):
     p.add_argument("--overlay", dest="overlay_dir", metavar="OVERLAY",
                    help="also write colour overlays (JPEG) here")
     p.add_argument("--labelids", help="cityscapes: also write labelId PNGs here")
-    p.add_argument("--tile", type=cli.positive_int, nargs=2, metavar=("H", "W"),
+    size = cli.ranged(int, 1, infer.MAX_SIZE)  # beyond, Caffe aborts on the blob sizes
+    p.add_argument("--tile", type=size, nargs=2, metavar=("H", "W"),
                    help="sliding window of this size (default: whole image)")
     p.add_argument("--overlap", type=cli.unit_fraction, default=1.0 / 3,
                    help="tile overlap fraction, in [0, 1)")
-    p.add_argument("--scales", type=cli.positive_float, nargs="+", default=[1.0],
+    p.add_argument("--scales", type=cli.ranged(float, 0, infer.MAX_SCALE, low_open=True),
+                   nargs="+", default=[1.0],
                    help="test scales, probabilities averaged (e.g. 0.75 1 1.25)")
     p.add_argument("--flip", action="store_true", help="also average the mirrored image")
     p.add_argument("--passes", type=int, choices=[1, 4],
@@ -66,7 +70,7 @@ def parse_args(argv=None):
                    metavar=("B", "G", "R"), help="BGR mean subtracted (default: ImageNet "
                    "ResNet means)")
     p.add_argument("--output-blob", dest="output", help="score blob (default: score, else prob)")
-    p.add_argument("--stride", type=cli.positive_int, help="override the traced output stride")
+    p.add_argument("--stride", type=size, help="override the traced output stride")
     p.add_argument("--offset", type=cli.finite, help="override the traced grid offset")
     cli.add_no_share_memory(p)
     cli.add_jobs(p, "threads reading and writing files", 2)

@@ -328,15 +328,15 @@ DEFECTS = [
         + INFER, 2, ["1 input(s) given more than once", "{img}/a.jpg (2 times)"],
         absent("{tmp}/o")),
     row("infer-tile-0", "infer", ["{img}", "--out", "{tmp}/o", "--tile", "0", "0"] + INFER,
-        2, ["argument --tile: must be >= 1, not 0"]),
+        2, ["argument --tile: must be in [1, 2048], not 0"]),
     row("infer-tile-negative", "infer", ["{img}", "--out", "{tmp}/o", "--tile", "-8", "-8"]
-        + INFER, 2, ["argument --tile: must be >= 1, not -8"]),
+        + INFER, 2, ["argument --tile: must be in [1, 2048], not -8"]),
     row("infer-overlap-negative", "infer", ["{img}", "--out", "{tmp}/o", "--overlap", "-1"]
         + INFER, 2, ["argument --overlap: must be in [0, 1), not -1"]),
     row("infer-scales-negative", "infer", ["{img}", "--out", "{tmp}/o", "--scales", "-1"]
-        + INFER, 2, ["argument --scales: must be > 0, not -1"]),
+        + INFER, 2, ["argument --scales: must be in (0, 4], not -1"]),
     row("infer-stride-0", "infer", ["{img}", "--out", "{tmp}/o", "--stride", "0"] + INFER,
-        2, ["argument --stride: must be >= 1, not 0"]),
+        2, ["argument --stride: must be in [1, 2048], not 0"]),
     row("make-net-huge-crop", "make_net", ["--crop", "100000000", "--out", "{tmp}/n"],
         2, ["argument --crop: must be in [1, 2048], not 100000000"], absent("{tmp}/n")),
     row("dataset-path-with-a-space", "prepare_voc", ["--voc", "{spaced}", "--out", "{tmp}/o"],
@@ -532,6 +532,13 @@ EXTRA = [
         2, ["{gt}/a.png would be written inside the input {gt}"]),
     row("evaluate-report-over-a-user-file", "evaluate", EVAL + ["--out-md", "{file}"],
         2, ["{file}: exists and is not this tool's output"]),
+    row("evaluate-md-and-json-one-file", "evaluate", EVAL + ["--out-md", "{tmp}/e.md",
+                                                             "--out-json", "{tmp}/e.md"],
+        2, ["{tmp}/e.md and {tmp}/e.md are one file; each output needs a file of its own"],
+        absent("{tmp}/e.md")),
+    row("evaluate-md-and-json-one-file-spelt-twice", "evaluate",
+        EVAL + ["--out-md", "e.md", "--out-json", "./e.md", "--force"],
+        2, ["e.md and ./e.md are one file"], absent("{tmp}/e.md")),
     row("evaluate-list-of-binary", "evaluate", ["--gt", "{gt}", "--pred", "{pred}", "--list",
                                                 "{weights}", "-q"],
         1, ["{weights}: not a text file"]),
@@ -541,7 +548,7 @@ EXTRA = [
         2, ["{notes}.md: exists and is not this tool's output"]),
     # make_net
     row("make-net-out-is-a-file", "make_net", ["--out", "{file}"], 2,
-        ["{file}: exists and is not this tool's output"]),
+        ["{file}: exists; use --force to replace it"]),
     row("make-net-empty-out", "make_net", ["--out", ""], 2, ["an output path is empty"]),
     row("make-net-out-is-the-current-folder", "make_net", ["--out", ".", "--force"], 2,
         ["holds the current folder"]),
@@ -658,15 +665,18 @@ EXTRA = [
         ["argument --verify-size: must be >= 1, not 0"]),
     row("fold-both-outputs-one-file", "fold_bn", FOLD[:4] + ["--out-net", "{tmp}/f",
                                                             "--out-weights", "{tmp}/f"],
-        2, ["the folded prototxt and caffemodel must be two files"]),
+        2, ["{tmp}/f and {tmp}/f are one file; each output needs a file of its own"]),
     row("fold-existing-outputs", "fold_bn", FOLD[:4] + ["--out-net", "{file}", "--out-weights",
                                                        "{tmp}/f.caffemodel"],
-        2, ["{file}: exists and is not this tool's output; use --force"]),
+        2, ["{file}: exists; use --force to replace it"]),
     row("fold-train-net-with-data-layer", "fold_bn", ["--net", "{tmp}/train.prototxt",
                                                       "--weights", "{weights}", "--out-net",
                                                       "{tmp}/f.prototxt", "--out-weights",
                                                       "{tmp}/f.caffemodel"],
         1, ["SegDataLayer(source={tmp}/none.txt)", "list file not found"]),
+    row("fold-shifted-net-python-layer", "fold_bn", ["--net", "{tmp}/shift.prototxt"] + FOLD[2:],
+        1, ["{tmp}/shift.prototxt: layers not exportable to stock Caffe: res3_shift (Python)"],
+        absent("{tmp}/f.prototxt", "{tmp}/f.caffemodel")),
     row("convert-source-is-a-prototxt", "convert_weights", ["{net}", "{net}",
                                                             "{tmp}/i.caffemodel"],
         1, ["{net}: not a caffemodel"]),
@@ -700,7 +710,7 @@ EXTRA = [
         absent("{tmp}/m.onnx")),
     row("onnx-out-is-a-user-file", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
                                                    "--out", "{file}"],
-        2, ["{file}: exists and is not this tool's output; use --force"]),
+        2, ["{file}: exists; use --force to replace it"]),
     row("onnx-out-is-the-weights", "export_onnx", ["--net", "{net}", "--weights", "{weights}",
                                                    "--out", "{weights}", "--force"],
         2, ["would overwrite the input {weights}"]),
@@ -721,6 +731,10 @@ EXTRA = [
         1, ["{tmp}/none.caffemodel: no such file (initial weights)"]),
     row("train-net-missing", "train", ["--solver", "{tmp}/lost.prototxt", "-q"], 1,
         ["caffe train failed", "{tmp}/none.prototxt"]),
+    row("train-data-layer-error-is-quoted", "train", ["--solver", "{tmp}/dl_solver.prototxt",
+                                                       "-q"], 1,
+        ["caffe train failed (exit -6): SegDataLayer(source={tmp}/none.txt)",
+         "{tmp}/none.txt: list file not found"]),
     row("train-gpu-negative", "train", ["--solver", "{tmp}/solver.prototxt", "--gpu", "-1"],
         2, ["argument --gpu/-gpu: must be >= 0, not -1"]),
     row("demo-max-iter-0", "demo", ["--out", "{tmp}/d", "--max-iter", "0"], 2,
@@ -808,6 +822,16 @@ ISSUE25 = [
          "{mine}/val.txt", "--out", "{mine}", "--force"],
         2, ["--out {mine} holds the input {mine}/classes.txt"],
         absent("{mine}/train.prototxt")),
+    row("make-net-out-holds-the-images-of-its-lists", "make_net",
+        ["--train-source", "{prep}/train.txt", "--val-source", "{prep}/val.txt",
+         "--out", "{voc}/VOC2012/JPEGImages", "--force"],
+        2, ["--out {voc}/VOC2012/JPEGImages holds the input ", "JPEGImages/a1.jpg"],
+        absent("{voc}/VOC2012/JPEGImages/train.prototxt")),
+    row("make-net-out-holds-the-labels-of-its-lists", "make_net",
+        ["--train-source", "{prep}/train.txt", "--val-source", "{prep}/val.txt",
+         "--out", "{prep}/SegmentationClassAug", "--force"],
+        2, ["--out {prep}/SegmentationClassAug holds the input ", "SegmentationClassAug/a1.png"],
+        absent("{prep}/SegmentationClassAug/train.prototxt")),
     row("make-net-train-source-missing", "make_net",
         ["--num-classes", "3", "--train-source", "{tmp}/none.txt", "--val-source",
          "{prep}/val.txt", "--out", "{tmp}/n"],
@@ -1146,6 +1170,16 @@ def prepare_row(w, request):
         data = open(path, "rb").read()
         with open(path, "wb") as f:
             f.write(data[:len(data) // 3])
+    if name == "fold-shifted-net-python-layer":
+        # {net} with a _sim4 net's shift layer: the same weights, one Python layer more.
+        with open(w.path("shift.prototxt"), "w") as f:
+            f.write(TINY_NET.replace(
+                'layer { name: "conv1" type: "Convolution" bottom: "data"',
+                'layer { name: "pass" type: "Input" top: "pass" '
+                'input_param { shape { dim: 1 } } }\n'
+                'layer { name: "res3_shift" type: "Python" bottom: "data" bottom: "pass" '
+                'top: "shifted" python_param { module: "fcrn_shift" layer: "ShiftLayer" } }\n'
+                'layer { name: "conv1" type: "Convolution" bottom: "shifted"'))
     if name == "fold-train-net-with-data-layer":
         with open(w.path("train.prototxt"), "w") as f:
             f.write(TINY_NET.replace(
@@ -1157,6 +1191,11 @@ def prepare_row(w, request):
     if name in ("train-weights-missing", "train-gpu-negative"):
         with open(w.path("solver.prototxt"), "w") as f:
             f.write('net: "%s" max_iter: 1 solver_mode: CPU' % w["net"])
+    if name == "train-data-layer-error-is-quoted":
+        _data_net(w, "dl.prototxt", '{"source": "%s"}' % w.path("none.txt"))
+        with open(w.path("dl_solver.prototxt"), "w") as f:
+            f.write('net: "%s" max_iter: 1 solver_mode: CPU snapshot_prefix: "%s"'
+                    % (w.path("dl.prototxt"), w.path("dl")))
     layer_nets = {"data-layer-param-str-a-list": ("list.prototxt", '[1, 2]'),
                   "data-layer-crop-a-string": ("crop.prototxt",
                                                '{"source": "x.txt", "crop_size": "abc"}'),

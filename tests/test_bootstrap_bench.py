@@ -99,17 +99,23 @@ def test_quick_benchmark_reruns_without_counting_twice(tmp_path):
     assert _trained(log) == []
     assert again['losses'] == result['losses']
 
-    # Half-finished: its step record gone, a snapshot left. Same settings:
-    # resumed from the snapshot; other settings: restarted from scratch.
-    resumed, restarted = 'k2_seed2', 'k9_seed1'
-    for name in (resumed, restarted):
+    # Step records gone, the final snapshots left. Same settings: the
+    # training is finished and runs nothing; other settings: restarted from
+    # scratch.
+    kept, restarted = 'k2_seed2', 'k9_seed1'
+    for name in (kept, restarted):
         os.remove(os.path.join(work, '.steps', 'train_%s.json' % name))
     with open(os.path.join(work, 'train', restarted, 'settings.json'), 'w') as f:
         f.write('{"other": 1}')
+    log_path = {name: os.path.join(work, 'train', name, 'training.log')
+                for name in (kept, restarted)}
+    with open(log_path[kept]) as f:
+        kept_log = f.read()
     third, log = _run_quick(work, out)
-    assert _trained(log) == sorted([resumed, restarted])
-    log_of = {name: train.parse_log_file(os.path.join(work, 'train', name, 'training.log'))
-              for name in (resumed, restarted)}
-    assert log_of[resumed].resumed_from and not log_of[restarted].resumed_from
+    assert _trained(log) == sorted([kept, restarted])
+    with open(log_path[kept]) as f:
+        assert f.read() == kept_log
+    restarted_log = train.parse_log_file(log_path[restarted])
+    assert restarted_log.finished and not restarted_log.resumed_from
     for row in third['losses']:
         assert sorted(row['runs']) == [str(s) for s in seeds]

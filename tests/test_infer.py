@@ -253,3 +253,138 @@ def test_exif_orientation_is_applied_as_training_applies_it(tmp_path, script):
                                  weights, "--out", str(tmp_path / "o"), "-q"]) == 0
     with Image.open(str(tmp_path / "o" / "photo.png")) as label:
         assert label.size == (40, 80)  # width, height
+
+
+# --- output folders: built beside, swapped in whole --------------------------------
+
+def _tree(root):
+    """{relative path: bytes} of every file under `root`."""
+    files = {}
+    for folder, _, names in os.walk(str(root)):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, str(root))] = f.read()
+    return files
+
+
+def _two_images(tmp_path):
+    import cv2
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    cv2.imwrite(str(src / "a.png"), image_of(truth_map(45, 61, stride=8)))
+    cv2.imwrite(str(src / "sub" / "b.png"), image_of(truth_map(20, 30, stride=8, seed=1)))
+    return src
+
+
+def _earlier_run(tmp_path, script):
+    """(input folder, --out, --overlay, the options naming them and the net)
+    after a complete run on _two_images."""
+    proto, weights = make_picker(tmp_path)
+    src = _two_images(tmp_path)
+    out, ov = tmp_path / "out", tmp_path / "ov"
+    common = ["--net", proto, "--weights", weights, "--out", str(out), "--overlay", str(ov),
+              "--mean", "0", "0", "0", "-q"]
+    assert script("infer").main([str(src)] + common) == 0
+    return src, out, ov, common
+
+
+def test_a_failed_rerun_leaves_the_earlier_output_as_it_was(tmp_path, script, caplog):
+    """An unreadable image after a good one: the earlier complete outputs
+    (--out and --overlay) stay byte for byte, with no temporary beside them."""
+    src, out, ov, common = _earlier_run(tmp_path, script)
+    before = _tree(out), _tree(ov)
+    assert "a.png" in before[0] and os.path.join("sub", "b.png") in before[0]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with open(str(tmp_path / "list.txt"), "w") as f:
+        f.write("in/a.png\nbroken.png\nin/sub/b.png\n")
+    # another palette: every file this run writes differs from the earlier one's
+    assert script("infer").main(["--list", str(tmp_path / "list.txt"), "--dataset",
+                                 "cityscapes"] + common) == 1
+    assert "broken.png: not a readable image" in caplog.text
+    assert (_tree(out), _tree(ov)) == before
+    assert sorted(p for p in os.listdir(str(tmp_path)) if p.startswith(".")) == []
+
+
+def test_a_complete_rerun_replaces_the_output_whole(tmp_path, script):
+    src, out, ov, common = _earlier_run(tmp_path, script)
+    first = _tree(out)
+    assert script("infer").main([str(src / "a.png"), "--dataset", "cityscapes"] + common) == 0
+    assert sorted(_tree(out)) == sorted(["a.png", fileio.MARK])  # sub/b.png is gone
+    assert _tree(out)["a.png"] != first["a.png"]
+    assert sorted(_tree(ov)) == sorted(["a.jpg", fileio.MARK])
+    assert sorted(p for p in os.listdir(str(tmp_path)) if p.startswith(".")) == []
+
+
+def test_a_run_is_built_beside_its_output_until_it_completes(tmp_path, script, monkeypatch):
+    """While the net computes, --out holds the earlier output only; the new
+    one grows in a marked temporary folder beside it."""
+    proto, weights = make_picker(tmp_path)
+    src = _two_images(tmp_path)
+    out = tmp_path / "out"
+    common = ["--net", proto, "--weights", weights, "--out", str(out), "-q", "--jobs", "1"]
+    assert script("infer").main([str(src)] + common) == 0
+    before = _tree(out)
+    seen = []
+    from fcrn.infer import segmenter as seg_module
+    predict = seg_module.Segmenter.predict
+
+    def spy(self, images):
+        seen.append((_tree(out), [p for p in os.listdir(str(tmp_path)) if ".partial-" in p]))
+        return predict(self, images)
+    monkeypatch.setattr(seg_module.Segmenter, "predict", spy)
+    assert script("infer").main([str(src), "--dataset", "cityscapes"] + common) == 0
+    assert len(seen) == 2 and all(tree == before and partial for tree, partial in seen)
+    assert _tree(out) != before
+
+
+def test_an_input_failing_in_a_fresh_folder_keeps_the_others(tmp_path, script):
+    """With no earlier output to keep, the predictions of the readable
+    inputs are swapped in (exit status 1 names the failures)."""
+    proto, weights = make_picker(tmp_path)
+    src = _two_images(tmp_path)
+    (src / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert script("infer").main([str(src), "--net", proto, "--weights", weights, "--out",
+                                 str(out), "-q"]) == 1
+    assert sorted(_tree(out)) == sorted(["a.png", os.path.join("sub", "b.png"), fileio.MARK])
+
+
+def test_nested_output_folders_are_refused(tmp_path, script, caplog):
+    """Swapping --out in whole would drop an --overlay built inside it."""
+    proto, weights = make_picker(tmp_path)
+    src = _two_images(tmp_path)
+    out = tmp_path / "out"
+    assert script("infer").main([str(src), "--net", proto, "--weights", weights, "--out",
+                                 str(out), "--overlay", str(out / "ov"), "-q"]) == 2
+    assert "--overlay %s lies inside --out %s" % (out / "ov", out) in caplog.text
+    assert not out.exists()
+
+
+# --- usage errors --------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, values, message", [
+    # Caffe aborts on a blob beyond INT_MAX elements (issue: exit 134, stack trace)
+    ("--tile", ["10", "10000000"], "argument --tile: must be in [1, 2048], not 10000000"),
+    ("--tile", ["0", "8"], "argument --tile: must be in [1, 2048], not 0"),
+    ("--scales", ["1", "1000"], "argument --scales: must be in (0, 4], not 1000"),
+    ("--stride", ["10000000"], "argument --stride: must be in [1, 2048], not 10000000"),
+])
+def test_sizes_beyond_caffes_blobs_are_usage_errors(tmp_path, script, capsys, option, values,
+                                                   message):
+    proto, weights = make_picker(tmp_path)
+    src = _two_images(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        script("infer").main([str(src), "--net", proto, "--weights", weights, "--out",
+                              str(tmp_path / "out"), option] + values)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_inputs_is_a_usage_error(tmp_path, script, caplog):
+    proto, weights = make_picker(tmp_path)
+    assert script("infer").main(["--net", proto, "--weights", weights, "--out",
+                                 str(tmp_path / "out"), "-q"]) == 2
+    assert "no inputs: name image files or folders, or --list LIST" in caplog.text
+    assert not (tmp_path / "out").exists()

@@ -230,3 +230,25 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_caffe_starts(tmp_path, caplog, s
         os.chdir(cwd)
     assert message in caplog.text
     assert not os.path.exists(os.path.join(folder, 'snap', 'tiny.log'))  # caffe never ran
+
+
+def test_a_finished_run_is_not_run_again(tmp_path):
+    """Caffe, resumed at max_iter, would run one more forward and log its
+    loss as the last iteration's, over the training's own."""
+    folder = _setup(str(tmp_path))
+    with open(os.path.join(folder, 'solver.prototxt')) as f:
+        solver = f.read().replace('max_iter: %d' % MAX_ITER, 'max_iter: 3').replace(
+            'snapshot: %d' % SNAPSHOT, 'snapshot: 3')
+    with open(os.path.join(folder, 'solver.prototxt'), 'w') as f:
+        f.write(solver)
+    first = training.train('solver.prototxt', cwd=folder)
+    reports = {}
+    for kind in ('log', 'csv', 'json'):
+        with open(first.files[kind], 'rb') as f:
+            reports[kind] = f.read()
+    again = training.train('solver.prototxt', cwd=folder)
+    assert (again.weights, again.iteration) == (first.weights, 3)
+    assert again.log.train_loss == first.log.train_loss
+    for kind, data in reports.items():
+        with open(first.files[kind], 'rb') as f:
+            assert f.read() == data, kind

@@ -9,8 +9,10 @@ The pipeline (`run`): images are read and results written by a thread pool
 while the net computes; every output name is planned and checked before the
 net is loaded (unique per input, never over an input, never into a folder
 that holds an input, never into a folder that is not an earlier output of
-this tool unless forced).
+this tool unless forced). Each output folder is built beside its target and
+swapped in whole when the run completes (`fileio.output_dir`).
 """
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,6 +22,7 @@ import numpy as np
 
 from .. import datasets, fileio, imageio
 from ..errors import InputError, UsageError
+from ..net.options import MAX_CROP
 from . import naming
 from .segmenter import load_segmenter
 from .stream import stream
@@ -27,6 +30,17 @@ from .stream import stream
 log = logging.getLogger(__name__)
 
 TOOL = "infer"
+
+# The bounds of scripts/infer.py's size options. A net input (a tile, or a
+# whole image padded to the stride) beyond make_net's largest crop approaches
+# Caffe's 2^31 elements per blob, where Caffe aborts; a scale beyond 4 makes a
+# VOC-sized image that large (tile bigger images).
+MAX_SIZE = MAX_CROP
+MAX_SCALE = 4.0
+
+
+class _Abandon(Exception):
+    """Raised inside the output folders' block: their earlier contents stay."""
 
 
 @dataclasses.dataclass
@@ -61,6 +75,11 @@ def run(*, net, weights, sources=(), out=None, list_file=None, overlay_dir=None,
     the returned Stats; everything else that is wrong raises before the first
     forward. `options` go to the Segmenter. The keywords are scripts/infer.py's
     options (its parsed arguments are this call's).
+
+    Each folder is built beside its target and swapped in whole once every
+    image is done: a failed or killed run leaves the earlier output as it
+    was. When images failed, the others' predictions are kept only where
+    they replace nothing (no earlier output, nor anything else, is there).
     """
     # Without a dataset named, the default palette (VOC's colours) for any net.
     data = datasets.resolve(dataset, classes_file=classes_file) \
@@ -69,6 +88,8 @@ def run(*, net, weights, sources=(), out=None, list_file=None, overlay_dir=None,
         raise UsageError("--labelids needs a dataset with label ids (--dataset cityscapes)")
     if jobs < 1:
         raise UsageError("jobs must be >= 1, not %r" % jobs)
+    if not sources and not list_file:
+        raise UsageError("no inputs: name image files or folders, or --list LIST")
     items, labels = naming.list_inputs(sources, list_file)
     if not items:
         raise InputError("no input images in %s" % ", ".join(list(sources) + (
@@ -84,10 +105,6 @@ def run(*, net, weights, sources=(), out=None, list_file=None, overlay_dir=None,
     log.info("output %r: stride %d, offset %g, %d pass(es), %d view(s), %s",
              seg.output, seg.stride, seg.offset, seg.passes, len(seg.views),
              "tiles %dx%d" % seg.tile if seg.tile else "whole images")
-    for folder in folders:
-        fileio.mark(folder, TOOL)
-        for dirpath, _, _ in os.walk(folder):
-            fileio.clean_leftovers(dirpath)
 
     palette = data.palette() if data else datasets.colormap()
     to_label_id = data.class_to_label_lut() if labelids is not None else None
@@ -95,8 +112,13 @@ def run(*, net, weights, sources=(), out=None, list_file=None, overlay_dir=None,
     def load(k):
         return imageio.read_image(items[k][0])
 
+    slots = (out, overlay_dir, labelids)
+    built = {}  # target folder -> the temporary folder it is built in
+
     def save(k, image, label):
-        label_png, overlay_jpg, ids_png = plan[k]
+        label_png, overlay_jpg, ids_png = (
+            path and os.path.join(built[folder], os.path.relpath(path, folder))
+            for path, folder in zip(plan[k], slots))
         imageio.write_label_png(label_png, label, palette)
         if overlay_jpg:
             imageio.write_image(overlay_jpg, overlay(image, label, palette))
@@ -108,15 +130,31 @@ def run(*, net, weights, sources=(), out=None, list_file=None, overlay_dir=None,
         from tqdm import tqdm
         bar = tqdm(total=len(items), unit="img", desc="infer")
     start = time.time()
+    dropped = []
     try:
-        written, failed = stream(seg, [path for path, _ in items], load, save, jobs, bar)
+        with contextlib.ExitStack() as swaps:
+            for folder in folders:
+                built[folder] = swaps.enter_context(fileio.output_dir(
+                    folder, force=force, is_own=lambda d: fileio.is_marked(d, TOOL)))
+                fileio.mark(built[folder], TOOL)
+            written, failed = stream(seg, [path for path, _ in items], load, save, jobs, bar)
+            elapsed = time.time() - start
+            # A run with failures keeps its predictions only where they replace nothing.
+            dropped = [f for f in folders if failed and fileio.occupied(f)]
+            if dropped:
+                raise _Abandon()
+    except _Abandon:
+        pass
     finally:
         if bar:
             bar.close()
-    elapsed = time.time() - start
     log.info("%d image(s) in %.1f s: %.2f images/s, %d forward(s)", written, elapsed,
              written / max(elapsed, 1e-9), seg.forwards)
     if failed:
         log.error("%d of %d input(s) failed:\n  %s", len(failed), len(items),
                   "\n  ".join(failed[:50]) + ("\n  ..." if len(failed) > 50 else ""))
+    if dropped:
+        log.error("%s left as before: this run's predictions are dropped, as inputs failed "
+                  "(a run without failures replaces the output whole)", ", ".join(dropped))
     return Stats(written, failed, elapsed, seg.forwards)
+

@@ -71,17 +71,25 @@ def plan(items, out, overlay_dir, labelids, inputs, force, tool):
     """(folders, [[label PNG, overlay JPEG, labelId PNG] per item], None
     where not asked for). Refuses outputs that collide with inputs (the
     items and `inputs`: sources, list file, labels, classes file), folders
-    that hold an input, and folders that are not `tool`'s earlier outputs
-    unless `force`."""
+    that hold an input, folders inside one another, and folders that are not
+    `tool`'s earlier outputs unless `force`."""
     folders = [d for d in (out, overlay_dir, labelids) if d is not None]
     fileio.check_named(folders)
     if len(set(map(os.path.realpath, folders))) < len(folders):
         raise UsageError("--out, --overlay and --labelids must be different folders")
+    options = {"--out": out, "--overlay": overlay_dir, "--labelids": labelids}
+    for outer, a in options.items():
+        for inner, b in options.items():
+            if a and b and os.path.realpath(b).startswith(os.path.realpath(a).rstrip(os.sep)
+                                                          + os.sep):
+                # each folder is swapped in whole: the outer one's swap would drop it
+                raise UsageError("%s %s lies inside %s %s; give folders apart"
+                                 % (inner, b, outer, a))
     plan = [[None if d is None else os.path.join(d, name + ext)
              for d, ext in ((out, ".png"), (overlay_dir, ".jpg"), (labelids, ".png"))]
             for _, name in items]
     inputs = [p for p, _ in items] + list(inputs)
     fileio.check_disjoint([f for files in plan for f in files if f], inputs)
-    fileio.check_holds({"--out": out, "--overlay": overlay_dir, "--labelids": labelids}, inputs)
+    fileio.check_holds(options, inputs)
     fileio.check_free(folders, force, lambda d: fileio.is_marked(d, tool))
     return folders, plan

@@ -474,6 +474,21 @@ def render(variant, settings, net_dir, command=None):
     return files
 
 
+def _listed(sources):
+    """One file of each folder that the list files among `sources` name an
+    image or label in: what `fileio.check_holds` needs to refuse an --out
+    holding any of them, at one path resolution per folder, not per file."""
+    first = {}
+    for source in sources:
+        if source and os.path.isfile(source):  # an LMDB folder holds its own images
+            for pair in lists.read_pairs(source, need_label=False):
+                for path in pair:
+                    if path is not None:
+                        first.setdefault(os.path.dirname(path), os.path.basename(path))
+    # resolved here so that a refusal names the file without the lists' "../"
+    return [os.path.join(os.path.realpath(folder), name) for folder, name in first.items()]
+
+
 def write(out, variant, settings, force=False, net_dir=None, command=None, inputs=(),
           root=None):
     """Write train/test/deploy/solver.prototxt into the folder `out`.
@@ -481,7 +496,8 @@ def write(out, variant, settings, force=False, net_dir=None, command=None, input
     A new (or empty) folder appears complete or not at all; a folder that is
     not empty is refused unless `force`, and then only the four files are
     replaced, each atomically (other files in it stay); one that holds an
-    input (`inputs`, e.g. the classes file, or the variant's lists) never.
+    input (`inputs`, e.g. the classes file, the variant's lists, the images
+    and labels they name) never.
     `net_dir` is how the solver names the folder (default: `out` as given),
     `root` the folder caffe train will run in, which the data lists are
     relative to (default: the current one). Returns the warnings, logged
@@ -499,7 +515,7 @@ def write(out, variant, settings, force=False, net_dir=None, command=None, input
     for warning in warnings:
         log.warning(warning)
     files = render(variant, settings, out if net_dir is None else net_dir, command)
-    fileio.check_holds({'--out': out}, list(inputs) + sources)
+    fileio.check_holds({'--out': out}, list(inputs) + sources + _listed(sources))
     fileio.check_free([out], force)
     if os.path.isdir(out) and os.listdir(out):
         for name, text in sorted(files.items()):
