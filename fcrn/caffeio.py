@@ -287,6 +287,10 @@ def load_net(prototxt, weights=None, phase="test", share_memory=None, param=None
     build instead of the file's (one derived from it, such as `up_to`'s)."""
     # A readable message rather than Caffe's abort.
     param = read_net_param(prototxt) if param is None else copy.deepcopy(param)
+    both = [l.name for l in param.layer if l.include and l.exclude]
+    if both:
+        raise InputError("%s: layer '%s' has both include and exclude rules; Caffe takes "
+                         "one or the other" % (prototxt, both[0]))
     module = caffe()
     unknown = sorted({l.type for l in layers_in_phase(param, phase)}
                      - set(module.layer_type_list()))

@@ -367,9 +367,10 @@ def output_dir(out, inputs=(), force=False, is_own=None):
     becomes ``out`` (the old one, if any, is swapped out and deleted); on any
     error or kill it never does. Checks the target first (`check_targets`,
     which also removes the leftovers of killed runs of the same output) and
-    never replaces the folder the process runs in."""
+    never replaces the folder the process runs in. A link to a folder stays:
+    the folder it names is replaced."""
     check_targets([out], inputs, force, is_own)
-    out = os.path.abspath(out)
+    out = _real(out) if os.path.islink(out) else os.path.abspath(out)
     if _within(_real(os.getcwd()), _real(out)):
         raise UsageError("%s holds the current folder; refusing to replace it (even with "
                          "--force)" % out)

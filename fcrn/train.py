@@ -372,7 +372,11 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files,
     param = caffeio.read_solver(os.path.join(where, solver))
     start, state = resume_point(prefix, param) if resume else (0, None)
     final = '%s_iter_%d.caffemodel' % (prefix, max_iter)
-    if state and start >= max_iter and os.path.isfile(final):
+    if state and start > max_iter:
+        raise InputError('%s: snapshots go to iteration %d, past max_iter %d of %s; raise '
+                         'max_iter, or --restart to train afresh'
+                         % (os.path.relpath(state, where), start, max_iter, solver))
+    if state and start == max_iter:
         # Caffe would run one more forward and log its loss as the last
         # iteration's, over the training's own.
         log.info('already trained to iteration %d (%s); nothing to run', max_iter,

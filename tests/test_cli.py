@@ -100,3 +100,14 @@ def test_outputs_get_the_umask_permissions(tmp_path, umask_027, script):
     assert got and set(got.values()) <= {0o640, 0o750}, got
     assert got["folder"] == got["prep"] == got["net"] == 0o750
     assert got["one.txt"] == got["prep/train.txt"] == got["net/solver.prototxt"] == 0o640
+
+
+def test_an_output_folder_given_as_a_link_is_replaced_where_the_link_points(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "old.txt").write_text("old")
+    os.symlink("real", str(tmp_path / "link"))
+    with fileio.output_dir(str(tmp_path / "link"), force=True) as tmp:
+        fileio.atomic_write(os.path.join(tmp, "new.txt"), "new")
+    assert os.path.islink(str(tmp_path / "link"))
+    assert sorted(os.listdir(str(tmp_path / "real"))) == ["new.txt"]
+    assert sorted(os.listdir(str(tmp_path))) == ["link", "real"]

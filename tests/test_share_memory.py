@@ -6,6 +6,7 @@ outputs and gradients must equal, bit for bit, those of the same net without
 it; the memory layout is checked against lifetimes computed here from the
 net's own layer order; nets it would get wrong are refused, naming the layer.
 """
+import copy
 import os
 import re
 import subprocess
@@ -293,6 +294,18 @@ def test_the_loader_checks_only_the_layers_of_the_phase_it_builds(tmp_path):
     assert net._shared_blob_field == 'data' and 'double' not in net._layer_names
 
 
+def test_the_loader_refuses_a_layer_with_include_and_exclude_rules(tmp_path):
+    """Caffe aborts the process on it."""
+    proto = fcrn_net(caffe.TEST, True)
+    proto.layer[1].include.add(phase=caffe.TEST)
+    proto.layer[1].exclude.add(stage='x')
+    path = tmp_path / 'both.prototxt'
+    path.write_text(str(proto))
+    with pytest.raises(caffeio.InputError, match="layer '%s' has both include and exclude "
+                       "rules" % proto.layer[1].name):
+        caffeio.load_net(str(path))
+
+
 def test_an_unset_field_shares_when_every_layer_vouches_and_else_runs_unshared(tmp_path):
     sys.path.insert(0, str(tmp_path))
     try:
@@ -367,6 +380,19 @@ def test_pycaffe_raises_for_a_pass_over_shared_memory_and_the_net_stays_usable(
     for n in (net, plain):
         n.forward()
     assert np.array_equal(net.blobs['prob'].data, plain.blobs['prob'].data)
+
+
+def test_net_blobs_follow_the_sharing_planned_at_each_reshape(tmp_path):
+    """An empty blob shares nothing: a net built for batch 0 shares once it
+    is reshaped to images, and pycaffe's wrappers must say so."""
+    proto = fcrn_net(caffe.TEST, True)
+    proto.layer[0].input_param.shape[0].dim[0] = 0
+    net = load(tmp_path, proto, caffe.TEST, 'empty.prototxt')
+    assert not isinstance(net.blobs['res3a'], caffe.pycaffe.SharedBlob)
+    net.blobs['data'].reshape(1, 3, SIZE, SIZE)
+    net.reshape()
+    assert isinstance(net.blobs['res3a'], caffe.pycaffe.SharedBlob)
+    copy.copy(net.blobs['res3a'])  # its own attributes are not the blob's
 
 
 def test_a_shared_blob_refuses_assignment_of_its_shared_field(tmp_path):

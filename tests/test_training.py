@@ -252,3 +252,24 @@ def test_a_finished_run_is_not_run_again(tmp_path):
     for kind, data in reports.items():
         with open(first.files[kind], 'rb') as f:
             assert f.read() == data, kind
+
+
+def test_snapshots_past_max_iter_are_refused_and_nothing_runs(tmp_path):
+    folder = _setup(str(tmp_path))
+    solver = os.path.join(folder, 'solver.prototxt')
+    with open(solver) as f:
+        text = f.read().replace('snapshot: %d' % SNAPSHOT, 'snapshot: 3')
+    with open(solver, 'w') as f:
+        f.write(text.replace('max_iter: %d' % MAX_ITER, 'max_iter: 6'))
+    first = training.train('solver.prototxt', cwd=folder)
+    with open(first.files['log'], 'rb') as f:
+        log = f.read()
+    for lower in (5, 3):  # between snapshots, and at one
+        with open(solver, 'w') as f:
+            f.write(text.replace('max_iter: %d' % MAX_ITER, 'max_iter: %d' % lower))
+        with pytest.raises(training.InputError, match='snapshots go to iteration 6, past '
+                           'max_iter %d of solver.prototxt; raise max_iter, or --restart'
+                           % lower):
+            training.train('solver.prototxt', cwd=folder)
+        with open(first.files['log'], 'rb') as f:
+            assert f.read() == log
