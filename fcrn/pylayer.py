@@ -65,7 +65,8 @@ def _reported(method):
             text = str(e)
             if not text.startswith(who):
                 text = "%s (%s): %s: %s" % (who, method.__name__, type(e).__name__, text)
-            sys.stderr.write(LAYER_ERROR + text + "\n")
+            # one line (a YAML error spans several): fcrn.train quotes it
+            sys.stderr.write(LAYER_ERROR + " ".join(text.splitlines()) + "\n")
             sys.stderr.flush()
             raise
     return run

@@ -735,6 +735,10 @@ EXTRA = [
                                                        "-q"], 1,
         ["caffe train failed (exit -6): SegDataLayer(source={tmp}/none.txt)",
          "{tmp}/none.txt: list file not found"]),
+    row("train-data-layer-error-of-lines-on-one", "train", ["--solver",
+                                                            "{tmp}/dl_solver.prototxt", "-q"], 1,
+        ["caffe train failed (exit -6): SegDataLayer: param_str is neither JSON nor YAML: "
+         "while parsing a flow node expected the node content"]),
     row("train-gpu-negative", "train", ["--solver", "{tmp}/solver.prototxt", "--gpu", "-1"],
         2, ["argument --gpu/-gpu: must be >= 0, not -1"]),
     row("demo-max-iter-0", "demo", ["--out", "{tmp}/d", "--max-iter", "0"], 2,
@@ -1191,8 +1195,10 @@ def prepare_row(w, request):
     if name in ("train-weights-missing", "train-gpu-negative"):
         with open(w.path("solver.prototxt"), "w") as f:
             f.write('net: "%s" max_iter: 1 solver_mode: CPU' % w["net"])
-    if name == "train-data-layer-error-is-quoted":
-        _data_net(w, "dl.prototxt", '{"source": "%s"}' % w.path("none.txt"))
+    train_data_nets = {"train-data-layer-error-is-quoted": '{"source": "%s"}' % w.path("none.txt"),
+                       "train-data-layer-error-of-lines-on-one": '{"source": ['}
+    if name in train_data_nets:
+        _data_net(w, "dl.prototxt", train_data_nets[name])
         with open(w.path("dl_solver.prototxt"), "w") as f:
             f.write('net: "%s" max_iter: 1 solver_mode: CPU snapshot_prefix: "%s"'
                     % (w.path("dl.prototxt"), w.path("dl")))
