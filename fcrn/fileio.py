@@ -139,7 +139,8 @@ def _real(path):
     return os.path.realpath(os.path.abspath(path))
 
 
-def _within(path, folder):
+def within(path, folder):
+    """Whether the path `path` is `folder` or lies below it (both resolved)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
@@ -371,7 +372,7 @@ def output_dir(out, inputs=(), force=False, is_own=None):
     the folder it names is replaced."""
     check_targets([out], inputs, force, is_own)
     out = _real(out) if os.path.islink(out) else os.path.abspath(out)
-    if _within(_real(os.getcwd()), _real(out)):
+    if within(_real(os.getcwd()), _real(out)):
         raise UsageError("%s holds the current folder; refusing to replace it (even with "
                          "--force)" % out)
     parent, base = os.path.split(out)

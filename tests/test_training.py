@@ -232,15 +232,18 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_caffe_starts(tmp_path, caplog, s
     assert not os.path.exists(os.path.join(folder, 'snap', 'tiny.log'))  # caffe never ran
 
 
+def _short_solver(folder, max_iter):
+    """The solver of `folder` for `max_iter` iterations, a snapshot every 3."""
+    with open(os.path.join(folder, 'solver.prototxt'), 'w') as f:
+        f.write(SOLVER.replace('max_iter: %d' % MAX_ITER, 'max_iter: %d' % max_iter)
+                .replace('snapshot: %d' % SNAPSHOT, 'snapshot: 3'))
+
+
 def test_a_finished_run_is_not_run_again(tmp_path):
     """Caffe, resumed at max_iter, would run one more forward and log its
     loss as the last iteration's, over the training's own."""
     folder = _setup(str(tmp_path))
-    with open(os.path.join(folder, 'solver.prototxt')) as f:
-        solver = f.read().replace('max_iter: %d' % MAX_ITER, 'max_iter: 3').replace(
-            'snapshot: %d' % SNAPSHOT, 'snapshot: 3')
-    with open(os.path.join(folder, 'solver.prototxt'), 'w') as f:
-        f.write(solver)
+    _short_solver(folder, 3)
     first = training.train('solver.prototxt', cwd=folder)
     reports = {}
     for kind in ('log', 'csv', 'json'):
@@ -256,17 +259,12 @@ def test_a_finished_run_is_not_run_again(tmp_path):
 
 def test_snapshots_past_max_iter_are_refused_and_nothing_runs(tmp_path):
     folder = _setup(str(tmp_path))
-    solver = os.path.join(folder, 'solver.prototxt')
-    with open(solver) as f:
-        text = f.read().replace('snapshot: %d' % SNAPSHOT, 'snapshot: 3')
-    with open(solver, 'w') as f:
-        f.write(text.replace('max_iter: %d' % MAX_ITER, 'max_iter: 6'))
+    _short_solver(folder, 6)
     first = training.train('solver.prototxt', cwd=folder)
     with open(first.files['log'], 'rb') as f:
         log = f.read()
     for lower in (5, 3):  # between snapshots, and at one
-        with open(solver, 'w') as f:
-            f.write(text.replace('max_iter: %d' % MAX_ITER, 'max_iter: %d' % lower))
+        _short_solver(folder, lower)
         with pytest.raises(training.InputError, match='snapshots go to iteration 6, past '
                            'max_iter %d of solver.prototxt; raise max_iter, or --restart'
                            % lower):

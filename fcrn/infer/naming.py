@@ -80,9 +80,9 @@ def plan(items, out, overlay_dir, labelids, inputs, force, tool):
     options = {"--out": out, "--overlay": overlay_dir, "--labelids": labelids}
     for outer, a in options.items():
         for inner, b in options.items():
-            if a and b and os.path.realpath(b).startswith(os.path.realpath(a).rstrip(os.sep)
-                                                          + os.sep):
-                # each folder is swapped in whole: the outer one's swap would drop it
+            # each folder is swapped in whole: the outer one's swap would drop it
+            if a and b and inner != outer and fileio.within(os.path.realpath(b),
+                                                             os.path.realpath(a)):
                 raise UsageError("%s %s lies inside %s %s; give folders apart"
                                  % (inner, b, outer, a))
     plan = [[None if d is None else os.path.join(d, name + ext)
