@@ -25,6 +25,7 @@ mapped to the 19 train ids; the IoU computed here then equals cityscapesScripts'
 ``evalPixelLevelSemanticLabeling`` (tests/test_evaluate.py checks it where the
 package is installed).
 """
+import concurrent.futures
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ import os
 import numpy as np
 
 from . import datasets, fileio, imageio, lists
+from .data import cityscapes as cityscapes_data
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -108,64 +110,119 @@ def _nanmean(x):
     return float(x[ok].mean()) if ok.any() else float("nan")
 
 
-def index_files(root, suffix):
-    """{id: path} of files under root (recursive) whose name ends with suffix.
+def _parts(path):
+    """The components of a relative path, as a tuple."""
+    return tuple(p for p in os.path.normpath(path).split(os.sep) if p not in ("", "."))
 
-    The id is the file name without the suffix, so ground truth in per-city
-    folders pairs with flat prediction folders. Duplicate ids raise.
-    """
-    found = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            if name.endswith(suffix):
-                key = name[:len(name) - len(suffix)]
-                path = os.path.join(dirpath, name)
-                if key in found:
-                    raise InputError("two files for id %r under %s: %s and %s"
-                                     % (key, root, found[key], path))
-                found[key] = path
-    return found
+
+def _ends_alike(a, b):
+    """Whether one tuple of path components is a tail of the other."""
+    n = min(len(a), len(b))
+    return a[len(a) - n:] == b[len(b) - n:]
+
+
+class FileIndex:
+    """The files under `root` (recursive) whose names end with `suffix`, by
+    id: the path relative to root without the suffix, as components. `what`
+    names them in problems."""
+
+    def __init__(self, root, suffix, what):
+        self.root, self.suffix, self.what = root, suffix, what
+        self._by_name = {}
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                if name.endswith(suffix) and len(name) > len(suffix):
+                    path = os.path.join(dirpath, name)
+                    rel = os.path.relpath(path, root)
+                    parts = _parts(rel[:len(rel) - len(suffix)])
+                    self._by_name.setdefault(parts[-1], []).append((parts, path))
+
+    def ids(self):
+        return sorted(parts for found in self._by_name.values() for parts, _ in found)
+
+    def find(self, parts):
+        """The paths of the files that `parts` can name: the one of that id,
+        else those whose id and `parts` end alike (flat predictions pair with
+        per-city ground truth, an image's path in a list with a label in a
+        folder of the same name), the longest such match. More than one is
+        an ambiguity."""
+        found = self._by_name.get(parts[-1], ())
+        exact = [path for ident, path in found if ident == parts]
+        if exact:
+            return exact
+        alike = [(min(len(ident), len(parts)), path) for ident, path in found
+                 if _ends_alike(ident, parts)]
+        longest = max((n for n, _ in alike), default=0)
+        return [path for n, path in alike if n == longest]
+
+    def describe(self, parts, paths):
+        """A problem's words for `parts`, which names none or several of `paths`."""
+        if not paths:
+            shown = [p for p in parts if p != os.pardir] or parts
+            return "no %s %s%s under %s" % (self.what, os.path.join(*shown), self.suffix,
+                                           self.root)
+        return "%d %ss under %s fit it: %s" % (
+            len(paths), self.what, self.root,
+            ", ".join(os.path.relpath(p, self.root) for p in paths))
+
+
+def _list_entry(entry, suffixes):
+    """(as listed, components as listed, components without the first of
+    `suffixes` its name ends with, any case): a list's entry may be an id,
+    an image's path or a label's."""
+    listed = _parts(entry.strip())
+    if not listed:
+        return None
+    name = listed[-1]
+    for suffix in suffixes:
+        if name.lower().endswith(suffix.lower()) and len(name) > len(suffix):
+            name = name[:len(name) - len(suffix)]
+            break
+    return entry.strip(), listed, listed[:-1] + (name,)
 
 
 def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=None):
-    """[(id, gt_path, pred_path)] sorted by id, and the problems found.
+    """[(name, gt_path, pred_path)] and the problems found: without `ids`,
+    every ground truth in id order, named by its path under `gt_root`;
+    with `ids` (e.g. VOC's val.txt, or the first fields of a prepared list:
+    ids or paths, with a suffix or an image extension), those, in their
+    order, named as listed.
 
-    ``ids`` (e.g. VOC's val.txt) restricts the set; entries may carry folders,
-    a suffix or an image extension (the first field of a prepared list). Problems: ids without ground truth, ground truth without
-    prediction.
+    Files pair by their paths relative to their roots; where those differ,
+    by the longest tail they share (FileIndex.find), so flat predictions
+    pair with ground truth in per-city folders. A prediction of a list
+    entry is looked for with the entry's extension kept too (infer.py names
+    `c.png` and `c.jpg` `c.png.png` and `c.jpg.png`). Problems: an entry
+    naming no file or several, and a file paired twice.
     """
     for root, what in ((gt_root, "ground-truth"), (pred_root, "prediction")):
         if not os.path.isdir(root):
             raise InputError("%s: %s folder %s" % (root, what, "not found" if not
                                                      os.path.exists(root) else "is a file"))
-    gts = index_files(gt_root, gt_suffix)
-    preds = index_files(pred_root, pred_suffix)
-    problems = []
+    gts = FileIndex(gt_root, gt_suffix, "ground truth")
+    preds = FileIndex(pred_root, pred_suffix, "prediction")
     if ids is None:
-        keys = sorted(gts)
+        entries = [(os.path.join(*parts), parts, parts) for parts in gts.ids()]
     else:
-        keys = []
-        for entry in ids:
-            key = os.path.basename(entry.strip())
-            for suffix in (gt_suffix, pred_suffix) + imageio.IMAGE_EXTENSIONS:
-                if key.endswith(suffix):  # a path of a prepared list: its image's id
-                    key = key[:len(key) - len(suffix)]
-                    break
-            if key:
-                keys.append(key)
-        for key in keys:
-            if key not in gts:
-                problems.append("%s: no ground truth %s%s under %s"
-                                % (key, key, gt_suffix, gt_root))
-    pairs = []
-    for key in keys:
-        if key not in gts:
+        suffixes = (gt_suffix, pred_suffix) + imageio.IMAGE_EXTENSIONS
+        entries = list(filter(None, (_list_entry(e, suffixes) for e in ids)))
+    problems, pairs, paired = [], [], {}
+    for name, listed, parts in entries:
+        found = gts.find(parts)
+        if len(found) != 1:
+            problems.append("%s: %s" % (name, gts.describe(parts, found)))
             continue
-        if key not in preds:
-            problems.append("%s: no prediction %s%s under %s"
-                            % (key, key, pred_suffix, pred_root))
+        mine = preds.find(listed) if listed != parts else []
+        mine = mine or preds.find(parts)
+        if len(mine) != 1:
+            problems.append("%s: %s" % (name, preds.describe(parts, mine)))
             continue
-        pairs.append((key, gts[key], preds[key]))
+        for path in (found[0], mine[0]):
+            if path in paired:
+                problems.append("%s: %s is %s's too; each file pairs once"
+                                % (name, path, paired[path]))
+            paired.setdefault(path, name)
+        pairs.append((name, found[0], mine[0]))
     return pairs, problems
 
 
@@ -191,48 +248,46 @@ def check_sizes(pairs):
     return problems
 
 
-def evaluate_pairs(pairs, num_classes, gt_lut=None, pred_lut=None, jobs=1,
+def evaluate_pairs(pairs, num_classes, gt_map=None, pred_map=None, jobs=1,
                    progress=None):
     """Accumulate one ConfusionMatrix over all pairs.
 
-    ``gt_lut`` / ``pred_lut``: optional 256-entry lookup tables applied to the
-    decoded maps (e.g. Cityscapes labelId -> trainId). ``progress`` wraps the
-    iterator (e.g. tqdm). Sizes are checked first, so nothing is scored when any
-    pair is bad.
+    ``gt_map`` / ``pred_map``: optional ``f(label, path)`` giving the class
+    indices of a decoded map (e.g. Cityscapes labelIds -> trainIds,
+    ``Dataset.classes_of_label_ids``).
+    ``progress`` wraps the iterator (e.g. tqdm). Sizes are checked first, so
+    nothing is scored when any pair is bad. Each pair is scored where it is
+    decoded, in ``jobs`` threads, so that only ``jobs`` pairs of maps are in
+    memory at a time.
     """
     problems = check_sizes(pairs)
     if problems:
         raise EvaluationError(problems)
 
-    def load(pair):
+    def score(pair):
         _, gt_path, pred_path = pair
         gt, pred = imageio.read_label(gt_path), imageio.read_label(pred_path)
-        if gt_lut is not None:
-            gt = _lookup(gt_lut, gt, gt_path)
-        if pred_lut is not None:
-            pred = _lookup(pred_lut, pred, pred_path)
-        return gt_path, pred_path, gt, pred
-
-    def update(gt_path, pred_path, gt, pred):
+        if gt_map is not None:
+            gt = gt_map(gt, gt_path)
+        if pred_map is not None:
+            pred = pred_map(pred, pred_path)
         try:
-            cm.update(gt, pred)
+            one = ConfusionMatrix(num_classes).update(gt, pred)
         except ValueError as e:
             raise InputError("%s: %s" % (gt_path, e))
-        # After the ground truth's check, which names the likelier mistake;
-        # a refusal here ends the run, so the matrix it updated is dropped.
+        # After the ground truth's check, which names the likelier mistake.
         _check_prediction(pred, num_classes, pred_path)
+        return one
 
     cm = ConfusionMatrix(num_classes)
-    if jobs > 1:
-        # PNG decoding releases the GIL, so threads overlap it with bincount.
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(jobs) as pool:
-            loaded = pool.map(load, pairs)
-            for item in (progress(loaded) if progress else loaded):
-                update(*item)
-    else:
-        for pair in (progress(pairs) if progress else pairs):
-            update(*load(pair))
+    # PNG decoding releases the GIL, so threads decode side by side.
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        try:
+            scored = pool.map(score, pairs) if jobs > 1 else map(score, pairs)
+            for one in (progress(scored) if progress else scored):
+                cm.merge(one)
+        finally:  # a refusal ends the run: the pairs not started are not scored
+            pool.shutdown(cancel_futures=True)
     return cm
 
 
@@ -244,13 +299,6 @@ def _check_prediction(pred, num_classes, path):
         raise InputError("%s: prediction has values %s outside 0..%d (and not %d, the ignore "
                          "label); wrong --dataset or --num-classes?"
                          % (path, bad[:10].tolist(), num_classes - 1, IGNORE_LABEL))
-
-
-def _lookup(lut, label, path):
-    if label.size and label.max() >= len(lut):
-        raise InputError("%s: value %d is not a label id (0..%d)" % (path, label.max(),
-                                                                      len(lut) - 1))
-    return lut[label]
 
 
 def label_counts(paths, num_classes, ignore_label=IGNORE_LABEL):
@@ -355,25 +403,29 @@ def run(gt, pred, dataset="voc", num_classes=None, list_file=None, gt_suffix=Non
 
     `dataset`: a registry name, or generic with `classes_file` (the names in
     the reports) or `num_classes`; None: generic when either is given, else
-    voc. Cityscapes ground truth is read as labelIds (`gt_format`) and mapped
-    to train ids, predictions as train ids unless `pred_format` is labelid.
-    `ids` (or the ids of `list_file`) restrict the set to those images.
-    Returns (scores, ConfusionMatrix, Markdown text). Refuses, listing every
-    problem, when a listed id has no ground truth or a ground truth has no
-    prediction of its size.
+    voc. Cityscapes ground truth is read as labelIds (`gt_format`, default
+    labelid; trainid: what prepare_cityscapes writes) and mapped to train
+    ids, predictions as train ids unless `pred_format` is labelid; a value
+    that is not a Cityscapes labelId is refused. `ids` (or the ids of
+    `list_file`) restrict the set to those images (`pair_files`). Returns
+    (scores, ConfusionMatrix, Markdown text). Refuses, listing every
+    problem, when an entry has no ground truth or prediction or several,
+    a file pairs twice, or a prediction's size is not its ground truth's.
     """
     data = datasets.resolve(dataset, num_classes, classes_file)
     names = list(data.classes)
     cityscapes = data.name == "cityscapes"
     outputs = [p for p in (out_md, out_json) if p]
     fileio.check_targets(outputs, [gt, pred, list_file, classes_file], force, is_report)
-    gt_suffix = gt_suffix or ("_gtFine_labelIds.png" if cityscapes else ".png")
-    pred_suffix = pred_suffix or ("_leftImg8bit.png" if cityscapes else ".png")
-    gt_lut = pred_lut = None
+    gt_map = pred_map = None
     if cityscapes:
-        lut = datasets.get("cityscapes").label_to_class_lut()
-        gt_lut = lut if (gt_format or "labelid") == "labelid" else None
-        pred_lut = lut if pred_format == "labelid" else None
+        gt_format = gt_format or "labelid"
+        gt_suffix = gt_suffix or (cityscapes_data.LABEL_SUFFIX if gt_format == "labelid"
+                                  else cityscapes_data.OUT_SUFFIX)
+        pred_suffix = pred_suffix or cityscapes_data.IMG_SUFFIX
+        gt_map = data.classes_of_label_ids if gt_format == "labelid" else None
+        pred_map = data.classes_of_label_ids if pred_format == "labelid" else None
+    gt_suffix, pred_suffix = gt_suffix or ".png", pred_suffix or ".png"
     if list_file:
         ids = lists.read_ids(list_file)
         if not ids:
@@ -382,14 +434,14 @@ def run(gt, pred, dataset="voc", num_classes=None, list_file=None, gt_suffix=Non
     if not pairs and not problems:
         problems.append("no ground truth *%s under %s" % (gt_suffix, gt))
     if problems:
-        raise EvaluationError(problems)
+        raise EvaluationError(problems + check_sizes(pairs))
     wrap = None
     if progress:
         from tqdm import tqdm
 
         def wrap(it):
             return tqdm(it, total=len(pairs), unit="img", desc="evaluate")
-    cm = evaluate_pairs(pairs, len(names), gt_lut, pred_lut, jobs, wrap)
+    cm = evaluate_pairs(pairs, len(names), gt_map, pred_map, jobs, wrap)
     scores = cm.scores()
     md = markdown_report(scores, names, name)
     log.info("%d images, %d pixels: pixel acc %.2f%%, mean acc %.2f%%, mean IoU %.2f%%",

@@ -11,7 +11,8 @@ over something that is not the tool's own.
   (even with --force;
   `check_holds` for a folder a tool writes into),
   no existing target replaced unless it is the tool's own earlier output or
-  --force is given.
+  --force is given, no target under a file (each checked before any is
+  written).
 - `exclusive(path, what)`: one run at a time (a lock file, e.g. one
   training per snapshot prefix).
 - `clean_leftovers(...)`: temporaries of killed runs, recognised by their
@@ -96,10 +97,18 @@ def ensure_dir(path):
     try:
         os.makedirs(path, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocker = next((a for a in [path] + list(_ancestors(os.path.abspath(path)))
-                        if os.path.lexists(a) and not os.path.isdir(a)), path)
-        raise NotADirectoryError(errno.ENOTDIR, "is a file, so %s cannot be created" % path,
-                                 blocker)
+        _refuse_blocked(path, _blocker(path) or path)
+
+
+def _blocker(folder):
+    """The file standing where `folder` or one of its ancestors would be, or None."""
+    return next((a for a in [folder] + list(_ancestors(os.path.abspath(folder)))
+                 if os.path.lexists(a) and not os.path.isdir(a)), None)
+
+
+def _refuse_blocked(folder, blocker):
+    raise NotADirectoryError(errno.ENOTDIR, "is a file, so %s cannot be created" % folder,
+                             blocker)
 
 
 def atomic_save(path, save):
@@ -254,6 +263,11 @@ def check_targets(targets, inputs=(), force=False, is_own=None):
     check_apart(targets)
     check_disjoint(targets, inputs)
     check_free(targets, force, is_own)
+    for target in targets:  # before any is written: a later one would fail half-way
+        folder = os.path.dirname(os.path.abspath(target))
+        blocker = _blocker(folder)
+        if blocker:
+            _refuse_blocked(folder, blocker)
     for target in targets:
         folder, name = os.path.split(os.path.abspath(target))
         if os.path.isdir(folder):

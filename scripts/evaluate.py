@@ -9,15 +9,20 @@ accumulated over the whole set.
       --out-md results/voc_val.md --out-json results/voc_val.json
 
   # one's own dataset (scripts/prepare_folder.py): class names from its classes file
-  python scripts/evaluate.py --classes data/mine/classes.txt --gt my/labels \
+  python scripts/evaluate.py --classes data/mine/classes.txt --gt my/labels \\
       --list data/mine/val.txt --pred out/mine_val --out-md results/mine_val.md
 
   # Cityscapes val: official labelIds ground truth, trainId predictions
   python scripts/evaluate.py --dataset cityscapes --gt cityscapes/gtFine/val \\
       --gt-suffix _gtFine_labelIds.png --pred out/cs_val --pred-suffix _leftImg8bit.png
 
-Exit status: 0 scored; 1 refused (missing predictions, size mismatches,
-labels outside the classes: all listed); 2 usage.
+Files pair by their paths under --gt and --pred, or by the longest tail of
+them they share (flat predictions pair with per-city ground truth); --list
+entries (ids, or the image paths of a prepared list) name them.
+
+Exit status: 0 scored; 1 refused (an entry with no ground truth or
+prediction or several, a file paired twice, a size mismatch: all listed; a
+label outside the classes: its file named); 2 usage.
 """
 import os
 import sys
@@ -39,7 +44,8 @@ def parse_args(argv=None):
                    help="generic dataset: N classes, named class0..")
     p.add_argument("--list", help="file of image ids to score (default: every ground truth)")
     p.add_argument("--gt-suffix", help="ground-truth file suffix (default .png; "
-                   "cityscapes: _gtFine_labelIds.png)")
+                   "cityscapes: _gtFine_labelIds.png, with --gt-format trainid "
+                   "_gtFine_labelTrainIds.png)")
     p.add_argument("--pred-suffix", default=None,
                    help="prediction file suffix (default .png; cityscapes: _leftImg8bit.png)")
     p.add_argument("--gt-format", choices=["trainid", "labelid"], default=None,

@@ -403,10 +403,10 @@ WEAK = [
     row("workers-negative-lmdb", "make_lmdb", ["--list", "{prep}/train.txt", "--out",
                                                "{tmp}/o", "--workers", "-1"],
         2, ["argument --jobs/--workers: must be >= 1, not -1"]),
-    row("duplicate-prediction-ids", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/dupred",
+    row("ambiguous-prediction", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/dupred",
                                                  "--dataset", "generic", "--num-classes", "3",
                                                  "-q"],
-        1, ["two files for id 'a' under {tmp}/dupred"]),
+        1, ["a: 2 predictions under {tmp}/dupred fit it: x/a.png, y/a.png"]),
     row("id-in-train-and-val", "prepare_voc", ["--voc", "{tmp}/both", "--out", "{tmp}/o"],
         1, ["1 id(s) listed in both train.txt and val.txt", "a2"], absent("{tmp}/o")),
     row("missing-image-names-every-place-looked", "prepare_voc",
@@ -607,7 +607,7 @@ EXTRA = [
         1, ["a path with a line break cannot be written in a list"], absent("{tmp}/o")),
     row("prepare-cityscapes-16-bit-label-ids", "prepare_cityscapes",
         ["--cityscapes", "{cs}", "--out", "{tmp}/o"],
-        1, ["lindau_000000_000019_gtFine_labelIds.png: labelId 1000 is not a Cityscapes"]),
+        1, ["lindau_000000_000019_gtFine_labelIds.png: labelIds [1000] are not in the cityscapes label table"]),
     row("prepare-cityscapes-missing", "prepare_cityscapes",
         ["--cityscapes", "{tmp}/none", "--out", "{tmp}/o"],
         1, ["{tmp}/none: not a Cityscapes tree"]),
@@ -634,6 +634,11 @@ EXTRA = [
     row("prepare-folder-suffix-with-a-folder", "prepare_folder", FOLDER[:4] + [
         "--label-suffix", "x/y.png", "--num-classes", "3", "--out", "{tmp}/o"],
         2, ["label suffix 'x/y.png': give the end of a label's"]),
+    row("prepare-folder-png-images-beside-labels", "prepare_folder", [
+        "--images", "{tmp}/pngs", "--labels", "{tmp}/pngs", "--num-classes", "2", "--out",
+        "{tmp}/o"], 1, ["{tmp}/pngs: no image (", "images and labels are one folder, where a "
+                        "file named as a label is one: give the labels a suffix of their own"],
+        absent("{tmp}/o")),
     row("prepare-folder-val-fraction-1", "prepare_folder", FOLDER + ["--val-fraction", "1"],
         2, ["argument --val-fraction: must be in (0, 1), not 1"]),
     row("classes-file-bad-colour", "make_net", ["--classes", "{tmp}/bad.txt", "--out",
@@ -1077,9 +1082,14 @@ def prepare_row(w, request):
                 'layer { name: "subsample" type: "Pooling" bottom: "conv1" top: "sub"\n'
                 '  pooling_param { pool: MAX kernel_size: 1 stride: 2 } }\n'
                 'layer { name: "score" type: "Convolution" bottom: "sub"'))
-    if name == "duplicate-prediction-ids":
-        os.makedirs(w.path("dupred", "sub"))
-        for p in ("a.png", "sub/a.png", "b.png"):
+    if name == "prepare-folder-png-images-beside-labels":
+        os.makedirs(w.path("pngs"))
+        for p in ("a.png", "b.png"):
+            cv2.imwrite(w.path("pngs", p), np.zeros((4, 5, 3), np.uint8))
+    if name == "ambiguous-prediction":
+        os.makedirs(w.path("dupred", "x"))
+        os.makedirs(w.path("dupred", "y"))
+        for p in ("x/a.png", "y/a.png", "b.png"):
             cv2.imwrite(w.path("dupred", p), np.zeros((4, 5), np.uint8))
     if name == "id-in-train-and-val":
         fake.make_voc(w.path("both"), ["a1", "a2"], ["a2"])

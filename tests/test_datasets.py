@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fake_datasets as fake
+from fcrn import datasets
 from fcrn.data.sources import META_KEY, decode_record, read_lmdb_meta
 from fcrn.errors import InputError
 from fcrn.lists import read_pairs as read_pair_list
@@ -127,8 +128,7 @@ def test_cityscapes_train_ids_and_lists(tmp_path, run):
     ids = fake.make_cityscapes(str(tmp_path / "cs"), CS_SPLITS)
     out = tmp_path / "out"
     assert run("prepare_cityscapes")(["--cityscapes", str(tmp_path / "cs"), "--out", str(out)]) == 0
-    from fcrn.data.cityscapes import label_lut
-    lut = label_lut()
+    lut = datasets.get("cityscapes").label_to_class_lut()
     # known entries of the official table: road, car, bicycle, unlabeled, guard rail
     assert (lut[7], lut[26], lut[33], lut[0], lut[14]) == (0, 13, 18, 255, 255)
     assert sorted(set(lut[lut >= 0].tolist())) == list(range(19)) + [255]

@@ -151,6 +151,124 @@ def test_script_list_names_ids_without_ground_truth(tmp_path, caplog, script):
     assert "zzz: no ground truth" in caplog.text
 
 
+def _labels(root, maps):
+    for rel, value in maps.items():
+        _write_png(str(root / rel), np.full((2, 3), value))
+
+
+def test_files_pair_by_their_paths_in_a_prepared_list(tmp_path, script):
+    # prepare_folder's split layout, and one name in two folders of a split;
+    # infer.py names the predictions a.png, cam1/0001.png, cam2/0001.png
+    # (their paths under the common folder of the listed images).
+    _labels(tmp_path / "labels", {"train/a.png": 2, "val/a.png": 0, "val/cam1/0001.png": 1,
+                                  "val/cam2/0001.png": 2, "val/IMG_7.png": 1})
+    _labels(tmp_path / "pred", {"a.png": 0, "cam1/0001.png": 1, "cam2/0001.png": 2,
+                                "IMG_7.png": 1})
+    lst = tmp_path / "prepared" / "val.txt"
+    lst.parent.mkdir()
+    lst.write_text("".join("../images/val/%s ../labels/val/%s.png\n" % (name, name.split(".")[0])
+                           for name in ("a.jpg", "cam1/0001.jpg", "cam2/0001.jpg", "IMG_7.JPG")))
+    js = tmp_path / "r.json"
+    assert script("evaluate").main(["--num-classes", "3", "--gt", str(tmp_path / "labels"),
+                                    "--pred", str(tmp_path / "pred"), "--list", str(lst),
+                                    "--out-json", str(js), "-q"]) == 0
+    r = json.loads(js.read_text())
+    assert r["num_images"] == 4 and r["pixel_acc"] == 1.0  # each with its own ground truth
+
+
+def test_ambiguous_and_repeated_entries_are_refused(tmp_path, caplog, script):
+    _labels(tmp_path / "gt", {"a.png": 0, "b.png": 1})
+    _labels(tmp_path / "pred", {"x/a.png": 0, "y/a.png": 0, "b.png": 1})
+    lst = tmp_path / "val.txt"
+    lst.write_text("a\nb\nb\n")
+    args = ["--num-classes", "2", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+            "--list", str(lst), "-q"]
+    assert script("evaluate").main(args) == 1
+    assert "a: 2 predictions under %s fit it: x/a.png, y/a.png" % (tmp_path / "pred") \
+        in caplog.text
+    assert "b: %s is b's too; each file pairs once" % (tmp_path / "gt" / "b.png") in caplog.text
+
+
+def test_pairing_and_size_problems_are_listed_together(tmp_path, caplog, script):
+    _labels(tmp_path / "gt", {"a.png": 0, "b.png": 1})
+    _write_png(str(tmp_path / "pred" / "a.png"), np.zeros((3, 3)))
+    assert script("evaluate").main(["--num-classes", "2", "--gt", str(tmp_path / "gt"),
+                                    "--pred", str(tmp_path / "pred"), "-q"]) == 1
+    assert "b: no prediction b.png under" in caplog.text
+    assert "a: prediction is 3x3, ground truth 2x3" in caplog.text
+
+
+def test_decoded_maps_in_memory_are_bounded_by_the_threads(tmp_path, monkeypatch):
+    # Decoding outran the one thread that scored, and every decoded pair
+    # waited in memory (about 4 MB a Cityscapes pair).
+    import threading
+    import time
+    import weakref
+    n = 24
+    _labels(tmp_path / "gt", {"%02d.png" % i: i % 3 for i in range(n)})
+    _labels(tmp_path / "pred", {"%02d.png" % i: 0 for i in range(n)})
+    pairs, problems = ev.pair_files(str(tmp_path / "gt"), str(tmp_path / "pred"))
+    assert not problems and len(pairs) == n
+    live, most, lock = set(), [0], threading.Lock()
+    read = ev.imageio.read_label
+
+    def tracked(path):
+        label = read(path)
+        with lock:
+            live.add(id(label))
+            most[0] = max(most[0], len(live))
+        weakref.finalize(label, lambda key=id(label): live.discard(key))
+        return label
+
+    update = ev.ConfusionMatrix.update
+
+    def slow(self, gt, pred):
+        time.sleep(0.02)
+        return update(self, gt, pred)
+    monkeypatch.setattr(ev.imageio, "read_label", tracked)
+    monkeypatch.setattr(ev.ConfusionMatrix, "update", slow)
+    cm = ev.evaluate_pairs(pairs, 3, jobs=2)
+    assert cm.hist.sum() == n * 6
+    assert most[0] <= 2 * 2 + 2  # a pair per thread, and the next a thread starts
+
+
+def test_cityscapes_values_that_are_no_label_id_are_refused(tmp_path, caplog, script):
+    name = "city_000000_000019"
+    _write_png(str(tmp_path / "gt" / "city" / (name + "_gtFine_labelIds.png")),
+               np.full((2, 3), 7), palette=False)
+    _write_png(str(tmp_path / "pred" / (name + "_leftImg8bit.png")),
+               np.array([[7, 7, 200], [7, 34, 7]]), palette=False)
+    assert script("evaluate").main(["--dataset", "cityscapes", "--gt", str(tmp_path / "gt"),
+                                    "--pred", str(tmp_path / "pred"), "--pred-format",
+                                    "labelid", "-q"]) == 1
+    assert "labelIds [34, 200] are not in the cityscapes label table" in caplog.text
+
+
+def test_cityscapes_train_id_ground_truth_has_its_own_suffix(tmp_path, script):
+    # what prepare_cityscapes writes: *_gtFine_labelTrainIds.png
+    name = "city_000000_000019"
+    _write_png(str(tmp_path / "gt" / "city" / (name + "_gtFine_labelTrainIds.png")),
+               np.full((2, 3), 13), palette=False)
+    _write_png(str(tmp_path / "pred" / (name + "_leftImg8bit.png")), np.full((2, 3), 13),
+               palette=False)
+    js = tmp_path / "r.json"
+    assert script("evaluate").main(["--dataset", "cityscapes", "--gt", str(tmp_path / "gt"),
+                                    "--gt-format", "trainid", "--pred", str(tmp_path / "pred"),
+                                    "--out-json", str(js), "-q"]) == 0
+    assert json.loads(js.read_text())["class_iou"]["car"] == 1.0
+
+
+def test_no_report_is_written_when_one_of_them_cannot_be(tmp_path, script):
+    _labels(tmp_path / "gt", {"a.png": 0})
+    (tmp_path / "afile").write_text("x")
+    md = tmp_path / "new.md"
+    assert script("evaluate").main(["--num-classes", "2", "--gt", str(tmp_path / "gt"),
+                                    "--pred", str(tmp_path / "gt"), "--out-md", str(md),
+                                    "--out-json", str(tmp_path / "afile" / "r.json"),
+                                    "-q"]) == 1
+    assert not md.exists()
+
+
 # --- cityscapesScripts ------------------------------------------------------
 
 def _official():
@@ -197,8 +315,8 @@ def test_cityscapes_iou_equals_cityscapesscripts(tmp_path):
     pairs, problems = ev.pair_files(str(gt_dir), str(pred_dir), "_gtFine_labelIds.png",
                                     "_leftImg8bit.png")
     assert not problems and len(pairs) == 3
-    lut = CITYSCAPES.label_to_class_lut()
-    ours = ev.evaluate_pairs(pairs, 19, gt_lut=lut, pred_lut=lut).scores()
+    to_classes = CITYSCAPES.classes_of_label_ids
+    ours = ev.evaluate_pairs(pairs, 19, gt_map=to_classes, pred_map=to_classes).scores()
     assert math.isnan(official[16]) and math.isnan(ours["class_iou"][16])
     np.testing.assert_allclose(ours["class_iou"], official, rtol=1e-12)
     assert ours["mean_iou"] == pytest.approx(cs.getScoreAverage(

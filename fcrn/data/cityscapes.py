@@ -12,8 +12,6 @@ import glob
 import logging
 import os
 
-import numpy as np
-
 from .. import datasets, fileio, imageio
 from ..errors import InputError
 from .common import (check_pair, current_manifest, fingerprint, is_prepared, run_checked,
@@ -21,34 +19,13 @@ from .common import (check_pair, current_manifest, fingerprint, is_prepared, run
 
 log = logging.getLogger(__name__)
 
-NUM_CLASSES = datasets.get("cityscapes").num_classes
+CITYSCAPES = datasets.get("cityscapes")
+NUM_CLASSES = CITYSCAPES.num_classes
 FORMAT = "fcrn-cityscapes/1"
 LABEL_DIR = "gtFine_trainIds"
 IMG_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 OUT_SUFFIX = "_gtFine_labelTrainIds.png"
-
-
-def label_lut():
-    """256-entry lookup labelId -> trainId (255 for ids not trained on); -1
-    marks ids absent from the table (they make a label file bad rather than
-    silently ignored)."""
-    lut = np.full(256, -1, np.int16)
-    for row in datasets.table("cityscapes")["labels"]:
-        if 0 <= row["id"] < 256:  # id -1 (license plate) never occurs in labelIds images
-            lut[row["id"]] = row["trainId"] if 0 <= row["trainId"] < NUM_CLASSES \
-                else datasets.IGNORE_LABEL
-    return lut
-
-
-def to_train_ids(label_ids, lut, name):
-    if label_ids.max() >= len(lut):
-        raise InputError("%s: labelId %d is not a Cityscapes label id" % (name, label_ids.max()))
-    out = lut[label_ids]
-    if (out < 0).any():
-        bad = sorted(set(np.unique(label_ids[out < 0]).tolist()))
-        raise InputError("%s: labelIds %s are not Cityscapes label ids" % (name, bad[:10]))
-    return out.astype(np.uint8)
 
 
 def find_split(root, split, with_labels):
@@ -88,7 +65,7 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None, force=False)
         log.warning("no test images found; test.txt will not be written")
         del splits["test"]
 
-    lut = label_lut()
+    lut = CITYSCAPES.label_to_class_lut()
     items = [it for split in splits.values() for it in split]
     inputs = [p for it in items for p in it[3:] if p is not None]
     fp = fingerprint(inputs, {"format": FORMAT, "skip_bad": bool(skip_bad),
@@ -104,7 +81,7 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None, force=False)
             img = imageio.read_image(img_path)  # decoded so that corrupt files are caught now
             if lbl_path is None:
                 return item, None
-            train_ids = to_train_ids(imageio.read_label(lbl_path), lut, lbl_path)
+            train_ids = CITYSCAPES.classes_of_label_ids(imageio.read_label(lbl_path), lbl_path)
             check_pair(img, train_ids, NUM_CLASSES, img_path, lbl_path)
             rel = os.path.join(LABEL_DIR, split, city, stem + OUT_SUFFIX)
             imageio.write_label_png(os.path.join(tmp, rel), train_ids)

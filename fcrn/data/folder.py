@@ -95,6 +95,15 @@ def hold_out(pairs, images, fraction):
     return [p for p in pairs if p[0] not in val], [p for p in pairs if p[0] in val]
 
 
+def _one_folder_hint(images, labels):
+    """Where images and labels share a folder, an image named as a label is
+    one (a.png beside a.jpg): PNG images need labels named otherwise."""
+    if os.path.realpath(images) != os.path.realpath(labels):
+        return ""
+    return ("; images and labels are one folder, where a file named as a label is one: "
+            "give the labels a suffix of their own (e.g. --label-suffix _mask.png)")
+
+
 def find_splits(images, labels, suffix, val_fraction):
     """({split: [(image, label or None)]}, how the splits were made)."""
     if all(os.path.isdir(os.path.join(images, s)) for s in ("train", "val")):
@@ -107,12 +116,13 @@ def find_splits(images, labels, suffix, val_fraction):
             if split == "test" and not os.path.isdir(os.path.join(labels, split)):
                 pairs = [(image, None) for image, _ in pairs]
             if not pairs:
-                raise InputError("%s: no image" % folder)
+                raise InputError("%s: no image%s" % (folder, _one_folder_hint(images, labels)))
             splits[split] = pairs
         return splits, "folders"
     pairs = find_images(images, labels, suffix)
     if not pairs:
-        raise InputError("%s: no image (%s)" % (images, ", ".join(imageio.IMAGE_EXTENSIONS)))
+        raise InputError("%s: no image (%s)%s" % (images, ", ".join(imageio.IMAGE_EXTENSIONS),
+                                                  _one_folder_hint(images, labels)))
     train, val = hold_out(pairs, images, val_fraction)
     return {"train": train, "val": val}, "val fraction %g" % val_fraction
 

@@ -68,6 +68,7 @@ class Dataset:
     ignore_label: int = IGNORE_LABEL
     colours: Optional[tuple] = None
     label_ids: Optional[tuple] = None   # labelId of each class (Cityscapes train ids)
+    table_ids: tuple = ()               # every labelId of its label table
     splits: tuple = ()                  # ((split, images), ...) of the full dataset
     eval_split: Optional[str] = None
     crop: Optional[int] = None
@@ -92,11 +93,25 @@ class Dataset:
         return pal
 
     def label_to_class_lut(self):
-        """256-entry lookup labelId -> class index (ignore_label for ids not
-        evaluated); only for datasets with a label table."""
-        lut = np.full(256, self.ignore_label, np.uint8)
-        lut[list(self.label_ids)] = np.arange(self.num_classes, dtype=np.uint8)
+        """256-entry lookup labelId -> class index (int16): ignore_label for
+        the label table's ids that are not a class, -1 for ids it has not;
+        only for datasets with a label table."""
+        lut = np.full(256, -1, np.int16)
+        lut[list(self.table_ids)] = self.ignore_label
+        lut[list(self.label_ids)] = np.arange(self.num_classes)
         return lut
+
+    def classes_of_label_ids(self, label_ids, what):
+        """The class indices (uint8) of a labelIds map; InputError naming
+        `what` for ids that are not in the label table (another label set),
+        which would otherwise pass for ignored pixels."""
+        lut = np.full(max(256, int(label_ids.max(initial=0)) + 1), -1, np.int16)
+        lut[:256] = self.label_to_class_lut()  # 16-bit maps may hold any id
+        out = lut[label_ids]
+        if (out < 0).any():
+            raise InputError("%s: labelIds %s are not in the %s label table"
+                             % (what, np.unique(label_ids[out < 0])[:10].tolist(), self.name))
+        return out.astype(np.uint8)
 
     def class_to_label_lut(self):
         """256-entry lookup class index -> labelId, for submissions (0 elsewhere)."""
@@ -134,7 +149,8 @@ def get(name):
             raise ValueError("%s.json: train ids are not 0..%d" % (name, len(rows) - 1))
         fields.update(classes=tuple(l["name"] for l in rows),
                       colours=tuple(tuple(l["color"]) for l in rows),
-                      label_ids=tuple(l["id"] for l in rows))
+                      label_ids=tuple(l["id"] for l in rows),
+                      table_ids=tuple(l["id"] for l in raw["labels"] if 0 <= l["id"] < 256))
     else:
         fields.update(classes=tuple(raw["classes"]),
                       colours=tuple(map(tuple, raw["colours"])) if "colours" in raw else None)
