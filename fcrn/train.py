@@ -8,7 +8,11 @@
   Both files are read first (`check_snapshot`): a damaged one (cut short by a
   kill or a full disk) is named and the snapshot before it is used.
 - One training per snapshot prefix: `<prefix>.lock`, held while Caffe runs
-  (an flock: a killed run leaves no stale lock), refuses a second one.
+  (an flock: a killed run leaves no stale lock), refuses a second one; and
+  `<prefix>.training.json` records which training its snapshots are
+  (`training_identity`): another solver that names the same prefix (two
+  generated nets that differ only in their crop, say) is refused rather
+  than resumed from, or deemed finished by, the other's snapshots.
 - A progress bar over iterations, read from the log as Caffe writes it.
 - A non-finite loss stops training (the project's Caffe patch 0004): the
   error names the iteration; other failures quote Caffe's fatal line, read
@@ -37,6 +41,7 @@ earlier one.
 import csv
 import dataclasses
 import glob
+import hashlib
 import io
 import json
 import logging
@@ -231,6 +236,49 @@ def latest_snapshot(prefix):
 _TWO_HISTORIES = ('adadelta', 'adam')
 
 
+def _solver_type(solver_param):
+    if solver_param.HasField('solver_type'):  # the legacy enum wins, as in Caffe
+        return solver_param.SolverType.Name(solver_param.solver_type)
+    return solver_param.type
+
+
+def training_identity(solver_param, where='.'):
+    """What makes the snapshots of one solver resumable by another: the net
+    it trains (as parsed: comments and layout do not count; data lists,
+    crops, dropout and classes do) and the solver type. Learning rates,
+    max_iter, snapshot and display settings may change between runs."""
+    if solver_param.HasField('train_net_param') or solver_param.HasField('net_param'):
+        net = solver_param.train_net_param if solver_param.HasField('train_net_param') \
+            else solver_param.net_param
+    else:
+        net = caffeio.read_net_param(os.path.join(
+            where, solver_param.train_net or solver_param.net))
+    return {'net': hashlib.sha256(net.SerializeToString(deterministic=True)).hexdigest(),
+            'type': _solver_type(solver_param)}
+
+
+def check_same_training(record, identity, prefix):
+    """InputError when the record `record` (`<prefix>.training.json`) says
+    that the snapshots of `prefix` are of a training other than `identity`.
+    Snapshots without a record (written by caffe alone) are taken as they are."""
+    try:
+        with open(record) as f:
+            theirs = json.load(f)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise InputError('%s: unreadable (%s); delete it to resume from the snapshots of %s'
+                         % (record, e, prefix))
+    differs = [k for k in ('net', 'type') if theirs.get(k) != identity[k]]
+    if differs:
+        what = 'another net' if 'net' in differs else 'solver type %s' % theirs.get('type')
+        raise InputError('%s: its snapshots are of another training (%s, by %s); give this '
+                         'solver a snapshot_prefix of its own (make_net.py --snapshot-prefix), '
+                         'or --restart to train afresh over them (delete %s to resume from '
+                         'them all the same)' % (prefix, what, theirs.get('solver', '?'),
+                                                  record))
+
+
 def check_snapshot(state, solver_param):
     """None when the snapshot `state` (a .solverstate path) can be resumed
     from, else (the damaged file, why): a file that does not parse, or a
@@ -244,11 +292,8 @@ def check_snapshot(state, solver_param):
         saved = caffeio.read_solverstate(state)
     except InputError as e:
         return state, str(e).replace(state + ': ', '', 1)
-    kind = solver_param.type
-    if solver_param.HasField('solver_type'):
-        kind = solver_param.SolverType.Name(solver_param.solver_type)
     learnable = caffeio.learnable_blobs(model)
-    need = learnable * (2 if kind.lower() in _TWO_HISTORIES else 1)
+    need = learnable * (2 if _solver_type(solver_param).lower() in _TWO_HISTORIES else 1)
     if len(saved.history) != need:
         return state, ("%d history blob(s); the model's %d learnable blob(s) need %d"
                        % (len(saved.history), learnable, need))
@@ -370,7 +415,12 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files,
     while it runs, even past this process)."""
     where = cwd or '.'
     param = caffeio.read_solver(os.path.join(where, solver))
+    identity = training_identity(param, where)
+    record = prefix + '.training.json'
+    if resume and snapshots(prefix):
+        check_same_training(record, identity, os.path.relpath(prefix, where))
     start, state = resume_point(prefix, param) if resume else (0, None)
+    fileio.atomic_write(record, json.dumps(dict(identity, solver=solver), indent=1) + '\n')
     final = '%s_iter_%d.caffemodel' % (prefix, max_iter)
     if state and start > max_iter:
         raise InputError('%s: snapshots go to iteration %d, past max_iter %d of %s; raise '

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train and evaluate a small FCRN end to end on a synthetic dataset (`make demo`).
 
-    python scripts/demo.py --out work/demo            # about 10 minutes on 2 CPU cores
+    python scripts/demo.py --out work/demo            # about 6 minutes on 2 CPU cores
     python scripts/demo.py --out /tmp/q --quick       # tiny: checks the plumbing
 
 Makes a synthetic PASCAL VOC tree, prepares it as scripts/prepare_voc.py does,

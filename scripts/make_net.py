@@ -8,7 +8,7 @@ Example (Table 4, best VOC row):
 A new folder appears complete or not at all; a folder that is not empty needs
 --force (then only the four files are replaced); one that holds the classes
 file, a data list or an image or label a list names is refused. A data list
-that is not there is warned of.
+given by --train-source or --val-source that is not there is warned of.
 """
 import logging
 import sys

@@ -327,6 +327,12 @@ DEFECTS = [
     row("infer-same-image-twice", "infer", ["{img}/a.jpg", "{img}/a.jpg", "--out", "{tmp}/o"]
         + INFER, 2, ["1 input(s) given more than once", "{img}/a.jpg (2 times)"],
         absent("{tmp}/o")),
+    row("infer-with-a-training-net", "infer", ["{img}", "--out", "{tmp}/o", "--net",
+                                               "{toy}/net.prototxt", "--weights",
+                                               "{trained}_iter_4.caffemodel", "-q"],
+        2, ["{toy}/net.prototxt: not a deploy net: its 'data' comes from layer 'data' "
+            "(DummyData), not from an Input layer; give the deploy.prototxt beside it"],
+        absent("{tmp}/o")),
     row("infer-tile-0", "infer", ["{img}", "--out", "{tmp}/o", "--tile", "0", "0"] + INFER,
         2, ["argument --tile: must be in [1, 2048], not 0"]),
     row("infer-tile-negative", "infer", ["{img}", "--out", "{tmp}/o", "--tile", "-8", "-8"]
@@ -735,7 +741,7 @@ EXTRA = [
                                            "{tmp}/none.caffemodel", "-q"],
         1, ["{tmp}/none.caffemodel: no such file (initial weights)"]),
     row("train-net-missing", "train", ["--solver", "{tmp}/lost.prototxt", "-q"], 1,
-        ["caffe train failed", "{tmp}/none.prototxt"]),
+        ["{tmp}/none.prototxt: no such file (net prototxt)"]),
     row("train-data-layer-error-is-quoted", "train", ["--solver", "{tmp}/dl_solver.prototxt",
                                                        "-q"], 1,
         ["caffe train failed (exit -6): SegDataLayer(source={tmp}/none.txt)",
@@ -854,7 +860,8 @@ ISSUE25 = [
         0, ["1 label(s) with no image, left out", "{mine}/images/zz_mask.png"]),
     # 2, 3 and the training weaknesses
     row("train-error-is-this-runs", "train", ["--solver", "{tmp}/lost.prototxt", "-q"], 1,
-        ["caffe train failed", "{tmp}/none.prototxt"], no_stale_error, changes=["{tmp}/lost.log"]),
+        ["caffe train failed", "Unknown layer type: Nonexistent"], no_stale_error,
+        changes=["{tmp}/lost.log", "{tmp}/lost.training.json"]),
     row("train-second-run-on-the-same-prefix", "train", TRAINED, 2,
         ["{toy}/snap/toy: another training with this snapshot prefix is running"],
         names_the_running_pid, changes=["{toy}/snap/toy.log"]),
@@ -922,9 +929,11 @@ def prepare_issue25(w, name, request):
                          layout="split")
         cv2.imwrite(w.path("split", "labels", "train", "zz.png"), np.zeros((4, 4), np.uint8))
     if name == "train-error-is-this-runs":
+        with open(w.path("odd.prototxt"), "w") as f:  # parses, and Caffe refuses
+            f.write('layer { name: "odd" type: "Nonexistent" top: "x" }\n')
         with open(w.path("lost.prototxt"), "w") as f:
             f.write('net: "%s" max_iter: 1 solver_mode: CPU snapshot_prefix: "%s"'
-                    % (w.path("none.prototxt"), w.path("lost")))
+                    % (w.path("odd.prototxt"), w.path("lost")))
         with open(w.path("lost.log"), "w") as f:
             f.write("F0101 00:00:00.000000  1234 solver.cpp:1] Check failed: an earlier "
                     "run's failure\n")

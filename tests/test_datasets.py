@@ -154,6 +154,20 @@ def test_cityscapes_bad_label_ids_named(tmp_path, caplog, run):
     assert not (tmp_path / "o").exists()
 
 
+def test_make_net_counts_the_records_of_an_lmdb_validation_set(voc_trees, run, tmp_path):
+    root, _, _ = voc_trees
+    from fcrn.data.voc import prepare_voc
+    prepare_voc(str(root), str(root), str(root / "out"))
+    db = str(root / "val.lmdb")
+    assert run("make_lmdb")(["--list", str(root / "out" / "val.txt"), "--out", db]) == 0
+    count = read_lmdb_meta(db)["count"]
+    out = tmp_path / "net"
+    assert run("make_net")(["--num-classes", "21", "--train-source", db, "--val-source", db,
+                            "--out", str(out)]) == 0
+    from fcrn import caffeio
+    assert caffeio.read_solver(str(out / "solver.prototxt")).test_iter == [count]
+
+
 def test_lmdb_records_round_trip_and_rerun_is_noop(voc_trees, run):
     import lmdb
     root, voc, sbd = voc_trees

@@ -214,6 +214,8 @@ def test_caffe_batch_norm_emits_batchnorm_and_scale_with_the_released_names():
      'resolution must be one of 1/16, 1/8, 1/4'),
     (['--resolution', '1/8', '--test-resolution', '1/16'], 'no coarser than the training 1/8'),
     (['--threshold', '0.5'], 'threshold needs bootstrapping'),
+    (['--dropout-ratio', '0.5'], 'dropout blocks and ratio need dropout'),
+    (['--dropout-blocks', '2'], 'dropout blocks and ratio need dropout'),
     (['--dropout', '--dropout-ratio', '1.5'],
      'argument --dropout-ratio: must be in (0, 1), not 1.5'),
     (['--batch-norm', 'sync'], "invalid choice: 'sync' (choose from 'lean', 'caffe')"),

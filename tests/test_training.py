@@ -271,3 +271,42 @@ def test_snapshots_past_max_iter_are_refused_and_nothing_runs(tmp_path):
             training.train('solver.prototxt', cwd=folder)
         with open(first.files['log'], 'rb') as f:
             assert f.read() == log
+
+
+def test_another_nets_snapshots_under_the_same_prefix_are_refused(tmp_path, caplog, script):
+    """Two generated nets differing only in what their tag leaves out (a
+    crop, a dropout ratio, a dataset of as many classes) get one default
+    snapshot prefix: the second was deemed trained, or resumed from the
+    first one's weights."""
+    folder = _setup(str(tmp_path))
+    _short_solver(folder, 3)
+    training.train('solver.prototxt', cwd=folder)
+    with open(os.path.join(folder, 'net.prototxt')) as f:
+        net = f.read()
+    with open(os.path.join(folder, 'other.prototxt'), 'w') as f:
+        f.write(net.replace('"crop_size": 48', '"crop_size": 40'))
+    with open(os.path.join(folder, 'solver.prototxt')) as f:
+        solver = f.read()
+    for max_iter in (3, 6):  # "already trained", and resumed
+        with open(os.path.join(folder, 'other_solver.prototxt'), 'w') as f:
+            f.write(solver.replace('net.prototxt', 'other.prototxt')
+                    .replace('max_iter: 3', 'max_iter: %d' % max_iter))
+        with pytest.raises(training.InputError, match=r'snap/tiny: its snapshots are of another '
+                           r'training \(another net, by solver.prototxt\); give this solver a '
+                           r'snapshot_prefix of its own'):
+            training.train('other_solver.prototxt', cwd=folder)
+    # comments and layout are not the net
+    with open(os.path.join(folder, 'net.prototxt'), 'w') as f:
+        f.write('# the same net\n' + net.replace('\n', '\n\n'))
+    _short_solver(folder, 6)
+    assert training.train('solver.prototxt', cwd=folder).iteration == 6
+    # --restart trains the other net afresh there, and its snapshots become its own
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert script('train').main(['--solver', 'other_solver.prototxt', '--restart',
+                                     '-q']) == 0
+    finally:
+        os.chdir(cwd)
+    with open(os.path.join(folder, 'snap', 'tiny.training.json')) as f:
+        assert json.load(f)['solver'] == 'other_solver.prototxt'

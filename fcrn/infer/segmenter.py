@@ -147,6 +147,22 @@ def default_output(net_param):
     return next((b for b in ("score", "prob") if b in tops), tops[-1] if tops else None)
 
 
+def check_deploy(net_param, input_blob, prototxt):
+    """UsageError unless `input_blob` is an input of the net (an Input
+    layer's, or the legacy `input` field): a train or test net reads its
+    own data, and images written into its blob would be overwritten or
+    refused by the shapes."""
+    if input_blob in net_param.input:
+        return
+    source = next((l for l in net_param.layer if input_blob in l.top), None)
+    if source is None:
+        raise UsageError("%s: no blob %r for the images" % (prototxt, input_blob))
+    if source.type != "Input":
+        raise UsageError("%s: not a deploy net: its %r comes from layer %r (%s), not from an "
+                         "Input layer; give the deploy.prototxt beside it"
+                         % (prototxt, input_blob, source.name, source.type))
+
+
 def load_segmenter(prototxt, weights, gpu=None, share_memory=None, output=None, **options):
     """Segmenter of a deploy net with checked weights, on the CPU or GPU
     `gpu`. The net is built up to its output blob (`output`, default
@@ -157,6 +173,7 @@ def load_segmenter(prototxt, weights, gpu=None, share_memory=None, output=None, 
     caffeio.set_mode(gpu)
     full = caffeio.read_net_param(prototxt)
     net_param = caffeio.up_to(full, output or default_output(full), prototxt)
+    check_deploy(net_param, options.get("input_blob", "data"), prototxt)
     net = caffeio.load_net(prototxt, weights, share_memory=share_memory, param=net_param)
     try:
         return Segmenter(net, net_param, output=output, **options)

@@ -182,6 +182,9 @@ class Variant:
               % (blocks, self.depth, self.dropout_blocks))
         check(0.0 < self.dropout_ratio < 1.0, 'dropout ratio must lie in (0, 1), not %r'
               % self.dropout_ratio)
+        check(self.dropout or (self.dropout_blocks, self.dropout_ratio)
+              == (DROPOUT_BLOCKS, DROPOUT_RATIO),
+              'dropout blocks and ratio need dropout: give dropout too')
         if self.simulate is not None:
             check(self.simulate * 2 == self.resolution,
                   'simulate-resolution must be twice as fine as resolution (four passes '
@@ -368,12 +371,15 @@ SOLVER_TYPES = ('SGD', 'Nesterov', 'Adam', 'RMSProp', 'AdaGrad', 'AdaDelta')
 
 def _val_images(variant):
     """Images of the validation set: the registry's count, or (generic) the
-    lines of the validation list, read relative to the working directory as
-    Caffe will read it."""
+    lines of the validation list or the records of its LMDB, read relative
+    to the working directory as Caffe will read it."""
+    from ..data import sources
     data = variant.data
     if data.split_size(data.eval_split):
         return data.split_size(data.eval_split)
     try:
+        if sources.is_lmdb(variant.val_source):
+            return sources.read_lmdb_meta(variant.val_source)["count"]
         return len(lists.read_pairs(variant.val_source, need_label=False))
     except InputError as e:
         raise ValueError('test-iter (one per validation image) is counted from the '

@@ -41,7 +41,7 @@ VARIANT_OPTIONS = [
     ('--num-classes', 'num_classes', dict(type=cli.ranged(int, 2, 255), metavar='N',
                                           help='generic dataset: N classes, labels 0..N-1 '
                                                '(255: ignored)')),
-    ('--depth', 'depth', dict(type=int, choices=sorted(resnet.BLOCKS))),
+    ('--depth', 'depth', dict(type=int, choices=sorted(resnet.BLOCKS), help='ResNet depth')),
     ('--resolution', 'resolution', dict(type=_resolution, metavar='1/S',
                                         help='output stride: 1/16, 1/8 or 1/4')),
     ('--kernel', 'kernel', dict(type=cli.positive_int, help='classifier kernel size (odd)')),
@@ -144,7 +144,8 @@ def build_parser(prog=None, description='Write train/test/deploy/solver.prototxt
                           default=None if field == 'dataset' else defaults[field])
             if 'help' in kwargs and 'action' not in kwargs \
                     and defaults[field] is not None:
-                kwargs['help'] += ' (default: %(default)s)'
+                kwargs['help'] += ' (default: %s)' % (
+                    '1/%(default)s' if kwargs.get('type') is _resolution else '%(default)s')
             group.add_argument(option, **kwargs)
     # Earlier name and form of --train-scale.
     parser.add_argument('--scale', dest='scale', type=_scale_range, help=argparse.SUPPRESS)
