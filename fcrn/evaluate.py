@@ -115,10 +115,12 @@ def _parts(path):
     return tuple(p for p in os.path.normpath(path).split(os.sep) if p not in ("", "."))
 
 
-def _ends_alike(a, b):
-    """Whether one tuple of path components is a tail of the other."""
-    n = min(len(a), len(b))
-    return a[len(a) - n:] == b[len(b) - n:]
+def _common_tail(a, b):
+    """How many last components two tuples of path components share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
 
 
 class FileIndex:
@@ -135,25 +137,25 @@ class FileIndex:
                     path = os.path.join(dirpath, name)
                     rel = os.path.relpath(path, root)
                     parts = _parts(rel[:len(rel) - len(suffix)])
-                    self._by_name.setdefault(parts[-1], []).append((parts, path))
+                    if parts:  # not a file named as the suffix after a dot ("..png")
+                        self._by_name.setdefault(parts[-1], []).append((parts, path))
 
     def ids(self):
         return sorted(parts for found in self._by_name.values() for parts, _ in found)
 
     def find(self, parts):
         """The paths of the files that `parts` can name: the one of that id,
-        else those whose id and `parts` end alike (flat predictions pair with
-        per-city ground truth, an image's path in a list with a label in a
-        folder of the same name), the longest such match. More than one is
-        an ambiguity."""
+        else those of that name whose ids share the longest tail with `parts`
+        (flat predictions pair with per-city ground truth; a list's
+        `images/val/a.jpg` with `labels/val/a.png` rather than with
+        `labels/train/a.png`). More than one is an ambiguity."""
         found = self._by_name.get(parts[-1], ())
         exact = [path for ident, path in found if ident == parts]
         if exact:
             return exact
-        alike = [(min(len(ident), len(parts)), path) for ident, path in found
-                 if _ends_alike(ident, parts)]
-        longest = max((n for n, _ in alike), default=0)
-        return [path for n, path in alike if n == longest]
+        shared = [(_common_tail(ident, parts), path) for ident, path in found]
+        longest = max((n for n, _ in shared), default=0)
+        return [path for n, path in shared if n == longest]
 
     def describe(self, parts, paths):
         """A problem's words for `parts`, which names none or several of `paths`."""
@@ -190,7 +192,8 @@ def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=Non
 
     Files pair by their paths relative to their roots; where those differ,
     by the longest tail they share (FileIndex.find), so flat predictions
-    pair with ground truth in per-city folders. A prediction of a list
+    pair with ground truth in per-city folders, and a prepared list's image
+    paths with labels in a folder of their own. A prediction of a list
     entry is looked for with the entry's extension kept too (infer.py names
     `c.png` and `c.jpg` `c.png.png` and `c.jpg.png`). Problems: an entry
     naming no file or several, and a file paired twice.
@@ -206,7 +209,7 @@ def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=Non
     else:
         suffixes = (gt_suffix, pred_suffix) + imageio.IMAGE_EXTENSIONS
         entries = list(filter(None, (_list_entry(e, suffixes) for e in ids)))
-    problems, pairs, paired = [], [], {}
+    problems, pairs, paired = [], [], ({}, {})
     for name, listed, parts in entries:
         found = gts.find(parts)
         if len(found) != 1:
@@ -217,11 +220,11 @@ def pair_files(gt_root, pred_root, gt_suffix=".png", pred_suffix=".png", ids=Non
         if len(mine) != 1:
             problems.append("%s: %s" % (name, preds.describe(parts, mine)))
             continue
-        for path in (found[0], mine[0]):
-            if path in paired:
+        for path, seen in zip((found[0], mine[0]), paired):
+            if path in seen:
                 problems.append("%s: %s is %s's too; each file pairs once"
-                                % (name, path, paired[path]))
-            paired.setdefault(path, name)
+                                % (name, path, seen[path]))
+            seen.setdefault(path, name)
         pairs.append((name, found[0], mine[0]))
     return pairs, problems
 

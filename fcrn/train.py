@@ -10,9 +10,11 @@
 - One training per snapshot prefix: `<prefix>.lock`, held while Caffe runs
   (an flock: a killed run leaves no stale lock), refuses a second one; and
   `<prefix>.training.json` records which training its snapshots are
-  (`training_identity`): another solver that names the same prefix (two
-  generated nets that differ only in their crop, say) is refused rather
-  than resumed from, or deemed finished by, the other's snapshots.
+  (`training_identity`) and which of them it wrote (from Caffe's log as it
+  runs): another solver that names the same prefix (two generated nets that
+  differ only in their crop, say) is refused rather than resumed from, or
+  deemed finished by, the other's snapshots, and a training restarted there
+  resumes only from its own.
 - A progress bar over iterations, read from the log as Caffe writes it.
 - A non-finite loss stops training (the project's Caffe patch 0004): the
   error names the iteration; other failures quote Caffe's fatal line, read
@@ -74,6 +76,8 @@ _NON_FINITE = re.compile(r'Iteration (\d+): the loss is (\S+); stopping before t
 _FATAL = re.compile(r'^F(?:\d{4}|\d{8}) [\d:.]+\s+\d+ \S+\] (.*)$')
 _PROGRESS = re.compile(r'\] Iteration (\d+)')
 _ITER = re.compile(r'_iter_(\d+)\.solverstate$')
+_SNAPSHOTTING = re.compile(r'Snapshotting solver state to binary proto file .*_iter_(\d+)'
+                           r'\.solverstate\s*$')
 
 
 @dataclasses.dataclass
@@ -237,9 +241,11 @@ _TWO_HISTORIES = ('adadelta', 'adam')
 
 
 def _solver_type(solver_param):
-    if solver_param.HasField('solver_type'):  # the legacy enum wins, as in Caffe
-        return solver_param.SolverType.Name(solver_param.solver_type)
-    return solver_param.type
+    """The solver's type, lower case: `type`, or the legacy `solver_type`
+    enum that Caffe upgrades to it (NESTEROV for Nesterov)."""
+    if solver_param.HasField('solver_type'):
+        return solver_param.SolverType.Name(solver_param.solver_type).lower()
+    return solver_param.type.lower()
 
 
 def training_identity(solver_param, where='.'):
@@ -258,12 +264,15 @@ def training_identity(solver_param, where='.'):
 
 
 def check_same_training(record, identity, prefix):
-    """InputError when the record `record` (`<prefix>.training.json`) says
-    that the snapshots of `prefix` are of a training other than `identity`.
-    Snapshots without a record (written by caffe alone) are taken as they are."""
+    """The iterations of the snapshots of `prefix` that the record `record`
+    (`<prefix>.training.json`) lists as its training's, None where it lists
+    none (no record: snapshots of caffe alone, taken as they are);
+    InputError when it is of a training other than `identity`."""
     try:
         with open(record) as f:
             theirs = json.load(f)
+        if not isinstance(theirs, dict):
+            raise ValueError('not a JSON object')
     except FileNotFoundError:
         return
     except (OSError, ValueError) as e:
@@ -277,6 +286,8 @@ def check_same_training(record, identity, prefix):
                          'or --restart to train afresh over them (delete %s to resume from '
                          'them all the same)' % (prefix, what, theirs.get('solver', '?'),
                                                   record))
+    ours = theirs.get('snapshots')
+    return [int(i) for i in ours] if isinstance(ours, list) else None
 
 
 def check_snapshot(state, solver_param):
@@ -293,20 +304,23 @@ def check_snapshot(state, solver_param):
     except InputError as e:
         return state, str(e).replace(state + ': ', '', 1)
     learnable = caffeio.learnable_blobs(model)
-    need = learnable * (2 if _solver_type(solver_param).lower() in _TWO_HISTORIES else 1)
+    need = learnable * (2 if _solver_type(solver_param) in _TWO_HISTORIES else 1)
     if len(saved.history) != need:
         return state, ("%d history blob(s); the model's %d learnable blob(s) need %d"
                        % (len(saved.history), learnable, need))
     return None
 
 
-def resume_point(prefix, solver_param):
-    """(iteration, solverstate path) of the newest snapshot of `prefix` that
-    `check_snapshot` passes, (0, None) when there is none; a damaged one is
-    named (warning) and the one before it used. InputError when snapshots
-    exist but none is complete."""
+def resume_point(prefix, solver_param, ours=None):
+    """(iteration, solverstate path) of the newest snapshot of `prefix` (of
+    those at the iterations `ours`, if given) that `check_snapshot` passes,
+    (0, None) when there is none; a damaged one is named (warning) and the
+    one before it used. InputError when snapshots exist but none is
+    complete."""
     damaged = []
     for iteration, state in reversed(snapshots(prefix)):
+        if ours is not None and iteration not in ours:
+            continue
         problem = check_snapshot(state, solver_param)
         if problem is None:
             if damaged:
@@ -415,12 +429,17 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files,
     while it runs, even past this process)."""
     where = cwd or '.'
     param = caffeio.read_solver(os.path.join(where, solver))
-    identity = training_identity(param, where)
-    record = prefix + '.training.json'
+    record = dict(training_identity(param, where), solver=solver, snapshots=[])
+    record_path = prefix + '.training.json'
+    ours = None
     if resume and snapshots(prefix):
-        check_same_training(record, identity, os.path.relpath(prefix, where))
-    start, state = resume_point(prefix, param) if resume else (0, None)
-    fileio.atomic_write(record, json.dumps(dict(identity, solver=solver), indent=1) + '\n')
+        ours = check_same_training(record_path, record, os.path.relpath(prefix, where))
+        record['snapshots'] = ours if ours is not None else [i for i, _ in snapshots(prefix)]
+    start, state = resume_point(prefix, param, ours) if resume else (0, None)
+
+    def save_record():
+        fileio.atomic_write(record_path, json.dumps(record, indent=1) + '\n')
+    save_record()
     final = '%s_iter_%d.caffemodel' % (prefix, max_iter)
     if state and start > max_iter:
         raise InputError('%s: snapshots go to iteration %d, past max_iter %d of %s; raise '
@@ -460,6 +479,10 @@ def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files,
                 for line in proc.stdout:
                     out.write(line)
                     out.flush()   # so that `tail -f` and a killed run see every line
+                    m = _SNAPSHOTTING.search(line)
+                    if m and int(m.group(1)) not in record['snapshots']:
+                        record['snapshots'].append(int(m.group(1)))
+                        save_record()
                     m = _PROGRESS.search(line)
                     if m and int(m.group(1)) > done:
                         if bar is not None:

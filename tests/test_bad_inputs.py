@@ -1333,11 +1333,20 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_p
 
 
 def _alive(pid):
+    """Whether a thread of process `pid` runs: its leader is a zombie while
+    the others (OpenMP's) still exit, holding the process's files."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = os.listdir("/proc/%d/task" % pid)
     except OSError:
         return False
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except OSError:  # gone meanwhile
+            pass
+    return False
 
 
 def test_a_killed_training_stops_its_caffe_and_frees_its_prefix(tmp_path, request):

@@ -176,6 +176,32 @@ def test_files_pair_by_their_paths_in_a_prepared_list(tmp_path, script):
     assert r["num_images"] == 4 and r["pixel_acc"] == 1.0  # each with its own ground truth
 
 
+def test_a_prepared_list_pairs_with_its_labels_folder_under_the_root_given(tmp_path, script):
+    # prepare_voc's val.txt names the images in the VOC tree and the labels
+    # in SegmentationClassAug/ beside it: --gt the prepared folder itself.
+    _labels(tmp_path / "prep" / "SegmentationClassAug", {"x1.png": 1, "x2.png": 2})
+    _labels(tmp_path / "pred", {"x1.png": 1, "x2.png": 2})
+    (tmp_path / "pred" / "..png").write_bytes((tmp_path / "pred" / "x1.png").read_bytes())
+    lst = tmp_path / "prep" / "val.txt"
+    lst.write_text("".join("../VOCdevkit/VOC2012/JPEGImages/%s.jpg SegmentationClassAug/%s.png\n"
+                           % (k, k) for k in ("x1", "x2")))
+    js = tmp_path / "r.json"
+    assert script("evaluate").main(["--num-classes", "3", "--gt", str(tmp_path / "prep"),
+                                    "--pred", str(tmp_path / "pred"), "--list", str(lst),
+                                    "--out-json", str(js), "-q"]) == 0
+    r = json.loads(js.read_text())
+    assert r["num_images"] == 2 and r["pixel_acc"] == 1.0
+
+
+def test_a_folder_scored_against_itself_is_perfect(tmp_path, script):
+    _labels(tmp_path / "gt", {"a.png": 0, "sub/b.png": 1})
+    js = tmp_path / "r.json"
+    assert script("evaluate").main(["--num-classes", "2", "--gt", str(tmp_path / "gt"),
+                                    "--pred", str(tmp_path / "gt"), "--out-json", str(js),
+                                    "-q"]) == 0
+    assert json.loads(js.read_text())["pixel_acc"] == 1.0
+
+
 def test_ambiguous_and_repeated_entries_are_refused(tmp_path, caplog, script):
     _labels(tmp_path / "gt", {"a.png": 0, "b.png": 1})
     _labels(tmp_path / "pred", {"x/a.png": 0, "y/a.png": 0, "b.png": 1})

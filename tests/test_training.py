@@ -9,6 +9,7 @@ run.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -300,13 +301,28 @@ def test_another_nets_snapshots_under_the_same_prefix_are_refused(tmp_path, capl
         f.write('# the same net\n' + net.replace('\n', '\n\n'))
     _short_solver(folder, 6)
     assert training.train('solver.prototxt', cwd=folder).iteration == 6
-    # --restart trains the other net afresh there, and its snapshots become its own
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert script('train').main(['--solver', 'other_solver.prototxt', '--restart',
-                                     '-q']) == 0
-    finally:
-        os.chdir(cwd)
-    with open(os.path.join(folder, 'snap', 'tiny.training.json')) as f:
-        assert json.load(f)['solver'] == 'other_solver.prototxt'
+    # --restart trains the other net afresh there; it resumes from its own
+    # snapshots only, not from the first net's later ones
+    first_six = _weights(os.path.join(folder, 'snap', 'tiny_iter_6.caffemodel'))
+    for max_iter, argv in ((3, ['--restart']), (6, [])):
+        with open(os.path.join(folder, 'other_solver.prototxt'), 'w') as f:
+            f.write(solver.replace('net.prototxt', 'other.prototxt')
+                    .replace('max_iter: 3', 'max_iter: %d' % max_iter))
+        log = os.path.join(folder, 'snap', 'tiny.log')
+        start = os.path.getsize(log)
+        cwd = os.getcwd()
+        os.chdir(folder)
+        try:
+            assert script('train').main(['--solver', 'other_solver.prototxt', '-q'] + argv) == 0
+        finally:
+            os.chdir(cwd)
+        with open(log) as f:
+            f.seek(start)
+            resumed = re.findall(r'Resuming from (\S+)', f.read())
+        assert resumed == ([] if argv else ['snap/tiny_iter_3.solverstate'])
+        with open(os.path.join(folder, 'snap', 'tiny.training.json')) as f:
+            record = json.load(f)
+        assert (record['solver'], record['snapshots']) == ('other_solver.prototxt',
+                                                           [3, 6][:max_iter // 3])
+    second_six = _weights(os.path.join(folder, 'snap', 'tiny_iter_6.caffemodel'))
+    assert not np.array_equal(first_six['score'][0], second_six['score'][0])
