@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 TEST_FILTERS = {
     # Typed tests run over (CPU, float), (CPU, double), (GPU, float), (GPU,
@@ -112,6 +113,8 @@ class Check:
                                        stderr=subprocess.STDOUT, start_new_session=True)
         except FileNotFoundError:
             status, output = 127, '%s: not found on this machine' % argv[0]
+        except OSError as e:  # not executable, a noexec mount, another machine's format
+            status, output = 126, '%s: cannot run it here: %s' % (argv[0], e)
         else:
             try:
                 output, _ = process.communicate(timeout=timeout)
@@ -333,7 +336,7 @@ def gtest(check, binary, test_filter, cap):
     return 'cut' if cut else ('done' if summary['passed'] else 'failed')
 
 
-def fcrn_time(check, entry, cap=240):
+def fcrn_time(check, entry, cap=120):
     """One benchmark of the plan, its result in the report."""
     results = check.report.setdefault('benchmarks', [])
     argv = [os.path.join('bin', 'fcrn_time'), '-model', entry['model'],
@@ -382,15 +385,26 @@ def torch_benchmarks(check, cases):
         return 'GPU only'
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     argv = [sys.executable, os.path.join(repo, 'tools', 'bench', 'torch_gpu.py'), '--cases'] + cases
-    status, output, cut = check('torch.log', argv, 300, kit=False)
-    line = next((l for l in reversed(output.splitlines()) if l.startswith('{')), None)
-    if status != 0 or not line:
+    status, output, cut = check('torch.log', argv, 180, kit=False)
+    # One JSON line first (versions), then one per run as it ends: a cut or
+    # failed process keeps the runs it finished.
+    for line in output.splitlines():
+        try:
+            result = json.loads(line) if line.startswith('{') else None
+        except ValueError:  # cut in the middle of a line
+            continue
+        if result and 'run' in result:
+            torch.setdefault('runs', {})[result.pop('run')] = result
+        elif result and 'error' in result:
+            torch.setdefault('failed', []).append('%(case)s: %(error)s' % result)
+        elif result:
+            torch.update(result)
+    missing = [c for c in cases if not all('%s_%s_%s' % (c.split('_')[0], way, c.split('_')[1])
+                                           in torch.get('runs', {}) for way in ('fwd', 'fb'))]
+    if status != 0 or missing:
         torch.setdefault('failed', []).append('%s: %s (torch.log)' % (
-            ' '.join(cases), 'cut at the deadline' if cut else 'exit %d' % status))
+            ' '.join(missing or cases), 'cut at the deadline' if cut else 'exit %d' % status))
         return 'cut' if cut else 'failed'
-    result = json.loads(line)
-    torch.setdefault('runs', {}).update(result.pop('runs'))
-    torch.update(result)
     return 'done'
 
 
@@ -492,7 +506,7 @@ def torch_cases(check, first):
 # GPU tests; everything else.
 STEPS = [
     ('layer tests', lambda c: gtest(c, 'test_fcrn_layers',
-                                    '*' if c.cpu else TEST_FILTERS['gpu'], 300)),
+                                    '*' if c.cpu else TEST_FILTERS['gpu'], 150)),
     ('FCRN-101 pair', lambda c: benchmarks(c, lambda e: e['name'] in pair_names(main_size(c)))),
     ('PyTorch, same case', lambda c: torch_benchmarks(c, torch_cases(c, True))),
     ('whole-net check', whole_net),
@@ -506,6 +520,9 @@ STEPS = [
 
 
 def run_step(check, name, function):
+    """Runs one step; whatever goes wrong in it (a kill at the deadline, an
+    output of an unexpected form, a bug here) fails that step only, so that
+    the steps after it still run and the report stays whole."""
     step = dict(name=name, status='running')
     check.report['steps'].append(step)
     check.save()
@@ -515,6 +532,11 @@ def run_step(check, name, function):
     except OutOfTime:
         # Cut if it had run a command, else skipped.
         step['status'] = 'cut' if check.commands > commands else 'skipped'
+    except Exception as e:  # noqa: BLE001 -- one step's failure must not end the check
+        step['status'] = 'failed'
+        step['error'] = '%s: %s' % (type(e).__name__, e)
+        with open(os.path.join(check.out, 'environment.log'), 'a') as log:
+            log.write('step %r failed:\n%s\n' % (name, traceback.format_exc()))
     step['seconds'] = time.time() - started
     check.save()
     return step['status']
@@ -591,7 +613,8 @@ def markdown(report, plan, mode):
             status = '**%s** (%s)' % (status, 'cut at the deadline' if status == 'cut'
                                       else 'no time left')
         elif status == 'failed':
-            status = '**failed**'
+            status = '**failed**' + (' (%s; environment.log)' % step['error']
+                                     if step.get('error') else '')
         lines.append('| %s | %s | %s |' % (name, status, '%.0f' % step['seconds']
                                             if step and 'seconds' in step else ''))
     lines += ['', '## Targets', '', '| target | measured | bound | met |', '|---|---:|---:|---|']

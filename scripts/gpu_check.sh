@@ -45,6 +45,16 @@ mkdir -p "$OUT"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-kit.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-tar -C "$WORK" -xJf "$KIT_ARCHIVE"
+# Python unpacks it (its lzma): a GPU machine's image need not have xz. A kit
+# that cannot be unpacked still leaves a report saying so.
+if ! python3 -c 'import sys, tarfile
+with tarfile.open(sys.argv[1]) as kit:
+    kit.extractall(sys.argv[2], **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+' "$KIT_ARCHIVE" "$WORK" 2> "$OUT/environment.log"; then
+  printf '# GPU check\n\nThe kit %s could not be unpacked here:\n\n    %s\n' \
+    "$KIT_ARCHIVE" "$(tail -n 1 "$OUT/environment.log")" > "$OUT/gpu.md"
+  cat "$OUT/gpu.md" >&2
+  exit 1
+fi
 python3 "$ROOT/scripts/gpu_check.py" --kit "$WORK/gpu-kit" --out "$OUT" --started "$STARTED" \
   "${ARGS[@]}"

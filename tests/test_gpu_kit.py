@@ -274,3 +274,62 @@ def test_usage_errors(tmp_path):
     result = subprocess.run(['bash', CHECK, '--kit', str(tmp_path / 'none.tar.xz'),
                              str(tmp_path / 'out')], capture_output=True, text=True)
     assert result.returncode == 1 and "no kit at" in result.stderr
+
+
+def test_a_kit_that_cannot_be_unpacked_still_leaves_a_report(tmp_path):
+    """The kit is unpacked by Python, not by xz, which the GPU machine's
+    image need not have; a broken archive is named in gpu.md."""
+    bad = tmp_path / 'bad.tar.xz'
+    bad.write_bytes(b'\xfd7zXZ\x00' + b'\x00' * 64)
+    result, out = run_check(tmp_path, bad)
+    assert result.returncode == 1
+    report = (out / 'gpu.md').read_text()
+    assert report.startswith('# GPU check\n\nThe kit %s could not be unpacked here:' % bad)
+    assert 'Error' in report.splitlines()[-1]
+
+
+@needs_kit
+def test_a_step_that_breaks_fails_alone_and_the_report_stays(tmp_path, kit):
+    """A binary that cannot run (not executable, another machine's format)
+    is a failed command, and an error inside a step (a test report of an
+    unexpected form) fails that step only: the steps after it still run."""
+    gpu_check = load_check()
+    out = tmp_path / 'out'
+    out.mkdir()
+    check = gpu_check.Check(str(kit), str(out), True, time.time(), 60)
+    check.kit_env = dict(os.environ)
+    script = tmp_path / 'not_executable'
+    script.write_text('#!/bin/sh\n')
+    status, output, cut = check('tests.log', [str(script)], 10)
+    assert (status, cut) == (126, False) and 'cannot run it here' in output
+    assert gpu_check.run_step(check, 'layer tests', lambda c: json.loads('{')) == 'failed'
+    assert gpu_check.run_step(check, 'FCRN-101 pair', lambda c: 'done') == 'done'
+    assert check.report['steps'][0]['error'].startswith('JSONDecodeError: ')
+    text = (out / 'gpu.md').read_text()
+    assert '| layer tests | **failed** (JSONDecodeError: ' in text
+    assert '| FCRN-101 pair | done |' in text
+    assert 'Traceback' in (out / 'environment.log').read_text()
+
+
+def test_pytorch_runs_measured_before_a_cut_are_kept():
+    """torch_gpu.py prints a line per run as it ends: a process cut at the
+    deadline, or one whose case ran out of memory, keeps the others."""
+    gpu_check = load_check()
+    header = {'torch': '2.15.0', 'gpu': 'H100'}
+    lines = [json.dumps(header),
+             json.dumps({'run': '505_fwd_tf32', 'median_ms': 10.0, 'peak_bytes': 5}),
+             json.dumps({'case': '505_fb_tf32', 'error': 'OutOfMemoryError: CUDA out of memory'}),
+             '{"run": "713_fwd_tf3']  # cut in the middle of a line
+
+    class Cut:
+        cpu, report = False, {}
+
+        def __call__(self, log, argv, cap, kit=True):
+            assert cap <= 180 and not kit
+            return 124, '\n'.join(lines), True
+    check = Cut()
+    assert gpu_check.torch_benchmarks(check, ['505_tf32', '713_tf32']) == 'cut'
+    torch = check.report['torch']
+    assert torch['gpu'] == 'H100' and list(torch['runs']) == ['505_fwd_tf32']
+    assert torch['failed'] == ['505_fb_tf32: OutOfMemoryError: CUDA out of memory',
+                               '505_tf32 713_tf32: cut at the deadline (torch.log)']

@@ -12,12 +12,15 @@ model was; the cache the warm-up left (cudnn.benchmark's trial workspaces) is
 emptied before the timed iterations, and what they reserve stays reserved, so
 the reading is their peak. The caching allocator's own peaks over the timed
 iterations (reserved, allocated) are reported beside it. Prints one JSON
-object. Needs torch and torchvision only.
+line of the versions, then one per run as it ends (a case that fails, out of
+memory say, prints its error and the others go on), flushed: a kill keeps
+what was measured. Needs torch and torchvision only.
 """
 import argparse
 import json
 import statistics
 import time
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -85,19 +88,26 @@ def main():
         cases.append((int(size), precision))
     torch.backends.cudnn.benchmark = True
     baseline = device_used()  # the CUDA context alone
+    print(json.dumps(dict(torch=torch.__version__, torchvision=torchvision.__version__,
+                          cudnn=torch.backends.cudnn.version(),
+                          gpu=torch.cuda.get_device_name(0),
+                          memory='device memory in use after the timed iterations, above '
+                                 'the CUDA context (cudaMemGetInfo)')), flush=True)
     model = fcrn101().cuda().eval()
-    runs = {}
     for size, precision in cases:
         torch.backends.cuda.matmul.allow_tf32 = precision == 'tf32'
         torch.backends.cudnn.allow_tf32 = precision == 'tf32'
         for backward in (False, True):
-            runs['%d_%s_%s' % (size, 'fb' if backward else 'fwd', precision)] = \
-                measure(model, size, backward, args.iterations, args.warmup, baseline)
-    print(json.dumps(dict(torch=torch.__version__, torchvision=torchvision.__version__,
-                          cudnn=torch.backends.cudnn.version(),
-                          gpu=torch.cuda.get_device_name(0), runs=runs,
-                          memory='device memory in use after the timed iterations, above '
-                                 'the CUDA context (cudaMemGetInfo)')))
+            run = '%d_%s_%s' % (size, 'fb' if backward else 'fwd', precision)
+            try:
+                result = measure(model, size, backward, args.iterations, args.warmup, baseline)
+            except Exception as e:  # noqa: BLE001 -- out of memory, say: the next case runs
+                traceback.print_exc()
+                result = dict(case=run, error='%s: %s' % (type(e).__name__, e))
+                torch.cuda.empty_cache()
+            else:
+                result['run'] = run
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == '__main__':
