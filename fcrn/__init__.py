@@ -4,8 +4,8 @@ Importing the package loads nothing but Python: generation, conversion and
 evaluation need neither pycaffe nor the project's C++ layers. Whatever builds
 a net (`fcrn.caffeio.load_net`, `fcrn.caffeio.caffe()`) first calls
 `load_layers()`, which loads the layer library (LeanBatchNorm,
-BootstrappedSoftmaxWithLoss) into the process once; code that creates
-`caffe.Net` itself calls `fcrn.load_layers()` first. Caffe's layer registry is
+BootstrappedSoftmaxWithLoss) into the process once and puts pycaffe on the
+path; code that creates `caffe.Net` itself calls `fcrn.load_layers()` first. Caffe's layer registry is
 shared between shared libraries, so loading the library with RTLD_GLOBAL is
 all it takes. Where the library, Caffe and the rest are: `fcrn.paths`.
 Importing the package also sets OPENBLAS_CORETYPE where OpenBLAS would pick
@@ -13,7 +13,9 @@ kernels below the CPU's (`fcrn.blas`; asked in a child process, once: the
 value is inherited), before numpy or pycaffe load OpenBLAS.
 """
 import ctypes
+import importlib.util
 import os
+import sys
 import threading
 import warnings
 
@@ -28,10 +30,21 @@ _LOADED = {}
 _LOCK = threading.Lock()
 
 
+def findable():
+    """Put pycaffe and the Python layers on the path where they are not
+    importable already (an installed package; the checkout's venv has them)."""
+    for module, folder in (("caffe", paths.pycaffe()), ("fcrn_data", paths.find("python_layers"))):
+        if folder and folder not in sys.path and importlib.util.find_spec(module) is None:
+            sys.path.append(folder)
+
+
 def load_layers():
-    """Load the custom-layer library into this process (once); returns its path,
-    or None with a warning when it is not built (nets without the project's
-    layers still work; one that uses them then fails in Caffe)."""
+    """Load the custom-layer library into this process (once) and make
+    pycaffe and the Python layers importable (`findable`); returns the
+    library's path, or None with a warning when it is not built (nets
+    without the project's layers still work; one that uses them then fails
+    in Caffe)."""
+    findable()
     path = paths.layers_library()
     with _LOCK:
         if path not in _LOADED:

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 from google.protobuf import message, text_format
 
-from . import load_layers, paths
+from . import findable, load_layers, paths
 from .errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,9 @@ class WeightsError(InputError):
     """The caffemodel does not fit the net; `problems` names every layer."""
 
 
-def _findable():
-    """Put pycaffe and the Python layers on the path where they are not
-    importable already (an installed package; the checkout's venv has them)."""
-    for module, folder in (("caffe", paths.pycaffe()), ("fcrn_data", paths.find("python_layers"))):
-        if folder and folder not in sys.path and importlib.util.find_spec(module) is None:
-            sys.path.append(folder)
-
-
 def caffe():
     """pycaffe, with the project's layers registered (what a net needs)."""
     load_layers()
-    _findable()
     try:
         import caffe as module
     except ModuleNotFoundError as e:
@@ -73,7 +64,7 @@ def caffe_pb2():
         return sys.modules["caffe.proto.caffe_pb2"]
     if "fcrn_caffe_pb2" in sys.modules:
         return sys.modules["fcrn_caffe_pb2"]
-    _findable()
+    findable()
     spec = importlib.util.find_spec("caffe")
     if spec is None or not spec.submodule_search_locations:
         raise CaffeNotFound("caffe_pb2 not found: pycaffe's folder comes from %s; set "

@@ -450,9 +450,11 @@ def run(gt, pred, dataset="voc", num_classes=None, list_file=None, gt_suffix=Non
     log.info("%d images, %d pixels: pixel acc %.2f%%, mean acc %.2f%%, mean IoU %.2f%%",
              len(pairs), scores["num_pixels"], 100 * scores["pixel_acc"],
              100 * scores["mean_acc"], 100 * scores["mean_iou"])
+    reports = []
     if out_md:
-        fileio.atomic_write(out_md, md)
+        reports.append((out_md, fileio.writes(md)))
     if out_json:
-        fileio.atomic_write(out_json, json_report(
-            cm, scores, names, {"dataset": data.name, "num_images": len(pairs)}))
+        reports.append((out_json, fileio.writes(json_report(
+            cm, scores, names, {"dataset": data.name, "num_images": len(pairs)}))))
+    fileio.atomic_save_all(reports)  # both or neither
     return scores, cm, md

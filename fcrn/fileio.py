@@ -2,7 +2,8 @@
 over something that is not the tool's own.
 
 - `atomic_write(path, data)` / `atomic_save(path, save)`: a file is written
-  under a temporary name in its folder and renamed into place.
+  under a temporary name in its folder and renamed into place;
+  `atomic_save_all` renames several only once all are written.
 - `output_dir(out, ...)`: a folder is built under a temporary name beside it
   and swapped in whole when complete (an atomic exchange where an old output
   is replaced), so the previous output survives a failed or killed run.
@@ -106,40 +107,81 @@ def _blocker(folder):
                  if os.path.lexists(a) and not os.path.isdir(a)), None)
 
 
+def check_writable(target):
+    """OSError naming `target` when nothing can be created in the folder it
+    would go in (or the nearest one of its parents that exists): a read-only
+    file system, a folder without write permission."""
+    folder = os.path.dirname(os.path.abspath(target))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, "cannot write there (%s)" % e.strerror, target) from None
+
+
 def _refuse_blocked(folder, blocker):
     raise NotADirectoryError(errno.ENOTDIR, "is a file, so %s cannot be created" % folder,
                              blocker)
 
 
-def atomic_save(path, save):
-    """Call ``save(tmp)`` with a temporary path beside ``path`` and rename it
-    into place: a reader never sees half a file, a failure leaves none."""
-    directory = os.path.dirname(os.path.abspath(path))
-    ensure_dir(directory)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=TMP_SUFFIX, dir=directory)
+def atomic_save_all(items):
+    """For each (path, save) of ``items``, call ``save(tmp)`` with a
+    temporary path beside ``path``; once all are saved, rename them into
+    place: a reader never sees half a file, and a failure leaves none of
+    them written (the outputs of one run stay together). Errors name the
+    path, not the temporary one."""
+    temps = []
     try:
-        _lock(fd)
-        save(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
-        os.replace(tmp, path)
+        for path, save in items:
+            directory = os.path.dirname(os.path.abspath(path))
+            ensure_dir(directory)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                           suffix=TMP_SUFFIX, dir=directory)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, path) from None
+            temps.append((fd, tmp))
+            _lock(fd)
+            try:
+                save(tmp)
+            except OSError as e:
+                if e.filename != tmp:
+                    raise
+                raise OSError(e.errno, e.strerror, path) from None
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
+        for (_, tmp), (path, _) in zip(temps, items):
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        for _, tmp in temps:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
         raise
     finally:
-        os.close(fd)
+        for fd, _ in temps:
+            os.close(fd)
 
 
-def atomic_write(path, data):
-    """Write ``data`` (str or bytes) to ``path`` atomically."""
+def atomic_save(path, save):
+    """`atomic_save_all` of one file."""
+    atomic_save_all([(path, save)])
+
+
+def writes(data):
+    """The `save` that writes ``data`` (str or bytes)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
 
     def save(tmp):
         with open(tmp, "wb") as f:
             f.write(data)
-    atomic_save(path, save)
+    return save
+
+
+def atomic_write(path, data):
+    """Write ``data`` (str or bytes) to ``path`` atomically."""
+    atomic_save(path, writes(data))
 
 
 # ---------------------------------------------------------------- guards
@@ -263,11 +305,12 @@ def check_targets(targets, inputs=(), force=False, is_own=None):
     check_apart(targets)
     check_disjoint(targets, inputs)
     check_free(targets, force, is_own)
-    for target in targets:  # before any is written: a later one would fail half-way
+    for target in targets:  # before any is written, and before the work
         folder = os.path.dirname(os.path.abspath(target))
         blocker = _blocker(folder)
         if blocker:
             _refuse_blocked(folder, blocker)
+        check_writable(target)
     for target in targets:
         folder, name = os.path.split(os.path.abspath(target))
         if os.path.isdir(folder):
@@ -366,7 +409,10 @@ def _exchange(a, b):
 
 @contextlib.contextmanager
 def _marked_temp_dir(parent, base, kind):
-    path = tempfile.mkdtemp(prefix="." + base + kind, dir=parent)
+    try:
+        path = tempfile.mkdtemp(prefix="." + base + kind, dir=parent)
+    except OSError as e:  # named by the folder it is for, not the temporary one
+        raise OSError(e.errno, e.strerror, os.path.join(parent, base)) from None
     os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes it private; the output is not
     fd = os.open(os.path.join(path, LOCK_NAME), os.O_WRONLY | os.O_CREAT, 0o600)
     try:

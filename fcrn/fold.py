@@ -212,8 +212,7 @@ def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None
         if not err <= tol:
             raise FoldError("folded net differs from the original: relative error "
                             "%.3g > %.3g" % (err, tol))
-    fileio.atomic_save(out_caffemodel, out.save)
-    fileio.atomic_write(out_prototxt, text)
+    fileio.atomic_save_all([(out_caffemodel, out.save), (out_prototxt, fileio.writes(text))])
     return folds, err
 
 

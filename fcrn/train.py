@@ -409,10 +409,13 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
     if weights and not os.path.isfile(os.path.join(where, weights)):
         raise InputError('%s: no such file (initial weights)' % weights)
     check_device(solver, gpu, cwd)
+    param = caffeio.read_solver(os.path.join(where, solver))
+    identity = training_identity(param, where)  # the net read before the prefix is made
     full = os.path.join(where, prefix)
     with fileio.exclusive(full + '.lock', '%s: another training with this snapshot prefix'
                           % full) as lock:
-        return _train(solver, weights, gpu, cwd, resume, progress, full, max_iter, files, lock)
+        return _train(solver, param, identity, weights, gpu, cwd, resume, progress, full,
+                      max_iter, files, lock)
 
 
 def _die_with_parent():
@@ -423,13 +426,14 @@ def _die_with_parent():
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _train(solver, weights, gpu, cwd, resume, progress, prefix, max_iter, files, lock):
-    """train() once its prefix is locked (`prefix`: joined to cwd; `lock`:
-    the lock's descriptor, which caffe inherits: the prefix stays locked
-    while it runs, even past this process)."""
+def _train(solver, param, identity, weights, gpu, cwd, resume, progress, prefix, max_iter,
+           files, lock):
+    """train() once its prefix is locked (`param`: the solver's parameters,
+    `identity`: its training_identity; `prefix`: joined to cwd; `lock`: the
+    lock's descriptor, which caffe inherits: the prefix stays locked while
+    it runs, even past this process)."""
     where = cwd or '.'
-    param = caffeio.read_solver(os.path.join(where, solver))
-    record = dict(training_identity(param, where), solver=solver, snapshots=[])
+    record = dict(identity, solver=solver, snapshots=[])
     record_path = prefix + '.training.json'
     ours = None
     if resume and snapshots(prefix):

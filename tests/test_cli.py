@@ -3,6 +3,7 @@ convention") checked over every script: --help shows the whole docstring,
 examples included; every tool that writes files has --force; one name per
 meaning; outputs get the umask's permissions. Exit statuses and messages of
 bad input are the table of tests/test_bad_inputs.py."""
+import errno
 import glob
 import os
 import stat
@@ -111,3 +112,26 @@ def test_an_output_folder_given_as_a_link_is_replaced_where_the_link_points(tmp_
     assert os.path.islink(str(tmp_path / "link"))
     assert sorted(os.listdir(str(tmp_path / "real"))) == ["new.txt"]
     assert sorted(os.listdir(str(tmp_path))) == ["link", "real"]
+
+
+def test_outputs_of_one_run_are_written_together_or_not_at_all(tmp_path):
+    """fold_bn's weights were left beside an old prototxt, evaluate's
+    Markdown without its JSON, when the second write failed."""
+    first, second = str(tmp_path / "a.caffemodel"), str(tmp_path / "b.prototxt")
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+    with pytest.raises(OSError) as caught:
+        fileio.atomic_save_all([(first, fileio.writes("weights")), (second, full)])
+    assert str(caught.value) == "[Errno 28] No space left on device: %r" % second  # not the temp
+    assert os.listdir(str(tmp_path)) == []
+    fileio.atomic_save_all([(first, fileio.writes("weights")), (second, fileio.writes("net"))])
+    assert sorted(os.listdir(str(tmp_path))) == ["a.caffemodel", "b.prototxt"]
+
+
+def test_a_target_where_nothing_can_be_written_is_named_before_the_work():
+    # /proc takes no new file, even from root (for whom permissions are no bar)
+    with pytest.raises(OSError) as caught:
+        fileio.check_targets(["/proc/fcrn-out/r.json"])
+    assert caught.value.filename == "/proc/fcrn-out/r.json"
+    assert caught.value.strerror.startswith("cannot write there (")

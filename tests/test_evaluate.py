@@ -284,15 +284,18 @@ def test_cityscapes_train_id_ground_truth_has_its_own_suffix(tmp_path, script):
     assert json.loads(js.read_text())["class_iou"]["car"] == 1.0
 
 
-def test_no_report_is_written_when_one_of_them_cannot_be(tmp_path, script):
+def test_no_report_is_written_when_one_of_them_cannot_be(tmp_path, script, caplog):
     _labels(tmp_path / "gt", {"a.png": 0})
+    _labels(tmp_path / "pred", {"a.png": 5})  # scoring would refuse it: named first
     (tmp_path / "afile").write_text("x")
     md = tmp_path / "new.md"
-    assert script("evaluate").main(["--num-classes", "2", "--gt", str(tmp_path / "gt"),
-                                    "--pred", str(tmp_path / "gt"), "--out-md", str(md),
-                                    "--out-json", str(tmp_path / "afile" / "r.json"),
-                                    "-q"]) == 1
-    assert not md.exists()
+    for where in (str(tmp_path / "afile" / "r.json"), "/proc/fcrn-r.json"):
+        assert script("evaluate").main(["--num-classes", "2", "--gt", str(tmp_path / "gt"),
+                                        "--pred", str(tmp_path / "pred"), "--out-md", str(md),
+                                        "--out-json", where, "-q"]) == 1
+        assert not md.exists()
+    assert "/proc/fcrn-r.json: cannot write there (" in caplog.text
+    assert "prediction has values" not in caplog.text
 
 
 # --- cityscapesScripts ------------------------------------------------------

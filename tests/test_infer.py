@@ -388,3 +388,19 @@ def test_no_inputs_is_a_usage_error(tmp_path, script, caplog):
                                  str(tmp_path / "out"), "-q"]) == 2
     assert "no inputs: name image files or folders, or --list LIST" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_of_more_channels_than_a_label_map_holds_is_refused(tmp_path):
+    """Class 299 came out as 43 (uint8), silently."""
+    from fcrn.errors import UsageError
+    n = caffe.NetSpec()
+    n.data = L.Input(shape={"dim": [1, 3, 16, 16]})
+    n.score = L.Convolution(n.data, num_output=300, kernel_size=1)
+    proto = str(tmp_path / "wide.prototxt")
+    with open(proto, "w") as f:
+        f.write(str(n.to_proto()))
+    weights = str(tmp_path / "wide.caffemodel")
+    caffe.Net(proto, caffe.TEST).save(weights)
+    with pytest.raises(UsageError, match=r"wide.prototxt: output 'score' has 300 channels, and a "
+                       r"label map holds at most 255 classes \(0..254; 255 is the ignore label\)"):
+        segmenter(proto, weights)

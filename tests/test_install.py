@@ -52,6 +52,12 @@ def test_installed_package_runs_a_net_outside_the_checkout(tmp_path):
     assert result["generated_alone"] and result["layers"] and result["lean"]
     assert result["shape"] == [1, 21, 4, 4]
     assert result["sums"] == [1.0] * 16          # a softmax per score cell
+    # What docs/usage.md tells code that makes its own caffe.Net to do.
+    own = subprocess.run([python, "-c", "import importlib.util, fcrn; fcrn.load_layers(); "
+                          "import caffe; assert importlib.util.find_spec('fcrn_data'); "
+                          "print(caffe.Net.__name__)"],
+                         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert (own.returncode, own.stdout.strip()) == (0, "Net"), own.stderr[-3000:]
 
 
 def test_a_variable_wins_over_the_configuration_and_the_checkout(tmp_path, monkeypatch):

@@ -26,6 +26,12 @@ class Segmenter:
             output = default_output(net_param)
         if output not in net.blobs:
             raise ValueError("net has no blob %r" % output)
+        classes = net.blobs[output].shape[1]
+        if classes > datasets.IGNORE_LABEL:  # would wrap in the uint8 label maps
+            raise ValueError("output %r has %d channels, and a label map holds at most %d "
+                             "classes (0..%d; %d is the ignore label): is it the score blob?"
+                             % (output, classes, datasets.IGNORE_LABEL,
+                                datasets.IGNORE_LABEL - 1, datasets.IGNORE_LABEL))
         self.output = output
         # A Softmax output is averaged as it is; raw scores go through softmax.
         self.probabilities = any(l.type == "Softmax" and output in l.top
