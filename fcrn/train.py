@@ -476,7 +476,10 @@ def _train(solver, param, identity, weights, gpu, cwd, resume, progress, prefix,
     done = start
     try:
         with open(files['log'], 'a') as out:
-            proc = subprocess.Popen(command, cwd=cwd, env=caffe_env(), stdout=subprocess.PIPE,
+            # The data layer continues its stream where the snapshot's run left it.
+            env = caffe_env()
+            env['FCRN_DATA_RESUME'] = str(start * max(param.iter_size, 1))
+            proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, errors='replace',
                                     pass_fds=(lock,), preexec_fn=_die_with_parent)
             try:

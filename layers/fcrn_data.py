@@ -27,6 +27,12 @@ param_str is JSON or YAML (fcrn.pylayer); keys (defaults in PARAMS):
   prefetch      batches buffered ahead (rounded up to a multiple of workers)
   passes        P, forwards per batch
 
+TRAIN, resumed: FCRN_DATA_RESUME, the forwards the TRAIN net made before
+(iteration x iter_size; scripts/train.py sets it when it resumes from a
+snapshot), starts the stream where that run left it: the stream is a
+function of (seed, shard, position), so a resumed training sees the batches
+and augmentations the uninterrupted one would have.
+
 TRAIN: each solver of a multi-GPU run reads the disjoint shard
 items[rank::count] (rank = caffe.solver_rank(), count = caffe.solver_count()).
 Caffe refuses Python layers in `caffe train --gpu 0,1` ("PythonLayer does not
@@ -129,6 +135,17 @@ def parse_params(param_str, who="SegDataLayer"):
     return p
 
 
+RESUME = "FCRN_DATA_RESUME"
+
+
+def resumed_forwards(who):
+    """The forwards a resumed TRAIN net made before (FCRN_DATA_RESUME), else 0."""
+    value = os.environ.get(RESUME, "0")
+    if not value.isdigit():
+        raise ValueError("%s: %s must be a number of forwards, not %r" % (who, RESUME, value))
+    return int(value)
+
+
 class SegDataLayer(pylayer.Layer):
 
     # Each forward copies a whole batch into the tops; no bottoms.
@@ -168,11 +185,12 @@ class SegDataLayer(pylayer.Layer):
         seed = p["seed"] if p["seed"] is not None else int.from_bytes(os.urandom(4), "little")
         maker = BatchMaker(lambda: open_source(p["source"], p["root"]), indices,
                            p["batch_size"], aug, seed, rank, p["shuffle"] and train)
+        done = resumed_forwards(who) if train else 0
         self.prefetcher = Prefetcher(maker, [p["batch_size"]] + p["crop_size"],
-                                     p["workers"], p["prefetch"], who)
+                                     p["workers"], p["prefetch"], who, done // p["passes"])
         _PREFETCHERS.append(self.prefetcher)
         self.n_items, self.shard = n_items, (rank, count, len(indices))
-        self.pass_index = 0
+        self.pass_index = done % p["passes"]
         self.batch = None
 
     def reshape(self, bottom, top):
@@ -183,7 +201,7 @@ class SegDataLayer(pylayer.Layer):
             top[2].reshape(1)
 
     def forward(self, bottom, top):
-        if self.pass_index == 0:
+        if self.pass_index == 0 or self.batch is None:  # None: resumed mid-batch
             if self.batch is not None:
                 self.prefetcher.release()
             self.batch = self.prefetcher.next_batch()

@@ -117,6 +117,29 @@ def test_seeded_stream_is_reproducible_and_independent_of_workers(tmp_path, code
     assert any(not np.array_equal(x["data"], y["data"]) for x, y in zip(ref, diff))
 
 
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_a_resumed_train_net_continues_the_stream(tmp_path, coded, monkeypatch, workers):
+    """FCRN_DATA_RESUME (the forwards done, which train.py sets when it
+    resumes) starts the stream there, mid-batch of a multi-pass net too."""
+    path, _ = coded
+    kw = dict(source=path, batch_size=2, crop_size=32, seed=11, passes=3, workers=workers)
+    tops = ("data", "label", "pass")
+    ref = batches(make_net(tmp_path, tops=tops, **dict(kw, workers=0)), 20)
+    monkeypatch.setenv("FCRN_DATA_RESUME", "7")  # batch 2, its second pass
+    resumed = batches(make_net(tmp_path, tops=tops, **kw), 13)
+    for x, y in zip(ref[7:], resumed):
+        for blob in tops:
+            np.testing.assert_array_equal(x[blob], y[blob])
+    test_net = batches(make_net(tmp_path, caffe.TEST, tops=tops, **kw), 1)  # TEST: from 0
+    np.testing.assert_array_equal(test_net[0]["pass"], [0])
+
+
+def test_a_resume_position_that_is_no_number_is_named(tmp_path, coded, monkeypatch):
+    monkeypatch.setenv("FCRN_DATA_RESUME", "x")
+    with pytest.raises(Exception, match="FCRN_DATA_RESUME must be a number of forwards, not 'x'"):
+        make_net(tmp_path, source=coded[0])
+
+
 def identify(img, arrays):
     bgr = np.rint(img + MEAN[:, None, None]).transpose(1, 2, 0)
     hits = [k for k, (a, _) in enumerate(arrays) if np.abs(bgr - a).max() <= 0.5]

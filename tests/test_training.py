@@ -326,3 +326,33 @@ def test_another_nets_snapshots_under_the_same_prefix_are_refused(tmp_path, capl
                                                            [3, 6][:max_iter // 3])
     second_six = _weights(os.path.join(folder, 'snap', 'tiny_iter_6.caffemodel'))
     assert not np.array_equal(first_six['score'][0], second_six['score'][0])
+
+
+def test_a_resumed_run_continues_the_data_stream(tmp_path):
+    """Shuffled, scaled and mirrored crops through a prefetching worker,
+    two forwards per update: the data layer restarted its stream at a
+    resume, so the resumed run trained again on the first batches."""
+    def setup(folder, max_iter):
+        if not os.path.isdir(folder):
+            os.makedirs(os.path.join(folder, 'snap'))
+            list_path, _ = fake_datasets.write_coded_list(os.path.join(folder, 'images'), 5,
+                                                          size=(48, 48), num_classes=5)
+            params = dict(source=list_path, batch_size=2, crop_size=40, scale=[1, 2],
+                          mirror=True, shuffle=True, workers=1, seed=3, num_classes=5)
+            with open(os.path.join(folder, 'net.prototxt'), 'w') as f:
+                f.write(NET % json.dumps(params))
+        with open(os.path.join(folder, 'solver.prototxt'), 'w') as f:
+            # a fixed rate: poly's depends on max_iter, which the halves raise
+            f.write(SOLVER.replace('max_iter: %d' % MAX_ITER, 'max_iter: %d iter_size: 2'
+                                   % max_iter).replace('snapshot: %d' % SNAPSHOT, 'snapshot: 3')
+                    .replace('lr_policy: "poly" power: 0.9', 'lr_policy: "fixed"'))
+        return folder
+    whole = training.train('solver.prototxt', cwd=setup(str(tmp_path / 'whole'), 6))
+    halves = str(tmp_path / 'halves')
+    training.train('solver.prototxt', cwd=setup(halves, 3))
+    resumed = training.train('solver.prototxt', cwd=setup(halves, 6))
+    assert resumed.log.train_loss == whole.log.train_loss
+    ours, theirs = _weights(resumed.weights), _weights(whole.weights)
+    for layer in theirs:
+        for a, b in zip(ours[layer], theirs[layer]):
+            np.testing.assert_array_equal(a, b)

@@ -8,13 +8,14 @@ GIL of the trainer. They write finished batches into shared memory
 (anonymous mmap, inherited by fork); per-slot semaphores pass slots back and
 forth, so the trainer only copies a batch into its top blobs.
 
-Determinism: the stream is a function of (seed, shard, position) alone.
-Batch b holds stream positions b*N .. b*N+N-1; position g is item
+Determinism: the stream is a function of (seed, shard, position) alone, so
+a resumed training continues it from its position (`start`, the first batch
+to serve). Batch b holds stream positions b*N .. b*N+N-1; position g is item
 perm_e[g mod L] of epoch e = g // L (perm_e drawn from (seed, rank, e) when
 shuffling, the shard's order otherwise), augmented with parameters drawn from
-(seed, rank, g). Worker w makes the batches b = w (mod workers), and slot
-b mod depth holds batch b, with depth a multiple of the worker count, so
-every slot is always filled by the same worker, in order.
+(seed, rank, g). Worker w makes the batches b >= start with b = w (mod
+workers), and slot b mod depth holds batch b, with depth a multiple of the
+worker count, so every slot is always filled by the same worker, in order.
 """
 import ctypes
 import mmap
@@ -70,12 +71,12 @@ class Prefetcher:
     """next_batch() returns views of the next (data, label) batch, valid until
     release(); batches come in stream order."""
 
-    def __init__(self, maker, shape, workers=2, depth=4, what="data"):
+    def __init__(self, maker, shape, workers=2, depth=4, what="data", start=0):
         self.maker, self.what = maker, what
         n, ch, cw = shape
         self.shapes = ((n, 3, ch, cw), (n, 1, ch, cw))
         self.workers = int(workers)
-        self.next_b = 0
+        self.next_b = int(start)
         if self.workers == 0:
             self.buf = tuple(np.zeros(s, np.float32) for s in self.shapes)
             return
@@ -108,7 +109,7 @@ class Prefetcher:
             pass
         # No cv2.setNumThreads() here: in a child forked after the parent's
         # OpenCV thread pool started, it waits forever for the parent's threads.
-        b = w
+        b = self.next_b + (w - self.next_b) % self.workers  # its first batch from start
         while True:
             s = b % self.depth
             while not self.free[s].acquire(timeout=0.5):

@@ -33,8 +33,9 @@ import numpy as np
 from .. import lists
 from ..errors import InputError, UsageError
 
-# BGR mean of the ImageNet ResNets (He et al.) that initialise FCRN, as FCN
-# and DeepLab subtract it: the input normalisation of every net here.
+# BGR mean that FCN and DeepLab subtract (ILSVRC's, as in the VGG nets), the
+# input normalisation of every net here: within about one level per channel
+# of He et al.'s ResNet_mean.binaryproto, which the paper does not name.
 MEAN_BGR = (104.008, 116.669, 122.675)
 # Label of pixels that are not scored (VOC's void band, Cityscapes' unused ids).
 IGNORE_LABEL = 255
