@@ -91,6 +91,16 @@ def test_uninterrupted_run_learns(uninterrupted):
     assert os.path.exists(final)
 
 
+def _train_script(script, folder, argv):
+    """scripts/train.py's exit status for `argv`, run in `folder`."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return script('train').main(argv)
+    finally:
+        os.chdir(cwd)
+
+
 def _run_until_snapshot(folder, log_path, min_iteration):
     """Start caffe train and SIGKILL it once snapshot `min_iteration` is on
     disk and it has gone on training past it."""
@@ -161,13 +171,8 @@ def test_script_starts_from_weights_and_writes_its_reports(tmp_path, uninterrupt
             'snapshot: %d' % SNAPSHOT, 'snapshot: 3')
     with open(os.path.join(folder, 'solver.prototxt'), 'w') as f:
         f.write(solver)
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert script('train').main(['-solver', 'solver.prototxt', '-weights',
-                                     uninterrupted[1], '-q']) == 0
-    finally:
-        os.chdir(cwd)
+    assert _train_script(script, folder, ['-solver', 'solver.prototxt', '-weights',
+                                          uninterrupted[1], '-q']) == 0
     got, want = _weights(os.path.join(folder, 'snap', 'tiny_iter_3.caffemodel')), \
         _weights(uninterrupted[1])
     learnt = {'conv': want['conv'], 'score': want['score'], 'bn': want['bn'][3:]}
@@ -223,12 +228,7 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_caffe_starts(tmp_path, caplog, s
         text = f.read().replace('solver_mode: CPU', 'solver_mode: ' + solver_mode)
     with open(solver, 'w') as f:
         f.write(text)
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert script('train').main(['--solver', 'solver.prototxt', '-q'] + argv) == 2
-    finally:
-        os.chdir(cwd)
+    assert _train_script(script, folder, ['--solver', 'solver.prototxt', '-q'] + argv) == 2
     assert message in caplog.text
     assert not os.path.exists(os.path.join(folder, 'snap', 'tiny.log'))  # caffe never ran
 
@@ -310,12 +310,8 @@ def test_another_nets_snapshots_under_the_same_prefix_are_refused(tmp_path, capl
                     .replace('max_iter: 3', 'max_iter: %d' % max_iter))
         log = os.path.join(folder, 'snap', 'tiny.log')
         start = os.path.getsize(log)
-        cwd = os.getcwd()
-        os.chdir(folder)
-        try:
-            assert script('train').main(['--solver', 'other_solver.prototxt', '-q'] + argv) == 0
-        finally:
-            os.chdir(cwd)
+        assert _train_script(script, folder, ['--solver', 'other_solver.prototxt', '-q']
+                             + argv) == 0
         with open(log) as f:
             f.seek(start)
             resumed = re.findall(r'Resuming from (\S+)', f.read())
