@@ -5,9 +5,9 @@ evaluation need neither pycaffe nor the project's C++ layers. Whatever builds
 a net (`fcrn.caffeio.load_net`, `fcrn.caffeio.caffe()`) first calls
 `load_layers()`, which loads the layer library (LeanBatchNorm,
 BootstrappedSoftmaxWithLoss) into the process once and puts pycaffe on the
-path; code that creates `caffe.Net` itself calls `fcrn.load_layers()` first. Caffe's layer registry is
-shared between shared libraries, so loading the library with RTLD_GLOBAL is
-all it takes. Where the library, Caffe and the rest are: `fcrn.paths`.
+path; code that creates `caffe.Net` itself calls `fcrn.load_layers()` first.
+Caffe's layer registry is shared between shared libraries, so loading the
+library with RTLD_GLOBAL is all it takes. Where the library, Caffe and the rest are: `fcrn.paths`.
 Importing the package also sets OPENBLAS_CORETYPE where OpenBLAS would pick
 kernels below the CPU's (`fcrn.blas`; asked in a child process, once: the
 value is inherited), before numpy or pycaffe load OpenBLAS.

@@ -54,6 +54,7 @@ import subprocess
 from typing import Dict, List, Optional, Tuple
 
 from . import caffeio, fileio, paths
+from .data.prefetch import RESUME as DATA_RESUME
 from .errors import LAYER_ERROR, InputError
 
 log = logging.getLogger(__name__)
@@ -436,9 +437,10 @@ def _train(solver, param, identity, weights, gpu, cwd, resume, progress, prefix,
     record = dict(identity, solver=solver, snapshots=[])
     record_path = prefix + '.training.json'
     ours = None
-    if resume and snapshots(prefix):
+    existing = [i for i, _ in snapshots(prefix)] if resume else []
+    if existing:
         ours = check_same_training(record_path, record, os.path.relpath(prefix, where))
-        record['snapshots'] = ours if ours is not None else [i for i, _ in snapshots(prefix)]
+        record['snapshots'] = ours if ours is not None else existing
     start, state = resume_point(prefix, param, ours) if resume else (0, None)
 
     def save_record():
@@ -478,7 +480,7 @@ def _train(solver, param, identity, weights, gpu, cwd, resume, progress, prefix,
         with open(files['log'], 'a') as out:
             # The data layer continues its stream where the snapshot's run left it.
             env = caffe_env()
-            env['FCRN_DATA_RESUME'] = str(start * max(param.iter_size, 1))
+            env[DATA_RESUME] = str(start * max(param.iter_size, 1))
             proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, errors='replace',
                                     pass_fds=(lock,), preexec_fn=_die_with_parent)

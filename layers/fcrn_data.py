@@ -54,7 +54,7 @@ import caffe
 
 from fcrn import datasets, pylayer
 from fcrn.data.augment import Augmenter
-from fcrn.data.prefetch import BatchMaker, Prefetcher
+from fcrn.data.prefetch import RESUME, BatchMaker, Prefetcher
 from fcrn.data.sources import open_source
 from fcrn.errors import InputError
 from fcrn.imageio import decode_image, decode_label
@@ -133,9 +133,6 @@ def parse_params(param_str, who="SegDataLayer"):
             raise ValueError("%s: %s" % (who, msg))
     p["crop_size"], p["scale"] = crop, list(scale)
     return p
-
-
-RESUME = "FCRN_DATA_RESUME"
 
 
 def resumed_forwards(who):

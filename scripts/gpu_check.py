@@ -399,8 +399,12 @@ def torch_benchmarks(check, cases):
             torch.setdefault('failed', []).append('%(case)s: %(error)s' % result)
         elif result:
             torch.update(result)
-    missing = [c for c in cases if not all('%s_%s_%s' % (c.split('_')[0], way, c.split('_')[1])
-                                           in torch.get('runs', {}) for way in ('fwd', 'fb'))]
+    runs = torch.get('runs', {})
+
+    def measured(case):  # SIZE_PRECISION: torch_gpu.py's runs SIZE_fwd_ and SIZE_fb_PRECISION
+        size, _, precision = case.partition('_')
+        return all('%s_%s_%s' % (size, way, precision) in runs for way in ('fwd', 'fb'))
+    missing = [c for c in cases if not measured(c)]
     if status != 0 or missing:
         torch.setdefault('failed', []).append('%s: %s (torch.log)' % (
             ' '.join(missing or cases), 'cut at the deadline' if cut else 'exit %d' % status))

@@ -31,6 +31,9 @@ from ..imageio import decode_image, decode_label
 from .common import check_pair
 
 _HEADER = 4096  # per slot: int32 status, int32 message length, message
+# The forwards a resumed TRAIN net made before (iteration x iter_size), which
+# fcrn.train passes to the data layer (layers/fcrn_data.py) when it resumes.
+RESUME = "FCRN_DATA_RESUME"
 
 
 class BatchMaker:

@@ -31,6 +31,7 @@ from google.protobuf import text_format
 from . import resnet
 from .spec import NetSpec, layers as L
 from .. import caffeio, datasets, fileio, lists
+from ..data import sources as data_sources
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -373,13 +374,12 @@ def _val_images(variant):
     """Images of the validation set: the registry's count, or (generic) the
     lines of the validation list or the records of its LMDB, read relative
     to the working directory as Caffe will read it."""
-    from ..data import sources
     data = variant.data
     if data.split_size(data.eval_split):
         return data.split_size(data.eval_split)
     try:
-        if sources.is_lmdb(variant.val_source):
-            return sources.read_lmdb_meta(variant.val_source)["count"]
+        if data_sources.is_lmdb(variant.val_source):
+            return data_sources.read_lmdb_meta(variant.val_source)["count"]
         return len(lists.read_pairs(variant.val_source, need_label=False))
     except InputError as e:
         raise ValueError('test-iter (one per validation image) is counted from the '
