@@ -13,6 +13,7 @@ output shape, and the worker exits. The parent alternates the workers run
 by run, so that a change of load on the machine hits every framework alike.
 """
 import argparse
+import collections
 import json
 import os
 import resource
@@ -116,7 +117,7 @@ class CaffePeer:
     def profile(self, passes=PROFILE_PASSES):
         """{layer kind: seconds} of one pass, each layer timed alone (pycaffe's
         _forward(i, i) and _backward(i, i), in the net's order), the median
-        of `passes` per layer."""
+        of `passes` per layer; and {layer kind: how many layers}."""
         import copy
         import statistics
         from fcrn import caffeio
@@ -150,7 +151,7 @@ class CaffePeer:
         totals = {}
         for kind, values in zip(kinds, samples):
             totals[kind] = totals.get(kind, 0.0) + statistics.median(values)
-        return totals
+        return totals, dict(collections.Counter(kinds))
 
     def settings(self):
         return blas_settings()
@@ -249,7 +250,8 @@ def main(argv=None):
             answer(seconds=time.perf_counter() - start)
         elif line.strip() == 'profile':
             peak = rss_peak()
-            answer(profile=peer.profile())
+            seconds, layers = peer.profile()
+            answer(profile=seconds, profile_layers=layers)
         elif line.strip() == 'finish':
             answer(peak_rss=peak or rss_peak(), output_shape=peer.output_shape())
             return 0

@@ -273,8 +273,7 @@ def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
                     seconds[worker.variant.name].append(answer['seconds'])
         results = {}
         for worker in workers:
-            profile = worker.ask('profile')['profile'] \
-                if worker.variant.name in profiled else None
+            profile = worker.ask('profile') if worker.variant.name in profiled else {}
             end = worker.ask('finish')
             name = worker.variant.name
             results[name] = dict(
@@ -282,7 +281,7 @@ def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
                 seconds=seconds[name], median=statistics.median(seconds[name]),
                 peak_rss=end['peak_rss'], baseline_rss=worker.ready['baseline_rss'],
                 output_shape=end['output_shape'], settings=worker.ready['settings'],
-                profile=profile)
+                profile=profile.get('profile'), profile_layers=profile.get('profile_layers'))
             log.info('%s, %s, %s: median %.3f s, peak %.2f GB', case.name, mode, name,
                      results[name]['median'], end['peak_rss'] / 1e9)
     finally:
