@@ -394,7 +394,12 @@ class BootstrappedSoftmaxWithLossGPUTest :
       {4, 0, true}, {0, 0.3, true}, {3, 0.2, false}, {100, 0, true},
       {1, 0.8, false}, {9, 0, false}, {11, 0, false},
     };
+    const Blob<Dtype>& labels = *this->blob_bottom_label_;
+    const vector<Dtype> all_valid(labels.cpu_data(),
+                                  labels.cpu_data() + labels.count());
     for (int i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+      caffe_copy(labels.count(), all_valid.data(),
+                 this->blob_bottom_label_->mutable_cpu_data());
       if (cases[i].ignore) this->IgnoreSomePixels();
       ExpectGPUEqualsCPU(this->Param(cases[i].min_kept, cases[i].threshold),
           "case " + std::to_string(i));

@@ -1,8 +1,9 @@
 // In-place ReLUs applied by the layer before them (Caffe patch 0019) on each
 // suite's device: a net of LeanBatchNorms (batch statistics and frozen) and
 // sums followed by ReLUs trains to bit-identical losses, weights and blobs
-// with fusion and with FCRN_UNFUSED_RELU set; ReLUs that must run on their
-// own do; a Forward that stops before a fused ReLU leaves its input as is.
+// with fusion and with FCRN_UNFUSED_RELU set, also when a Forward alone
+// reshapes it; ReLUs that must run on their own do; a Forward that stops
+// before a fused ReLU leaves its input as is.
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -146,6 +147,46 @@ TYPED_TEST(FusedReLUNetTest, TrainsBitIdentically) {
   EXPECT_LT(fused[0][2], fused[0][0]);
   for (int i = 0; i < fused.size(); ++i) {
     EXPECT_TRUE(unfused[i] == fused[i]) << "value set " << i;
+  }
+}
+
+// Inputs reshaped without Net::Reshape: each layer's Forward reshapes it
+// first, and so must a fused ReLU's skipped Forward, whose Backward reads
+// the shape it set (cuDNN's ReLU keeps its tensor shapes from Reshape; had
+// it kept 9 x 11, the rest of the grown blob would pass its gradient
+// unmasked). The blobs and gradients of both passes match an unfused net's.
+TYPED_TEST(FusedReLUNetTest, InputsReshapedByForwardAlone) {
+  typedef typename TypeParam::Dtype Dtype;
+  vector<vector<Dtype> > values[2];
+  for (int unfused = 0; unfused < 2; ++unfused) {
+    UnfusedReLU env(unfused);
+    NetParameter param = this->NetParam();
+    param.set_share_memory(false);  // a shared net reshapes with its inputs
+    Caffe::set_random_seed(1701);  // the same weights in both nets
+    Net<Dtype> net(param);
+    ASSERT_EQ(unfused ? 0 : 3, this->Fusing(net).size());
+    for (int grown = 0; grown < 2; ++grown) {
+      if (grown) {
+        net.input_blobs()[0]->Reshape(2, 3, 13, 15);
+        net.input_blobs()[1]->Reshape(2, 1, 13, 15);
+      }
+      FillDataAndLabel(&net);
+      net.ClearParamDiffs();
+      net.Forward();
+      net.Backward();
+      for (int i = 0; i < net.blobs().size(); ++i) {
+        const Blob<Dtype>& b = *net.blobs()[i];
+        values[unfused].push_back(
+            vector<Dtype>(b.cpu_data(), b.cpu_data() + b.count()));
+        values[unfused].push_back(
+            vector<Dtype>(b.cpu_diff(), b.cpu_diff() + b.count()));
+      }
+    }
+    EXPECT_EQ(13 * 15, net.blob_by_name("conv1")->count(2));
+  }
+  ASSERT_EQ(values[1].size(), values[0].size());
+  for (int i = 0; i < values[0].size(); ++i) {
+    EXPECT_TRUE(values[1][i] == values[0][i]) << "value set " << i;
   }
 }
 
