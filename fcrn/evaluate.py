@@ -131,14 +131,12 @@ class FileIndex:
     def __init__(self, root, suffix, what):
         self.root, self.suffix, self.what = root, suffix, what
         self._by_name = {}
-        for dirpath, _, names in os.walk(root):
-            for name in names:
-                if name.endswith(suffix) and len(name) > len(suffix):
-                    path = os.path.join(dirpath, name)
-                    rel = os.path.relpath(path, root)
-                    parts = _parts(rel[:len(rel) - len(suffix)])
-                    if parts:  # not a file named as the suffix after a dot ("..png")
-                        self._by_name.setdefault(parts[-1], []).append((parts, path))
+        for path in lists.files_under(
+                root, lambda name: name.endswith(suffix) and len(name) > len(suffix)):
+            rel = os.path.relpath(path, root)
+            parts = _parts(rel[:len(rel) - len(suffix)])
+            if parts:  # not a file named as the suffix after a dot ("..png")
+                self._by_name.setdefault(parts[-1], []).append((parts, path))
 
     def ids(self):
         return sorted(parts for found in self._by_name.values() for parts, _ in found)

@@ -2,7 +2,7 @@
 
 Images decode to H x W x 3 uint8 BGR (the order of Caffe's ImageNet models)
 whatever the file: grey is expanded, alpha dropped (it is not part of the
-scene), 16-bit scaled to 8 bits, and a JPEG's EXIF orientation applied, as
+scene), 16-bit scaled to 8 bits (float and signed pixels are refused), and a JPEG's EXIF orientation applied, as
 cv2.imread does by default (so the pixels match what viewers show, in
 training and at inference alike).
 
@@ -53,9 +53,28 @@ def decode_image(buf, what):
         raise InputError("%s: not a readable image (truncated JPEG)" % what)
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:  # float (TIFF, EXR, HDR) or signed: no one scale is right
+        raise InputError("%s: %s pixels; give 8- or 16-bit unsigned images" % (what, img.dtype))
     return np.ascontiguousarray(img)
+
+
+def exif_orientation(buf):
+    """The EXIF orientation (2-8) that decoding a JPEG's bytes applies, or
+    None (none, 1, or not a JPEG: OpenCV applies it to JPEGs only)."""
+    if not bytes(buf[:2]) == b"\xff\xd8":
+        return None
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            value = im.getexif().get(0x0112)
+    except Exception:  # unreadable EXIF: decoding decides whether the file is good
+        return None
+    return value if value in range(2, 9) else None
+
+
+def is_image_name(name):
+    """Whether a file name has one of IMAGE_EXTENSIONS (any case)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_image(path):

@@ -6,7 +6,8 @@ lists (prepare_*.py, make_lmdb.py, the data layer), image lists (infer.py
 blank, a quote or a backslash is written quoted as a POSIX shell word
 (`shlex.quote`), so any path survives the round trip (one holding a line
 break is refused: a line cannot hold it); lines without quotes or backslashes
-read exactly as blank-separated words, as before.
+read exactly as blank-separated words, as before. The other way inputs are
+named, a folder, is read by `files_under`.
 """
 import os
 import shlex
@@ -91,3 +92,20 @@ def write_pairs(path, pairs, root):
 def read_ids(path):
     """First field of every line (VOC ImageSets, SBD train/val, id lists)."""
     return [r[0] for r in read(path, 1, 2, "id list")]
+
+
+def files_under(root, keep=lambda name: True):
+    """The files under `root` (recursive, in sorted order) whose names `keep`
+    accepts. Links to folders are followed, and each real folder is walked
+    once: a link back to an ancestor or to a folder walked already adds
+    nothing, so no file is found twice under two names."""
+    found, walked = [], set()
+    for dirpath, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs.sort()
+        found += [os.path.join(dirpath, n) for n in sorted(names) if keep(n)]
+    return found

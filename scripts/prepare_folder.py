@@ -16,13 +16,17 @@ A label is the image's path relative to --images, under --labels, with its
 extension replaced by --label-suffix; it holds class indices 0..N-1 (grey or
 palette PNG) and 255 for pixels not scored. The classes file has one class
 per line in label order: a name, or a name and its R G B colour (used for
-the palette PNGs and overlays of infer.py). Without train/ and val/
-sub-folders, --val-fraction of the images (chosen by a hash of their paths,
-so reproducibly) form val.
+the palette PNGs and overlays of infer.py). Split sub-folders (train/ or
+training/, val/, validation/ or valid/, test/ or testing/) are the splits;
+without them, or without a val folder, --val-fraction of the (train) images,
+chosen by a hash of their paths, so reproducibly, form val. Linked folders
+are followed. manifest.json counts each split's pixels per class; a class
+with no pixel in train is warned of.
 
 Bad input (an unreadable image or label, a missing label, a size mismatch, a
 label outside 0..N-1 and 255) is listed file by file and nothing is written,
-unless --skip-bad. Re-running on unchanged input does nothing. --out is
+unless --skip-bad; so are images outside the split folders and a label that
+two images name (a.jpg, a.png). Re-running on unchanged input does nothing. --out is
 replaced as a whole when it is an earlier output of this script (or with
 --force); it may never hold or lie inside an input.
 """
@@ -45,8 +49,8 @@ def main(argv=None):
                     help="end of a label's file name, replacing the image's extension "
                          "(default: %(default)s)")
     ap.add_argument("--val-fraction", type=cli.ranged(float, 0, 1, True, True), default=0.1,
-                    help="share of the images held out for val when there are no train/ "
-                         "and val/ sub-folders (default: %(default)s)")
+                    help="share of the (train) images held out for val when there is no val "
+                         "sub-folder (default: %(default)s)")
     add_output_options(ap)
     args = ap.parse_args(argv)
     return cli.run(lambda: print(summary(prepare_folder(

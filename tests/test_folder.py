@@ -180,3 +180,148 @@ def test_lists_name_the_files_when_the_output_is_reached_through_a_link(tmp_path
          "--num-classes", "3", "--out", str(tmp_path / "link" / "prep")]) == 0
     for image, label in pairs(tmp_path / "link" / "prep" / "train.txt"):
         assert os.path.isfile(image) and os.path.isfile(label), image
+
+
+def prepare(script, root, *options):
+    return script("prepare_folder").main(
+        ["--images", str(root / "images"), "--labels", str(root / "labels"),
+         "--num-classes", "3", "--out", str(root / "prep")] + list(options))
+
+
+def split_names(root, split):
+    return [os.path.basename(i)[:-4] for i, _ in pairs(root / "prep" / (split + ".txt"))]
+
+
+def test_split_folders_by_other_names_or_without_val(tmp_path, script, caplog):
+    """ADE20K's training/validation are the splits (they were pooled and
+    split again by hash, val images trained on); a train folder with only
+    test beside it gives val from train alone (test images were pooled)."""
+    ade = tmp_path / "ade"
+    fake.make_folder(str(ade), {"training": NAMES[:6], "validation": NAMES[6:]}, layout="split")
+    assert prepare(script, ade) == 0
+    assert split_names(ade, "train") == NAMES[:6] and split_names(ade, "val") == NAMES[6:]
+
+    mm = tmp_path / "mm"
+    fake.make_folder(str(mm), {"train": NAMES[:8], "test": NAMES[8:]}, layout="split")
+    assert prepare(script, mm, "--val-fraction", "0.3") == 0
+    train, val = split_names(mm, "train"), split_names(mm, "val")
+    assert sorted(train + val) == NAMES[:8] and val and train
+    assert split_names(mm, "test") == NAMES[8:]
+    assert json.load(open(str(mm / "prep" / "manifest.json")))["splits"] == \
+        "folders, val fraction 0.3 of train"
+
+    for layout, message in (
+            ({"val": NAMES[:3], "test": NAMES[3:]}, "split folder(s) test, val but no train "
+                                                    "folder (train or training)"),
+            ({"train": NAMES[:3], "training": NAMES[3:]}, "folders train and training are "
+                                                          "both the train split")):
+        root = tmp_path / ("bad%d" % len(caplog.records))
+        fake.make_folder(str(root), layout, layout="split")
+        caplog.clear()
+        assert prepare(script, root) == 1
+        assert message in caplog.text and not (root / "prep").exists()
+
+    # An image beside the split folders would be in no split.
+    shutil.copy(str(ade / "images" / "training" / "img00.jpg"), str(ade / "images" / "x.jpg"))
+    caplog.clear()
+    assert prepare(script, ade) == 1
+    assert "1 image(s) outside the split folders training, validation" in caplog.text
+    assert str(ade / "images" / "x.jpg") in caplog.text
+
+
+def test_a_label_named_by_two_images_is_refused(tmp_path, script, caplog):
+    """a.jpg and a.png (two pictures) both took labels/a.png, and could land
+    in different splits."""
+    root = tmp_path / "mine"
+    fake.make_folder(str(root), {"": NAMES[:4]}, layout="split")
+    shutil.copy(str(root / "images" / "img01.jpg"), str(root / "images" / "img01.png"))
+    assert prepare(script, root) == 1
+    assert "1 label(s) named by more than one image" in caplog.text
+    assert "%s: label of %s, %s" % (root / "labels" / "img01.png", root / "images" / "img01.jpg",
+                                    root / "images" / "img01.png") in caplog.text
+
+
+def test_linked_folders_are_followed_once(tmp_path, script):
+    """Images in a linked sub-folder were left out by prepare_folder, infer
+    and evaluate alike; a link back to an ancestor adds nothing."""
+    root = tmp_path / "mine"
+    fake.make_folder(str(root), {"": NAMES[:3]}, layout="split")
+    store = tmp_path / "store"
+    fake.make_folder(str(store), {"": NAMES[3:6]}, layout="split")
+    for kind in ("images", "labels"):
+        (root / kind / "more").symlink_to(store / kind)
+        (root / kind / "loop").symlink_to(root / kind)
+    assert prepare(script, root, "--val-fraction", "0.3") == 0
+    found = split_names(root, "train") + split_names(root, "val")
+    assert sorted(found) == NAMES[:6]
+
+    from fcrn import evaluate
+    from fcrn.infer import naming
+    index = evaluate.FileIndex(str(root / "labels"), ".png", "ground truth")
+    assert sorted(parts[-1] for parts in index.ids()) == NAMES[:6]
+    items, _ = naming.list_inputs([str(root / "images")])
+    assert sorted(name for _, name in items) == NAMES[:3] + ["more/" + n for n in NAMES[3:6]]
+
+
+def test_class_pixels_counted_and_absent_classes_named(tmp_path, script, caplog):
+    """Binary masks saved as 0/255 with 2 classes: the foreground was 'not
+    scored' without a word, and all-255 labels trained on nothing."""
+    root = tmp_path / "masks"
+    for i, name in enumerate(NAMES[:4]):
+        os.makedirs(str(root / "labels"), exist_ok=True)
+        os.makedirs(str(root / "images"), exist_ok=True)
+        mask = np.zeros((8, 10), np.uint8)
+        mask[:, :3 + i] = 255
+        Image.fromarray(mask).save(str(root / "labels" / (name + ".png")))
+        Image.fromarray(np.full((8, 10, 3), 9 * i, np.uint8)).save(
+            str(root / "images" / (name + ".png")))
+    argv = ["--images", str(root / "images"), "--labels", str(root / "labels"),
+            "--num-classes", "2", "--val-fraction", "0.5", "--out", str(root / "prep")]
+    assert script("prepare_folder").main(argv) == 0
+    assert "class(es) with no pixel in the train split: class1; the labels hold only 0 and " \
+           "255, which marks pixels not scored: binary masks saved as 0/255 need their " \
+           "foreground as 1" in caplog.text
+    pixels = json.load(open(str(root / "prep" / "manifest.json")))["pixels"]
+    for split in ("train", "val"):
+        masks = [imageio.read_label(lbl) for _, lbl in pairs(root / "prep" / (split + ".txt"))]
+        assert pixels[split] == {"classes": [sum(int((m == 0).sum()) for m in masks), 0],
+                                 "ignored": sum(int((m == 255).sum()) for m in masks)}
+    for name in NAMES[:4]:
+        Image.fromarray(np.full((8, 10), 255, np.uint8)).save(
+            str(root / "labels" / (name + ".png")))
+    caplog.clear()
+    assert script("prepare_folder").main(argv) == 1
+    assert "train split: no labelled pixel (every label pixel is 255, not scored)" in caplog.text
+
+
+def test_images_turned_by_their_exif_orientation_are_named(tmp_path, script, caplog):
+    """Decoding turns a JPEG by its EXIF orientation (as viewers show it,
+    as training reads it), and not its label: a square one's label drawn on
+    the stored pixels fitted silently; a non-square one's was refused for its
+    size alone."""
+    root = tmp_path / "photos"
+    for kind in ("images", "labels"):
+        (root / kind).mkdir(parents=True)
+
+    def photo(name, height, width, orientation):
+        im = Image.fromarray(np.full((height, width, 3), 100, np.uint8))
+        exif = im.getexif()
+        if orientation:
+            exif[0x0112] = orientation
+        im.save(str(root / "images" / (name + ".jpg")), exif=exif)
+        Image.fromarray(np.ones((height, width), np.uint8)).save(
+            str(root / "labels" / (name + ".png")))
+    photo("square", 40, 40, 6)
+    photo("plain", 40, 40, 1)
+    photo("other", 40, 40, None)
+    assert prepare(script, root) == 0
+    assert "1 image(s) turned by their EXIF orientation" in caplog.text
+    assert "%s (orientation 6)" % (root / "images" / "square.jpg") in caplog.text
+    assert "plain.jpg" not in caplog.text and "other.jpg" not in caplog.text
+
+    photo("wide", 40, 80, 6)
+    caplog.clear()
+    assert prepare(script, root) == 1
+    assert "wide.png: label size 80x40 differs from image %s (40x80); the image is turned by " \
+           "its EXIF orientation 6, as viewers show it: draw the label on the turned image" \
+           % (root / "images" / "wide.jpg") in caplog.text

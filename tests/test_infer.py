@@ -212,6 +212,22 @@ def test_script_reads_odd_images_skips_bad_ones_and_keeps_outputs(tmp_path, capl
     assert leftovers == []
 
 
+def test_float_and_signed_pixels_are_refused(tmp_path):
+    """A float TIFF in [0, 1] was clipped to 0 and 1 (and a signed one's
+    negative values to 0): no one scale to 8 bits is right for them."""
+    import cv2
+    from fcrn import imageio
+    from fcrn.errors import InputError
+    picture = np.random.default_rng(0).random((6, 8, 3))
+    for name, pixels, kind in (("f.tif", picture.astype(np.float32), "float32"),
+                               ("s.tif", (picture * 2000 - 1000).astype(np.int16), "int16")):
+        path = str(tmp_path / name)
+        assert cv2.imwrite(path, pixels)
+        with pytest.raises(InputError, match="%s: %s pixels; give 8- or 16-bit unsigned images"
+                           % (path, kind)):
+            imageio.read_image(path)
+
+
 def test_script_cityscapes_labelids_and_weight_mismatch(tmp_path, caplog, script):
     import cv2
     from PIL import Image

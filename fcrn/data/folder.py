@@ -8,13 +8,23 @@ that is another image's label is not an image. A label holds class indices
 0..N-1 (a grey PNG, or a palette PNG whose indices are the classes) and 255
 for pixels not scored.
 
-Splits: when the images folder has sub-folders `train` and `val` (and
-optionally `test`), as mmsegmentation's `img_dir/train`, those, with the
-labels under the same sub-folders of the labels folder (`test` may have
-none: its list is then image-only). Otherwise every image is in one pool,
-and about `val_fraction` of it is held out as `val`, chosen by a hash of
-each image's path: reproducibly, and an image keeps its split when others
-are added.
+Splits: when the images folder has split sub-folders (`train` or
+`training`, `val`, `validation` or `valid`, `test` or `testing`: as
+mmsegmentation's `img_dir/train`, ADE20K's `images/training`), those, with
+the labels under the same sub-folders of the labels folder (`test` may have
+none: its list is then image-only). A train folder is needed; without a val
+folder, `val` is held out of it as below. Images beside the split folders
+are refused (they would be in no split). Without split folders every image
+is in one pool, and about `val_fraction` of it is held out as `val`, chosen
+by a hash of each image's path: reproducibly, and an image keeps its split
+when others are added.
+
+Links to folders are followed (`fcrn.lists.files_under`). An image whose
+label another image claims too (`a.jpg` and `a.png` -> `a.png`) is refused.
+The manifest counts each split's pixels per class; a class with no pixel
+in train is warned of, and a train split with no labelled pixel refused.
+JPEGs that decoding turns by their EXIF orientation are named: their labels
+must be drawn on the turned image.
 
 Output, as the VOC and Cityscapes preparation: the lists `train.txt`,
 `val.txt` (and `test.txt`), "image label" per line, relative to the output
@@ -23,11 +33,14 @@ folder (the lists name the user's own files, which are not copied),
 --classes) and `manifest.json`. Every pair is read and checked first; bad
 ones are listed and nothing is written (unless `skip_bad`).
 """
+import collections
 import hashlib
 import logging
 import os
 
-from .. import datasets, fileio, imageio
+import numpy as np
+
+from .. import datasets, fileio, imageio, lists
 from ..errors import InputError, UsageError
 from .common import (check_pair, current_manifest, fingerprint, is_prepared, run_checked,
                      write_manifest, write_split_lists)
@@ -35,23 +48,26 @@ from .common import (check_pair, current_manifest, fingerprint, is_prepared, run
 log = logging.getLogger(__name__)
 
 FORMAT = "fcrn-folder/1"
-SPLITS = ("train", "val", "test")
+# The names a split's folder may have.
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "validation", "valid"),
+               "test": ("test", "testing")}
 CLASSES = "classes.txt"
+
+
+def image_names(images, labels, suffix):
+    """The test of a file name under `images` for an image: an image's
+    extension, and, where labels sit beside their images named by a suffix
+    that is more than an extension (_mask.png), not that suffix (a file so
+    named is a label, even with no image)."""
+    beside = os.path.realpath(images) == os.path.realpath(labels) and \
+        os.path.splitext(suffix)[0]
+    return lambda name: imageio.is_image_name(name) and not (beside and name.endswith(suffix))
 
 
 def find_images(images, labels, suffix):
     """[(image, label)] of one folder pair, sorted by image path; a file
     that is the label of another image is left out of the images."""
-    found = []
-    # Labels beside their images, named by a suffix that is more than an
-    # extension (_mask.png): a file so named is a label, even with no image.
-    beside = os.path.realpath(images) == os.path.realpath(labels) and \
-        os.path.splitext(suffix)[0]
-    for dirpath, dirs, names in os.walk(images):
-        dirs.sort()
-        found += [os.path.join(dirpath, n) for n in sorted(names)
-                  if n.lower().endswith(imageio.IMAGE_EXTENSIONS)
-                  and not (beside and n.endswith(suffix))]
+    found = lists.files_under(images, image_names(images, labels, suffix))
 
     def label(path):
         return os.path.join(labels, os.path.splitext(os.path.relpath(path, images))[0] + suffix)
@@ -61,18 +77,23 @@ def find_images(images, labels, suffix):
     if orphans:  # a label's image renamed or lost: say so rather than drop the pair
         log.warning("%d label(s) with no image, left out:\n  %s", len(orphans),
                     "\n  ".join(orphans[:20]) + ("\n  ..." if len(orphans) > 20 else ""))
-    return [(p, label(p)) for p in found if os.path.realpath(p) not in taken]
+    pairs = [(p, label(p)) for p in found if os.path.realpath(p) not in taken]
+    claims = collections.defaultdict(list)
+    for image, lbl in pairs:
+        claims[os.path.realpath(lbl)].append(image)
+    shared = ["%s: label of %s" % (lbl, ", ".join(images_))
+              for lbl, images_ in claims.items() if len(images_) > 1 and os.path.exists(lbl)]
+    if shared:  # a.jpg and a.png: one label cannot be both pictures'
+        raise InputError("%d label(s) named by more than one image; rename the images "
+                         "or their labels" % len(shared), sorted(shared))
+    return pairs
 
 
 def _files(folder, suffix):
     """Files under `folder` (recursive, sorted) whose names end with `suffix`."""
     if not os.path.isdir(folder):
         return []
-    found = []
-    for dirpath, dirs, names in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(suffix)]
-    return found
+    return lists.files_under(folder, lambda n: n.endswith(suffix))
 
 
 def hold_out(pairs, images, fraction):
@@ -104,27 +125,101 @@ def _one_folder_hint(images, labels):
             "give the labels a suffix of their own (e.g. --label-suffix _mask.png)")
 
 
+def split_folders(images):
+    """{split: its folder's name} of the split sub-folders of `images`."""
+    entries = set(os.listdir(images))
+    named = {}
+    for split, names in SPLIT_NAMES.items():
+        present = [n for n in names if n in entries and os.path.isdir(os.path.join(images, n))]
+        if len(present) > 1:
+            raise InputError("%s: folders %s are both the %s split; keep one"
+                             % (images, " and ".join(present), split))
+        if present:
+            named[split] = present[0]
+    if named and "train" not in named:
+        raise InputError("%s: split folder(s) %s but no train folder (%s)" % (
+            images, ", ".join(sorted(named.values())), " or ".join(SPLIT_NAMES["train"])))
+    return named
+
+
+def _outside(images, labels, named, is_image):
+    """The images under `images` (files `is_image` accepts) that are in none
+    of its split folders, nor in the labels folder."""
+    apart = {os.path.realpath(os.path.join(images, n)) for n in named.values()}
+    apart.add(os.path.realpath(labels))
+    stray = []
+    for entry in sorted(os.listdir(images)):
+        path = os.path.join(images, entry)
+        if os.path.isdir(path):
+            if os.path.realpath(path) not in apart:
+                stray += lists.files_under(path, is_image)
+        elif is_image(entry):
+            stray.append(path)
+    return stray
+
+
 def find_splits(images, labels, suffix, val_fraction):
     """({split: [(image, label or None)]}, how the splits were made)."""
-    if all(os.path.isdir(os.path.join(images, s)) for s in ("train", "val")):
-        splits = {}
-        for split in SPLITS:
-            folder = os.path.join(images, split)
-            if not os.path.isdir(folder):
-                continue
-            pairs = find_images(folder, os.path.join(labels, split), suffix)
-            if split == "test" and not os.path.isdir(os.path.join(labels, split)):
-                pairs = [(image, None) for image, _ in pairs]
-            if not pairs:
-                raise InputError("%s: no image%s" % (folder, _one_folder_hint(images, labels)))
-            splits[split] = pairs
-        return splits, "folders"
-    pairs = find_images(images, labels, suffix)
-    if not pairs:
-        raise InputError("%s: no image (%s)%s" % (images, ", ".join(imageio.IMAGE_EXTENSIONS),
-                                                  _one_folder_hint(images, labels)))
-    train, val = hold_out(pairs, images, val_fraction)
-    return {"train": train, "val": val}, "val fraction %g" % val_fraction
+    named = split_folders(images)
+    if not named:
+        pairs = find_images(images, labels, suffix)
+        if not pairs:
+            raise InputError("%s: no image (%s)%s" % (
+                images, ", ".join(imageio.IMAGE_EXTENSIONS), _one_folder_hint(images, labels)))
+        train, val = hold_out(pairs, images, val_fraction)
+        return {"train": train, "val": val}, "val fraction %g" % val_fraction
+    stray = _outside(images, labels, named, image_names(images, labels, suffix))
+    if stray:
+        raise InputError("%d image(s) outside the split folders %s, in no split; move them "
+                         "into one" % (len(stray), ", ".join(sorted(named.values()))), stray)
+    splits = {}
+    for split, name in named.items():
+        folder = os.path.join(images, name)
+        pairs = find_images(folder, os.path.join(labels, name), suffix)
+        if split == "test" and not os.path.isdir(os.path.join(labels, name)):
+            pairs = [(image, None) for image, _ in pairs]
+        if not pairs:
+            raise InputError("%s: no image%s" % (folder, _one_folder_hint(images, labels)))
+        splits[split] = pairs
+    how = "folders"
+    if "val" not in splits:
+        folder = os.path.join(images, named["train"])
+        splits["train"], splits["val"] = hold_out(splits["train"], folder, val_fraction)
+        how = "folders, val fraction %g of train" % val_fraction
+    return {s: splits[s] for s in SPLIT_NAMES if s in splits}, how
+
+
+def class_pixels(label, num_classes):
+    """Pixels of each class in a checked label map, then the ignored ones."""
+    values = np.where(label == datasets.IGNORE_LABEL, num_classes, label).ravel()
+    return np.bincount(values, minlength=num_classes + 1)
+
+
+def count_pixels(done, data):
+    """{split: {"classes": [pixels per class], "ignored": n}} of the checked
+    pairs [((split, image, label), class_pixels or None)]. A class without a
+    pixel in train is warned of (with a hint where the labels hold only 0
+    and the ignore label, as binary masks saved 0/255); a train split
+    without a labelled pixel is an InputError."""
+    n = data.num_classes
+    totals = {}
+    for (split, _, _), found in done:
+        if found is not None:
+            totals[split] = totals.get(split, 0) + found
+    train = totals.get("train", np.zeros(n + 1, np.int64))
+    if not train[:n].any():
+        raise InputError("train split: no labelled pixel (every label pixel is %d, not "
+                         "scored)" % datasets.IGNORE_LABEL)
+    missing = [data.classes[c] for c in range(n) if not train[c]]
+    if missing:
+        every = sum(totals.values())
+        binary = every[0] and every[n] and not every[1:n].any()
+        log.warning("class(es) with no pixel in the train split: %s%s", ", ".join(missing),
+                    "; the labels hold only 0 and %d, which marks pixels not scored: binary "
+                    "masks saved as 0/255 need their foreground as 1" % datasets.IGNORE_LABEL
+                    if binary else "")
+    return {split: {"classes": [int(v) for v in t[:n]], "ignored": int(t[n])}
+            for split, t in totals.items()}
 
 
 def prepare_folder(images, labels, out_dir, classes_file=None, num_classes=None,
@@ -157,27 +252,46 @@ def prepare_folder(images, labels, out_dir, classes_file=None, num_classes=None,
     if manifest is not None:
         return manifest
 
+    turned = []  # images that decoding turns by their EXIF orientation
+
     def work(item):
         split, image_path, label_path = item
-        img = imageio.read_image(image_path)  # decoded so that corrupt files are caught now
-        if label_path is not None:
-            if not os.path.exists(label_path):
-                raise InputError("%s: no label (looked for %s)" % (image_path, label_path))
-            check_pair(img, imageio.read_label(label_path), data.num_classes, image_path,
-                       label_path)
-        return item
+        encoded = imageio.read_bytes(image_path)
+        img = imageio.decode_image(encoded, image_path)  # corrupt files are caught now
+        orientation = imageio.exif_orientation(encoded)
+        if orientation:
+            turned.append("%s (orientation %d)" % (image_path, orientation))
+        if label_path is None:
+            return item, None
+        if not os.path.exists(label_path):
+            raise InputError("%s: no label (looked for %s)" % (image_path, label_path))
+        lbl = imageio.read_label(label_path)
+        try:
+            check_pair(img, lbl, data.num_classes, image_path, label_path)
+        except InputError as e:
+            if orientation and img.shape[:2] != lbl.shape[:2]:
+                raise InputError("%s; the image is turned by its EXIF orientation %d, as "
+                                 "viewers show it: draw the label on the turned image"
+                                 % (e, orientation))
+            raise
+        return item, class_pixels(lbl, data.num_classes)
 
     out_abs = os.path.abspath(out_dir)
     with fileio.output_dir(out_dir, roots, force, is_prepared(FORMAT)) as tmp:
         done, problems = run_checked(items, work, skip_bad, "pairs", workers)
+        if turned:  # a label drawn on the stored pixels of a square image fits, wrongly
+            log.warning("%d image(s) turned by their EXIF orientation, as viewers show them "
+                        "and as training reads them; their labels must be drawn on the turned "
+                        "image:\n  %s", len(turned), "\n  ".join(sorted(turned)[:20]))
+        pixels = count_pixels(done, data)
         counts = write_split_lists(
             tmp, {split: [(os.path.abspath(image), label and os.path.abspath(label))
-                          for s, image, label in done if s == split]
+                          for (s, image, label), _ in done if s == split]
                   for split in splits}, out_abs, data)
         datasets.write_classes(os.path.join(tmp, CLASSES), data.classes, data.colours)
         manifest = dict(format=FORMAT, fingerprint=fp, counts=counts,
                         num_classes=data.num_classes, classes=list(data.classes),
                         images=os.path.abspath(images), labels=os.path.abspath(labels),
-                        splits=how, skipped=problems)
+                        splits=how, skipped=problems, pixels=pixels)
         write_manifest(tmp, **manifest)
     return manifest

@@ -18,12 +18,8 @@ def list_inputs(sources, list_file=None):
     items = []
     for src in sources:
         if os.path.isdir(src):
-            for dirpath, dirs, names in os.walk(src):
-                dirs.sort()
-                for n in sorted(names):
-                    if n.lower().endswith(imageio.IMAGE_EXTENSIONS):
-                        path = os.path.join(dirpath, n)
-                        items.append((path, os.path.splitext(os.path.relpath(path, src))[0]))
+            items += [(path, os.path.splitext(os.path.relpath(path, src))[0])
+                      for path in lists.files_under(src, imageio.is_image_name)]
         else:
             items.append((src, os.path.splitext(os.path.basename(src))[0]))
     labels = []

@@ -200,7 +200,12 @@ class Variant:
                   % (', '.join('1/%d' % s for s in RESOLUTIONS), self.resolution,
                      self.test_resolution))
         check(self.batch_size > 0, 'batch size must be positive, not %r' % self.batch_size)
-        check(self.train_crop > 0, 'crop must be positive, not %r' % self.train_crop)
+        # A crop must hold the label pixel of the first score cell (of the
+        # last shifted pass, when simulating): otherwise every label is ignored.
+        first_label = SCORE_ORIGIN + (self.resolution // 2 if self.simulate else 0)
+        check(self.train_crop > first_label,
+              "crop must be at least %d (the first score cell's label is input pixel %d), "
+              "not %r" % (first_label + 1, first_label, self.train_crop))
         check(self.batch_norm in resnet.BATCH_NORMS, 'batch-norm must be one of %s, not %r'
               % (', '.join(resnet.BATCH_NORMS), self.batch_norm))
         check(self.bn_stats in resnet.BN_STATS, 'bn-stats must be one of %s, not %r'
