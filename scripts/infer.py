@@ -67,8 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--gpu", type=cli.nonnegative_int, metavar="N",
                    help="run on GPU N (CUDA build)")
     p.add_argument("--mean", type=cli.finite, nargs=3, default=datasets.MEAN_BGR,
-                   metavar=("B", "G", "R"), help="BGR mean subtracted (default: ImageNet "
-                   "ResNet means)")
+                   metavar=("B", "G", "R"), help="BGR mean subtracted (default: FCN's and "
+                   "DeepLab's, 104.008 116.669 122.675, as training subtracts)")
     p.add_argument("--output-blob", dest="output", help="score blob (default: score, else prob)")
     p.add_argument("--stride", type=size, help="override the traced output stride")
     p.add_argument("--offset", type=cli.finite, help="override the traced grid offset")

@@ -25,7 +25,7 @@ def small_net():
     ceil formula keeps it), a padded average pool (Caffe counts the padding but
     not the ceil overhang), floor rounding, Eltwise coefficients, a dilated
     grouped convolution, BN with and without a preceding convolution, in-place
-    chains and a leaky ReLU."""
+    chains, a leaky ReLU, and global average and max pooling."""
     n = caffe.NetSpec()
     n.data = L.Input(shape={"dim": [1, 3, 21, 26]})
     filler = {"type": "gaussian", "std": 0.3}
@@ -52,6 +52,8 @@ def small_net():
     n.score = L.Convolution(n.pool_hw, num_output=5, kernel_size=1, weight_filler=filler)
     n.prob = L.Softmax(n.score)
     n.pool_ave3 = L.Pooling(n.max, pool=P.Pooling.AVE, kernel_size=3, stride=2, pad=1)  # a branch
+    n.global_ave = L.Pooling(n.max, pool=P.Pooling.AVE, global_pooling=True)
+    n.global_max = L.Pooling(n.bn3, pool=P.Pooling.MAX, global_pooling=True)
     return n.to_proto()
 
 
@@ -90,7 +92,8 @@ def test_small_net_equals_pycaffe_at_odd_and_even_sizes(save_model, tmp_path):
     proto, weights = save_model(small_net())
     out = str(tmp_path / "net.onnx")
     # conv1: rewritten in place; pool_ave3: a branch that score does not need
-    blobs = ["score", "prob", "conv1", "pool_max", "pool_ave", "pool_ave3"]
+    blobs = ["score", "prob", "conv1", "pool_max", "pool_ave", "pool_ave3", "global_ave",
+             "global_max"]
     onnx_export.export(proto, weights, out, outputs=blobs, argmax=True)
     pooled = set()
     for h, w in ((21, 26), (24, 24), (17, 31), (40, 9)):
