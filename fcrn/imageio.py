@@ -2,9 +2,10 @@
 
 Images decode to H x W x 3 uint8 BGR (the order of Caffe's ImageNet models)
 whatever the file: grey is expanded, alpha dropped (it is not part of the
-scene), 16-bit scaled to 8 bits (float and signed pixels are refused), and a JPEG's EXIF orientation applied, as
-cv2.imread does by default (so the pixels match what viewers show, in
-training and at inference alike).
+scene), 16-bit scaled to 8 bits (float and signed pixels are refused), and
+an EXIF orientation applied where OpenCV applies it by default (JPEG, PNG
+and TIFF in OpenCV 4.10; not WebP), so that the pixels match what viewers
+show, in training and at inference alike (`exif_turn` tells).
 
 Label maps decode to H x W integer arrays of class indices: palette PNGs
 give their indices (not their colours), grey PNGs their values, 16-bit PNGs
@@ -41,10 +42,15 @@ def read_bytes(path):
 def decode_image(buf, what):
     """BGR uint8 image of encoded bytes; `what` names them in errors."""
     import cv2
+    return _decode(buf, what, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+
+
+def _decode(buf, what, flags):
+    import cv2
     if not len(buf):
         raise InputError("%s: not a readable image (empty file)" % what)
     try:
-        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), flags)
     except cv2.error as e:
         raise InputError("%s: not a readable image (%s)" % (what, str(e).strip().splitlines()[-1]))
     if img is None:
@@ -58,18 +64,24 @@ def decode_image(buf, what):
     return np.ascontiguousarray(img)
 
 
-def exif_orientation(buf):
-    """The EXIF orientation (2-8) that decoding a JPEG's bytes applies, or
-    None (none, 1, or not a JPEG: OpenCV applies it to JPEGs only)."""
-    if not bytes(buf[:2]) == b"\xff\xd8":
-        return None
+def exif_turn(buf, img, what):
+    """The EXIF orientation (2-8) by which decoding turned `img`, the image
+    `decode_image` made of `buf`, or None. Which formats OpenCV turns
+    depends on its version (4.10: JPEG, PNG and TIFF, not WebP): the image
+    is decoded once more as stored when it has an orientation, and
+    compared."""
+    import cv2
     from PIL import Image
     try:
         with Image.open(io.BytesIO(buf)) as im:
             value = im.getexif().get(0x0112)
     except Exception:  # unreadable EXIF: decoding decides whether the file is good
         return None
-    return value if value in range(2, 9) else None
+    if value not in range(2, 9):
+        return None
+    stored = _decode(buf, what, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH |
+                     cv2.IMREAD_IGNORE_ORIENTATION)
+    return None if np.array_equal(stored, img) else value
 
 
 def is_image_name(name):

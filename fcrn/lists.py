@@ -13,7 +13,7 @@ import os
 import shlex
 
 from .errors import InputError
-from .fileio import atomic_write
+from .fileio import atomic_write, within
 
 _QUOTES = set("\"'\\")
 _SPECIAL = _QUOTES | set(" \t\n\r")
@@ -97,8 +97,11 @@ def read_ids(path):
 def files_under(root, keep=lambda name: True):
     """The files under `root` (recursive, in sorted order) whose names `keep`
     accepts. Links to folders are followed, and each real folder is walked
-    once: a link back to an ancestor or to a folder walked already adds
-    nothing, so no file is found twice under two names."""
+    once, so that no file is found twice under two names: a link to a folder
+    inside `root` (an ancestor included) adds nothing, its files keeping
+    their own paths, and of several links to one folder outside, the first
+    in sorted order names its files."""
+    real_root = os.path.realpath(root)
     found, walked = [], set()
     for dirpath, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -106,6 +109,10 @@ def files_under(root, keep=lambda name: True):
             dirs[:] = []
             continue
         walked.add(real)
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not _link_within(os.path.join(dirpath, d), real_root))
         found += [os.path.join(dirpath, n) for n in sorted(names) if keep(n)]
     return found
+
+
+def _link_within(path, real_root):
+    return os.path.islink(path) and within(os.path.realpath(path), real_root)

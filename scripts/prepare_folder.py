@@ -25,8 +25,9 @@ with no pixel in train is warned of.
 
 Bad input (an unreadable image or label, a missing label, a size mismatch, a
 label outside 0..N-1 and 255) is listed file by file and nothing is written,
-unless --skip-bad; so are images outside the split folders and a label that
-two images name (a.jpg, a.png). Re-running on unchanged input does nothing. --out is
+unless --skip-bad. Images outside the split folders or in two of them, and a
+label that two images name (a.jpg, a.png), are refused whatever --skip-bad
+says. Re-running on unchanged input does nothing. --out is
 replaced as a whole when it is an earlier output of this script (or with
 --force); it may never hold or lie inside an input.
 """

@@ -2,6 +2,7 @@
 3-class folders in both layouts, the classes file, and the whole way from a
 folder of images and label PNGs to a trained, evaluated and exported net
 through the scripts, each reading what the previous one wrote."""
+import hashlib
 import json
 import logging
 import os
@@ -201,11 +202,25 @@ def test_split_folders_by_other_names_or_without_val(tmp_path, script, caplog):
     assert prepare(script, ade) == 0
     assert split_names(ade, "train") == NAMES[:6] and split_names(ade, "val") == NAMES[6:]
 
+    # Any case; the labels may lie inside the images folder, at any depth.
+    cased = tmp_path / "cased"
+    fake.make_folder(str(cased), {"Train": NAMES[:6], "VAL": NAMES[6:]}, layout="split")
+    os.makedirs(str(cased / "images" / "gt"))
+    os.rename(str(cased / "labels"), str(cased / "images" / "gt" / "semantic"))
+    assert script("prepare_folder").main(
+        ["--images", str(cased / "images"), "--labels", str(cased / "images" / "gt" / "semantic"),
+         "--num-classes", "3", "--out", str(cased / "prep")]) == 0
+    assert split_names(cased, "train") == NAMES[:6] and split_names(cased, "val") == NAMES[6:]
+
+    # Val held out of train, by the same hashes as when every image was pooled
+    # (paths relative to the images folder), so that an image keeps its split.
     mm = tmp_path / "mm"
     fake.make_folder(str(mm), {"train": NAMES[:8], "test": NAMES[8:]}, layout="split")
     assert prepare(script, mm, "--val-fraction", "0.3") == 0
     train, val = split_names(mm, "train"), split_names(mm, "val")
-    assert sorted(train + val) == NAMES[:8] and val and train
+    share = {n: int.from_bytes(hashlib.sha1(("train/%s.jpg" % n).encode()).digest()[:8], "big")
+             / 2.0 ** 64 for n in NAMES[:8]}
+    assert val == sorted(n for n in NAMES[:8] if share[n] < 0.3) and sorted(train + val) == NAMES[:8]
     assert split_names(mm, "test") == NAMES[8:]
     assert json.load(open(str(mm / "prep" / "manifest.json")))["splits"] == \
         "folders, val fraction 0.3 of train"
@@ -213,8 +228,8 @@ def test_split_folders_by_other_names_or_without_val(tmp_path, script, caplog):
     for layout, message in (
             ({"val": NAMES[:3], "test": NAMES[3:]}, "split folder(s) test, val but no train "
                                                     "folder (train or training)"),
-            ({"train": NAMES[:3], "training": NAMES[3:]}, "folders train and training are "
-                                                          "both the train split")):
+            ({"train": NAMES[:3], "Training": NAMES[3:]}, "folders Training, train each "
+                                                          "name the train split")):
         root = tmp_path / ("bad%d" % len(caplog.records))
         fake.make_folder(str(root), layout, layout="split")
         caplog.clear()
@@ -251,16 +266,57 @@ def test_linked_folders_are_followed_once(tmp_path, script):
     for kind in ("images", "labels"):
         (root / kind / "more").symlink_to(store / kind)
         (root / kind / "loop").symlink_to(root / kind)
+    # A link to a folder inside, sorting before it, adds nothing: its files
+    # keep their own paths (their labels are found, their split is kept).
+    (root / "images" / "batch").mkdir()
+    (root / "labels" / "batch").mkdir()
+    for kind, ext in (("images", ".jpg"), ("labels", ".png")):
+        os.rename(str(root / kind / ("img00" + ext)), str(root / kind / "batch" / ("img00" + ext)))
+    (root / "images" / "alias").symlink_to("batch")
+    # One mask for two exposures, through a link: two paths, one file.
+    shutil.copy(str(root / "images" / "img01.jpg"), str(root / "images" / "img01_dark.jpg"))
+    (root / "labels" / "img01_dark.png").symlink_to("img01.png")
     assert prepare(script, root, "--val-fraction", "0.3") == 0
-    found = split_names(root, "train") + split_names(root, "val")
-    assert sorted(found) == NAMES[:6]
+    found = [os.path.realpath(i) for split in ("train", "val")
+             for i, _ in pairs(root / "prep" / (split + ".txt"))]
+    assert sorted(found) == sorted(
+        [str(root / "images" / n) for n in ("batch/img00.jpg", "img01.jpg", "img01_dark.jpg",
+                                            "img02.jpg")] +
+        [str(store / "images" / (n + ".jpg")) for n in NAMES[3:6]])
 
     from fcrn import evaluate
     from fcrn.infer import naming
     index = evaluate.FileIndex(str(root / "labels"), ".png", "ground truth")
-    assert sorted(parts[-1] for parts in index.ids()) == NAMES[:6]
+    assert sorted(parts[-1] for parts in index.ids()) == sorted(NAMES[:6] + ["img01_dark"])
     items, _ = naming.list_inputs([str(root / "images")])
-    assert sorted(name for _, name in items) == NAMES[:3] + ["more/" + n for n in NAMES[3:6]]
+    assert sorted(name for _, name in items) == \
+        ["batch/img00", "img01", "img01_dark", "img02"] + ["more/" + n for n in NAMES[3:6]]
+
+
+def test_images_reached_through_links_are_inputs(tmp_path, script, caplog):
+    """--out over a folder that a link makes part of the images was replaced
+    with --force (the images deleted); a link from one split's folder into
+    another's put images in both."""
+    root = tmp_path / "mine"
+    fake.make_folder(str(root), {"": NAMES[:3]}, layout="split")
+    store = tmp_path / "store"
+    fake.make_folder(str(store), {"": NAMES[3:6]}, layout="split")
+    for kind in ("images", "labels"):
+        (root / kind / "more").symlink_to(store / kind)
+    assert script("prepare_folder").main(
+        ["--images", str(root / "images"), "--labels", str(root / "labels"), "--num-classes",
+         "3", "--out", str(store), "--force"]) == 2
+    assert "refusing to write over an input (even with --force)" in caplog.text
+    assert sorted(os.listdir(str(store / "images"))) == [n + ".jpg" for n in NAMES[3:6]]
+
+    split = tmp_path / "split"
+    fake.make_folder(str(split), {"train": NAMES[:3], "val": NAMES[3:6]}, layout="split")
+    for kind in ("images", "labels"):
+        (split / kind / "train" / "extra").symlink_to(split / kind / "val")
+    caplog.clear()
+    assert prepare(script, split) == 1
+    assert "3 image(s) in more than one split" in caplog.text
+    assert "%s: in train and val" % (split / "images" / "val" / "img03.jpg") in caplog.text
 
 
 def test_class_pixels_counted_and_absent_classes_named(tmp_path, script, caplog):
@@ -303,20 +359,24 @@ def test_images_turned_by_their_exif_orientation_are_named(tmp_path, script, cap
     for kind in ("images", "labels"):
         (root / kind).mkdir(parents=True)
 
-    def photo(name, height, width, orientation):
-        im = Image.fromarray(np.full((height, width, 3), 100, np.uint8))
+    def photo(name, height, width, orientation, ext=".jpg"):
+        pixels = np.zeros((height, width, 3), np.uint8)
+        pixels[:, :width // 4] = 255  # a left edge, which a turn moves
+        im = Image.fromarray(pixels)
         exif = im.getexif()
         if orientation:
             exif[0x0112] = orientation
-        im.save(str(root / "images" / (name + ".jpg")), exif=exif)
+        im.save(str(root / "images" / (name + ext)), exif=exif)
         Image.fromarray(np.ones((height, width), np.uint8)).save(
             str(root / "labels" / (name + ".png")))
     photo("square", 40, 40, 6)
     photo("plain", 40, 40, 1)
     photo("other", 40, 40, None)
+    photo("drawn", 40, 40, 6, ".png")  # OpenCV turns PNGs by their eXIf chunk too
     assert prepare(script, root) == 0
-    assert "1 image(s) turned by their EXIF orientation" in caplog.text
-    assert "%s (orientation 6)" % (root / "images" / "square.jpg") in caplog.text
+    assert "2 image(s) turned by their EXIF orientation" in caplog.text
+    for name in ("drawn.png", "square.jpg"):
+        assert "%s (orientation 6)" % (root / "images" / name) in caplog.text
     assert "plain.jpg" not in caplog.text and "other.jpg" not in caplog.text
 
     photo("wide", 40, 80, 6)
@@ -325,3 +385,30 @@ def test_images_turned_by_their_exif_orientation_are_named(tmp_path, script, cap
     assert "wide.png: label size 80x40 differs from image %s (40x80); the image is turned by " \
            "its EXIF orientation 6, as viewers show it: draw the label on the turned image" \
            % (root / "images" / "wide.jpg") in caplog.text
+
+
+def test_outputs_of_earlier_checks_are_prepared_again(tmp_path, script, monkeypatch, caplog):
+    """An output made before the checks it now passes (the format is the
+    same, so it stays the tool's own) is not taken as up to date."""
+    from fcrn.data import folder
+    root = tmp_path / "mine"
+    fake.make_folder(str(root), {"": NAMES[:4]}, layout="split")
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(folder, "CHECKS", folder.CHECKS - 1)
+    assert prepare(script, root) == 0
+    monkeypatch.undo()
+    caplog.clear()
+    assert prepare(script, root) == 0
+    assert "is up to date" not in caplog.text
+    assert prepare(script, root) == 0
+    assert "is up to date" in caplog.text
+
+
+def test_skipping_every_train_pair_names_the_split(tmp_path, script, caplog):
+    root = tmp_path / "mine"
+    fake.make_folder(str(root), {"train": NAMES[:3], "val": NAMES[3:5]}, layout="split")
+    for name in NAMES[:3]:
+        Image.fromarray(np.full((40, 48), 7, np.uint8)).save(
+            str(root / "labels" / "train" / (name + ".png")))
+    assert prepare(script, root, "--skip-bad") == 1
+    assert "split train: no usable image" in caplog.text

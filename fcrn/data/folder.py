@@ -23,8 +23,8 @@ Links to folders are followed (`fcrn.lists.files_under`). An image whose
 label another image claims too (`a.jpg` and `a.png` -> `a.png`) is refused.
 The manifest counts each split's pixels per class; a class with no pixel
 in train is warned of, and a train split with no labelled pixel refused.
-JPEGs that decoding turns by their EXIF orientation are named: their labels
-must be drawn on the turned image.
+Images that decoding turns by their EXIF orientation are named: their
+labels must be drawn on the turned image.
 
 Output, as the VOC and Cityscapes preparation: the lists `train.txt`,
 `val.txt` (and `test.txt`), "image label" per line, relative to the output
@@ -48,6 +48,10 @@ from .common import (check_pair, current_manifest, fingerprint, is_prepared, run
 log = logging.getLogger(__name__)
 
 FORMAT = "fcrn-folder/1"
+# The version of what preparing checks and records: outputs made by earlier
+# checks are prepared again (their format is the same, so they stay the
+# tool's own).
+CHECKS = 2
 # The names a split's folder may have.
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "validation", "valid"),
                "test": ("test", "testing")}
@@ -68,6 +72,9 @@ def find_images(images, labels, suffix):
     """[(image, label)] of one folder pair, sorted by image path; a file
     that is the label of another image is left out of the images."""
     found = lists.files_under(images, image_names(images, labels, suffix))
+    real_labels = os.path.realpath(labels)
+    if real_labels != os.path.realpath(images):  # labels kept inside the images folder
+        found = [p for p in found if not fileio.within(os.path.realpath(p), real_labels)]
 
     def label(path):
         return os.path.join(labels, os.path.splitext(os.path.relpath(path, images))[0] + suffix)
@@ -78,9 +85,9 @@ def find_images(images, labels, suffix):
         log.warning("%d label(s) with no image, left out:\n  %s", len(orphans),
                     "\n  ".join(orphans[:20]) + ("\n  ..." if len(orphans) > 20 else ""))
     pairs = [(p, label(p)) for p in found if os.path.realpath(p) not in taken]
-    claims = collections.defaultdict(list)
-    for image, lbl in pairs:
-        claims[os.path.realpath(lbl)].append(image)
+    claims = collections.defaultdict(list)  # by path, not file: one mask may serve
+    for image, lbl in pairs:                # two exposures through a link
+        claims[os.path.abspath(lbl)].append(image)
     shared = ["%s: label of %s" % (lbl, ", ".join(images_))
               for lbl, images_ in claims.items() if len(images_) > 1 and os.path.exists(lbl)]
     if shared:  # a.jpg and a.png: one label cannot be both pictures'
@@ -126,14 +133,15 @@ def _one_folder_hint(images, labels):
 
 
 def split_folders(images):
-    """{split: its folder's name} of the split sub-folders of `images`."""
-    entries = set(os.listdir(images))
+    """{split: its folder's name} of the split sub-folders of `images` (any
+    case)."""
+    entries = [e for e in os.listdir(images) if os.path.isdir(os.path.join(images, e))]
     named = {}
     for split, names in SPLIT_NAMES.items():
-        present = [n for n in names if n in entries and os.path.isdir(os.path.join(images, n))]
+        present = sorted(e for e in entries if e.lower() in names)
         if len(present) > 1:
-            raise InputError("%s: folders %s are both the %s split; keep one"
-                             % (images, " and ".join(present), split))
+            raise InputError("%s: folders %s each name the %s split; keep one"
+                             % (images, ", ".join(present), split))
         if present:
             named[split] = present[0]
     if named and "train" not in named:
@@ -145,17 +153,10 @@ def split_folders(images):
 def _outside(images, labels, named, is_image):
     """The images under `images` (files `is_image` accepts) that are in none
     of its split folders, nor in the labels folder."""
-    apart = {os.path.realpath(os.path.join(images, n)) for n in named.values()}
-    apart.add(os.path.realpath(labels))
-    stray = []
-    for entry in sorted(os.listdir(images)):
-        path = os.path.join(images, entry)
-        if os.path.isdir(path):
-            if os.path.realpath(path) not in apart:
-                stray += lists.files_under(path, is_image)
-        elif is_image(entry):
-            stray.append(path)
-    return stray
+    apart = [os.path.realpath(os.path.join(images, n)) for n in named.values()]
+    apart.append(os.path.realpath(labels))
+    return [p for p in lists.files_under(images, is_image)
+            if not any(fileio.within(os.path.realpath(p), a) for a in apart)]
 
 
 def find_splits(images, labels, suffix, val_fraction):
@@ -181,10 +182,17 @@ def find_splits(images, labels, suffix, val_fraction):
         if not pairs:
             raise InputError("%s: no image%s" % (folder, _one_folder_hint(images, labels)))
         splits[split] = pairs
+    twice = collections.defaultdict(set)  # a link in one split to another's folder
+    for split, pairs in splits.items():
+        for image, _ in pairs:
+            twice[os.path.realpath(image)].add(split)
+    twice = sorted("%s: in %s" % (image, " and ".join(sorted(s)))
+                   for image, s in twice.items() if len(s) > 1)
+    if twice:
+        raise InputError("%d image(s) in more than one split" % len(twice), twice)
     how = "folders"
-    if "val" not in splits:
-        folder = os.path.join(images, named["train"])
-        splits["train"], splits["val"] = hold_out(splits["train"], folder, val_fraction)
+    if "val" not in splits:  # hashed as when every image was pooled: val stays val
+        splits["train"], splits["val"] = hold_out(splits["train"], images, val_fraction)
         how = "folders, val fraction %g of train" % val_fraction
     return {s: splits[s] for s in SPLIT_NAMES if s in splits}, how
 
@@ -197,13 +205,13 @@ def class_pixels(label, num_classes):
 
 def count_pixels(done, data):
     """{split: {"classes": [pixels per class], "ignored": n}} of the checked
-    pairs [((split, image, label), class_pixels or None)]. A class without a
+    pairs [((split, image, label), class_pixels or None, _)]. A class without a
     pixel in train is warned of (with a hint where the labels hold only 0
     and the ignore label, as binary masks saved 0/255); a train split
     without a labelled pixel is an InputError."""
     n = data.num_classes
     totals = {}
-    for (split, _, _), found in done:
+    for (split, _, _), found, _ in done:
         if found is not None:
             totals[split] = totals.get(split, 0) + found
     train = totals.get("train", np.zeros(n + 1, np.int64))
@@ -245,49 +253,50 @@ def prepare_folder(images, labels, out_dir, classes_file=None, num_classes=None,
     splits, how = find_splits(images, labels, label_suffix, val_fraction)
     items = [(split, image, label) for split, pairs in splits.items() for image, label in pairs]
     inputs = [p for it in items for p in it[1:] if p is not None]
-    fp = fingerprint(inputs, {"format": FORMAT, "skip_bad": bool(skip_bad), "splits": how,
-                              "suffix": label_suffix, "classes": data.classes,
+    fp = fingerprint(inputs, {"format": FORMAT, "checks": CHECKS, "skip_bad": bool(skip_bad),
+                              "splits": how, "suffix": label_suffix, "classes": data.classes,
                               "colours": data.colours})
     manifest = current_manifest(out_dir, fp)
     if manifest is not None:
         return manifest
 
-    turned = []  # images that decoding turns by their EXIF orientation
-
     def work(item):
+        """(item, class_pixels or None, EXIF orientation that decoding applied or None)."""
         split, image_path, label_path = item
         encoded = imageio.read_bytes(image_path)
         img = imageio.decode_image(encoded, image_path)  # corrupt files are caught now
-        orientation = imageio.exif_orientation(encoded)
-        if orientation:
-            turned.append("%s (orientation %d)" % (image_path, orientation))
+        turn = imageio.exif_turn(encoded, img, image_path)
         if label_path is None:
-            return item, None
+            return item, None, turn
         if not os.path.exists(label_path):
             raise InputError("%s: no label (looked for %s)" % (image_path, label_path))
         lbl = imageio.read_label(label_path)
         try:
             check_pair(img, lbl, data.num_classes, image_path, label_path)
         except InputError as e:
-            if orientation and img.shape[:2] != lbl.shape[:2]:
+            if turn and img.shape[:2] != lbl.shape[:2]:
                 raise InputError("%s; the image is turned by its EXIF orientation %d, as "
                                  "viewers show it: draw the label on the turned image"
-                                 % (e, orientation))
+                                 % (e, turn))
             raise
-        return item, class_pixels(lbl, data.num_classes)
+        return item, class_pixels(lbl, data.num_classes), turn
 
     out_abs = os.path.abspath(out_dir)
-    with fileio.output_dir(out_dir, roots, force, is_prepared(FORMAT)) as tmp:
+    # The files too, not only the roots: a linked folder's images may lie
+    # anywhere, and --force must not replace them.
+    with fileio.output_dir(out_dir, roots + inputs, force, is_prepared(FORMAT)) as tmp:
         done, problems = run_checked(items, work, skip_bad, "pairs", workers)
+        counts = write_split_lists(
+            tmp, {split: [(os.path.abspath(image), label and os.path.abspath(label))
+                          for (s, image, label), _, _ in done if s == split]
+                  for split in splits}, out_abs, data)
+        turned = ["%s (orientation %d)" % (image, turn)
+                  for (_, image, _), _, turn in done if turn]
         if turned:  # a label drawn on the stored pixels of a square image fits, wrongly
             log.warning("%d image(s) turned by their EXIF orientation, as viewers show them "
                         "and as training reads them; their labels must be drawn on the turned "
-                        "image:\n  %s", len(turned), "\n  ".join(sorted(turned)[:20]))
+                        "image:\n  %s", len(turned), "\n  ".join(turned[:20]))
         pixels = count_pixels(done, data)
-        counts = write_split_lists(
-            tmp, {split: [(os.path.abspath(image), label and os.path.abspath(label))
-                          for (s, image, label), _ in done if s == split]
-                  for split in splits}, out_abs, data)
         datasets.write_classes(os.path.join(tmp, CLASSES), data.classes, data.colours)
         manifest = dict(format=FORMAT, fingerprint=fp, counts=counts,
                         num_classes=data.num_classes, classes=list(data.classes),
