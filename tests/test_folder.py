@@ -220,7 +220,8 @@ def test_split_folders_by_other_names_or_without_val(tmp_path, script, caplog):
     train, val = split_names(mm, "train"), split_names(mm, "val")
     share = {n: int.from_bytes(hashlib.sha1(("train/%s.jpg" % n).encode()).digest()[:8], "big")
              / 2.0 ** 64 for n in NAMES[:8]}
-    assert val == sorted(n for n in NAMES[:8] if share[n] < 0.3) and sorted(train + val) == NAMES[:8]
+    assert val == sorted(n for n in NAMES[:8] if share[n] < 0.3)
+    assert sorted(train + val) == NAMES[:8]
     assert split_names(mm, "test") == NAMES[8:]
     assert json.load(open(str(mm / "prep" / "manifest.json")))["splits"] == \
         "folders, val fraction 0.3 of train"

@@ -182,19 +182,25 @@ def find_splits(images, labels, suffix, val_fraction):
         if not pairs:
             raise InputError("%s: no image%s" % (folder, _one_folder_hint(images, labels)))
         splits[split] = pairs
-    twice = collections.defaultdict(set)  # a link in one split to another's folder
-    for split, pairs in splits.items():
-        for image, _ in pairs:
-            twice[os.path.realpath(image)].add(split)
-    twice = sorted("%s: in %s" % (image, " and ".join(sorted(s)))
-                   for image, s in twice.items() if len(s) > 1)
-    if twice:
-        raise InputError("%d image(s) in more than one split" % len(twice), twice)
+    _check_apart(splits)
     how = "folders"
     if "val" not in splits:  # hashed as when every image was pooled: val stays val
         splits["train"], splits["val"] = hold_out(splits["train"], images, val_fraction)
         how = "folders, val fraction %g of train" % val_fraction
     return {s: splits[s] for s in SPLIT_NAMES if s in splits}, how
+
+
+def _check_apart(splits):
+    """Refuse an image in two splits (a link in one split's folder to
+    another's)."""
+    found = collections.defaultdict(set)
+    for split, pairs in splits.items():
+        for image, _ in pairs:
+            found[os.path.realpath(image)].add(split)
+    twice = sorted("%s: in %s" % (image, " and ".join(sorted(s)))
+                   for image, s in found.items() if len(s) > 1)
+    if twice:
+        raise InputError("%d image(s) in more than one split" % len(twice), twice)
 
 
 def class_pixels(label, num_classes):
