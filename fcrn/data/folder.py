@@ -145,8 +145,10 @@ def split_folders(images):
         if present:
             named[split] = present[0]
     if named and "train" not in named:
-        raise InputError("%s: split folder(s) %s but no train folder (%s)" % (
-            images, ", ".join(sorted(named.values())), " or ".join(SPLIT_NAMES["train"])))
+        raise InputError("%s: split folder(s) %s but no train folder (%s); a folder so named "
+                         "that is not a split needs another name" % (
+                             images, ", ".join(sorted(named.values())),
+                             " or ".join(SPLIT_NAMES["train"])))
     return named
 
 
