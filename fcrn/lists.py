@@ -100,7 +100,9 @@ def files_under(root, keep=lambda name: True):
     once, so that no file is found twice under two names: a link to a folder
     inside `root` (an ancestor included) adds nothing, its files keeping
     their own paths, and of several links to one folder outside, the first
-    in sorted order names its files."""
+    in sorted order names its files. AppleDouble files (`._a.jpg`, the
+    metadata macOS leaves beside a.jpg on other file systems and in zip
+    archives) are no one's data: never listed."""
     real_root = os.path.realpath(root)
     found, walked = [], set()
     for dirpath, dirs, names in os.walk(root, followlinks=True):
@@ -110,7 +112,8 @@ def files_under(root, keep=lambda name: True):
             continue
         walked.add(real)
         dirs[:] = sorted(d for d in dirs if not _link_within(os.path.join(dirpath, d), real_root))
-        found += [os.path.join(dirpath, n) for n in sorted(names) if keep(n)]
+        found += [os.path.join(dirpath, n) for n in sorted(names)
+                  if keep(n) and not n.startswith("._")]
     return found
 
 

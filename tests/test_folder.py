@@ -413,3 +413,26 @@ def test_skipping_every_train_pair_names_the_split(tmp_path, script, caplog):
             str(root / "labels" / "train" / (name + ".png")))
     assert prepare(script, root, "--skip-bad") == 1
     assert "split train: no usable image" in caplog.text
+
+
+def test_macos_metadata_files_are_not_images(tmp_path, script, caplog):
+    """A folder unzipped from macOS holds ._NAME beside each file (and
+    __MACOSX/): they were taken for images and refused as unreadable, and
+    for labels without an image."""
+    root = tmp_path / "mine"
+    fake.make_folder(str(root), {"": NAMES[:4]}, layout="split")
+    for folder in (root / "images", root / "images" / "__MACOSX", root / "labels"):
+        folder.mkdir(exist_ok=True)
+        for name in NAMES[:4]:
+            for ext in (".jpg", ".png"):
+                (folder / ("._" + name + ext)).write_bytes(b"\x00\x05\x16\x07 Mac OS X")
+    assert prepare(script, root) == 0
+    assert "label(s) with no image" not in caplog.text
+    found = pairs(root / "prep" / "train.txt") + pairs(root / "prep" / "val.txt")
+    assert sorted(os.path.basename(i) for i, _ in found) == [n + ".jpg" for n in NAMES[:4]]
+    from fcrn import evaluate
+    from fcrn.infer import naming
+    items, _ = naming.list_inputs([str(root / "images")])
+    assert sorted(name for _, name in items) == NAMES[:4]
+    index = evaluate.FileIndex(str(root / "labels"), ".png", "ground truth")
+    assert sorted(parts[-1] for parts in index.ids()) == NAMES[:4]
