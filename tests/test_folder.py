@@ -257,15 +257,22 @@ def test_a_label_named_by_two_images_is_refused(tmp_path, script, caplog):
                                     root / "images" / "img01.png") in caplog.text
 
 
-def test_linked_folders_are_followed_once(tmp_path, script):
-    """Images in a linked sub-folder were left out by prepare_folder, infer
-    and evaluate alike; a link back to an ancestor adds nothing."""
-    root = tmp_path / "mine"
+def linked_store(tmp_path):
+    """(root, store): root's images and labels (3 pairs) each with a link
+    `more` to store's (3 more)."""
+    root, store = tmp_path / "mine", tmp_path / "store"
     fake.make_folder(str(root), {"": NAMES[:3]}, layout="split")
-    store = tmp_path / "store"
     fake.make_folder(str(store), {"": NAMES[3:6]}, layout="split")
     for kind in ("images", "labels"):
         (root / kind / "more").symlink_to(store / kind)
+    return root, store
+
+
+def test_linked_folders_are_followed_once(tmp_path, script):
+    """Images in a linked sub-folder were left out by prepare_folder, infer
+    and evaluate alike; a link back to an ancestor adds nothing."""
+    root, store = linked_store(tmp_path)
+    for kind in ("images", "labels"):
         (root / kind / "loop").symlink_to(root / kind)
     # A link to a folder inside, sorting before it, adds nothing: its files
     # keep their own paths (their labels are found, their split is kept).
@@ -298,12 +305,7 @@ def test_images_reached_through_links_are_inputs(tmp_path, script, caplog):
     """--out over a folder that a link makes part of the images was replaced
     with --force (the images deleted); a link from one split's folder into
     another's put images in both."""
-    root = tmp_path / "mine"
-    fake.make_folder(str(root), {"": NAMES[:3]}, layout="split")
-    store = tmp_path / "store"
-    fake.make_folder(str(store), {"": NAMES[3:6]}, layout="split")
-    for kind in ("images", "labels"):
-        (root / kind / "more").symlink_to(store / kind)
+    root, store = linked_store(tmp_path)
     assert script("prepare_folder").main(
         ["--images", str(root / "images"), "--labels", str(root / "labels"), "--num-classes",
          "3", "--out", str(store), "--force"]) == 2
