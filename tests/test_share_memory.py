@@ -324,6 +324,62 @@ def test_an_unset_field_shares_when_every_layer_vouches_and_else_runs_unshared(t
     assert check_layout(undeclared, 'data', alias_splits=True) == distinct
 
 
+def hinge_net(share):
+    """HingeLoss keeps its margins in its bottom's diff from Forward to
+    Backward; the branch beside it writes diffs in between."""
+    n = caffe.NetSpec()
+    n.x, n.label, n.target = L.Input(shape=[dict(dim=[4, 6]), dict(dim=[4]),
+                                            dict(dim=[4, 5])], ntop=3)
+    n.ip1 = L.InnerProduct(n.x, num_output=5)
+    n.hinge = L.HingeLoss(n.ip1, n.label)
+    n.ip2 = L.InnerProduct(n.x, num_output=5)
+    n.ip3 = L.InnerProduct(n.ip2, num_output=5)
+    n.l2 = L.EuclideanLoss(n.ip3, n.target)
+    proto = n.to_proto()
+    proto.force_backward = True
+    if share is not None:
+        proto.share_memory = share
+    return proto
+
+
+def test_a_layer_that_keeps_values_in_a_diff_between_passes_does_not_share(tmp_path):
+    """An unset field runs HingeLoss's net unshared, with the gradients of
+    share_memory false (they differed when Caffe vouched for HingeLoss)."""
+    rng = np.random.RandomState(5)
+    x, target = rng.randn(4, 6), rng.randn(4, 5) * 100
+    weights, grads = None, []
+    for name, share in (('plain', False), ('unset', None)):
+        net = load(tmp_path, hinge_net(share), caffe.TRAIN, name + '.prototxt')
+        if weights is None:
+            randomise(net, rng)
+            weights = net
+        else:
+            copy_params(weights, net)
+        net.blobs['x'].data[...] = x
+        net.blobs['label'].data[...] = [0, 1, 2, 3]
+        net.blobs['target'].data[...] = target
+        net.forward()
+        net.clear_param_diffs()
+        net.backward()
+        grads.append({k: [p.diff.copy() for p in v] for k, v in net.params.items()})
+        assert not net._shared_blob_field
+    for name in grads[0]:
+        for a, b in zip(grads[0][name], grads[1][name]):
+            assert np.array_equal(a, b), name
+    path = tmp_path / 'shared.prototxt'
+    path.write_text(str(hinge_net(True)))
+    result = run_python('''
+        from fcrn import caffeio
+        caffe = caffeio.caffe()
+        caffe.Net(%r, caffe.TRAIN)
+        print('created')
+        ''' % str(path))
+    assert result.returncode != 0 and 'created' not in result.stdout
+    assert "layer 'hinge' (type HingeLoss) is not known to use its blobs' memory only " \
+        "while it runs; declare it, or set share_memory: false." in result.stderr, \
+        result.stderr[-2000:]
+
+
 def test_pycaffe_refuses_to_read_shared_memory_and_reads_the_rest(tmp_path):
     plain, shared, rng = phase_test_nets(tmp_path, 3)
     image = rng.randn(1, 3, SIZE, SIZE) * 50
