@@ -1,6 +1,5 @@
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "fcrn/lean_batch_norm_layer.hpp"
@@ -112,11 +111,12 @@ void LeanBatchNormLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
           << " give lr_mult 0 to params 0-2 and gamma, beta as params 3, 4";
     }
   }
+  learns_gamma_ = this->layer_param_.param_size() <= 3 ||
+      this->layer_param_.param(3).lr_mult() != 0;
   const vector<int> channel_shape(1, channels_);
   mean_.Reshape(channel_shape);
   inv_std_.Reshape(channel_shape);
   slope_.Reshape(channel_shape);
-  inv_gamma_.Reshape(channel_shape);
   sum1_.Reshape(channel_shape);
   sum2_.Reshape(channel_shape);
   keep_input_ = false;
@@ -169,13 +169,9 @@ void LeanBatchNormLayer<Dtype>::ComputeAffine(bool from_batch) {
     const Dtype scale = factor == 0 ? Dtype(0) : 1 / factor;
     const Dtype* running_mean = this->blobs_[0]->cpu_data();
     const Dtype* running_var = this->blobs_[1]->cpu_data();
-    const Dtype* gamma = this->blobs_[3]->cpu_data();
-    Dtype* inv_gamma = inv_gamma_.mutable_cpu_data();
     for (int c = 0; c < channels_; ++c) {
       mean[c] = scale * running_mean[c];
       inv_std[c] = 1 / std::sqrt(scale * running_var[c] + eps_);
-      inv_gamma[c] = gamma[c] == 0 ?
-          std::numeric_limits<Dtype>::quiet_NaN() : 1 / gamma[c];
     }
   }
   caffe_mul(channels_, this->blobs_[3]->cpu_data(), inv_std,
@@ -183,8 +179,8 @@ void LeanBatchNormLayer<Dtype>::ComputeAffine(bool from_batch) {
 }
 
 template <typename Dtype>
-void LeanBatchNormLayer<Dtype>::AccumulateParamDiffs() {
-  if (this->param_propagate_down(3)) {
+void LeanBatchNormLayer<Dtype>::AccumulateParamDiffs(bool gamma_diff) {
+  if (gamma_diff) {
     caffe_axpy(channels_, Dtype(1), sum2_.cpu_data(),
                this->blobs_[3]->mutable_cpu_diff());
   }
@@ -223,19 +219,16 @@ template <typename Dtype>
 void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   const Dtype* top_diff = top[0]->cpu_diff();
-  const bool need_xhat = !use_global_stats_ || this->param_propagate_down(3);
-  const Dtype* src = NULL;
-  const Dtype* xhat_offset = NULL;
-  const Dtype* xhat_scale = NULL;
-  if (need_xhat || this->param_propagate_down(4)) {
-    const bool from_output = bottom[0] == top[0] && !keep_input_;
-    src = keep_input_ ? input_copy_.cpu_data() : from_output ?
-        top[0]->cpu_data() : bottom[0]->cpu_data();
-    xhat_offset = from_output ? this->blobs_[4]->cpu_data() : mean_.cpu_data();
-    xhat_scale = from_output ? inv_gamma_.cpu_data() : inv_std_.cpu_data();
-    ChannelSums(num_, channels_, spatial_dim_, src, xhat_offset, xhat_scale,
-        top_diff, sum1_.mutable_cpu_data(), sum2_.mutable_cpu_data());
-    AccumulateParamDiffs();
+  // The input, or its copy where the layer ran in place and needs xhat
+  // (KeepsInput); in place without one, src is the output and only sum1
+  // (beta's gradient, the sum of dy) is used.
+  const Dtype* src = keep_input_ ? input_copy_.cpu_data() : bottom[0]->cpu_data();
+  const bool gamma_diff = GammaDiff(bottom[0] == top[0]);
+  if (!use_global_stats_ || gamma_diff || this->param_propagate_down(4)) {
+    ChannelSums(num_, channels_, spatial_dim_, src, mean_.cpu_data(),
+        inv_std_.cpu_data(), top_diff, sum1_.mutable_cpu_data(),
+        sum2_.mutable_cpu_data());
+    AccumulateParamDiffs(gamma_diff);
   }
   if (!propagate_down[0]) {
     return;
@@ -251,12 +244,14 @@ void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype inv_m = Dtype(1) / (num_ * spatial_dim_);
   const Dtype* sum1 = sum1_.cpu_data();
   const Dtype* sum2 = sum2_.cpu_data();
+  const Dtype* mean = mean_.cpu_data();
+  const Dtype* inv_std = inv_std_.cpu_data();
 #pragma omp parallel for if (ParallelLoop(bottom[0]->count()))
   for (int plane = 0; plane < num_ * channels_; ++plane) {
     const int c = plane % channels_;
     const int base = plane * spatial_dim_;
     for (int s = 0; s < spatial_dim_; ++s) {
-      const Dtype xhat = (src[base + s] - xhat_offset[c]) * xhat_scale[c];
+      const Dtype xhat = (src[base + s] - mean[c]) * inv_std[c];
       bottom_diff[base + s] = slope[c] * (top_diff[base + s]
           - sum1[c] * inv_m - xhat * sum2[c] * inv_m);
     }

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "fcrn/lean_batch_norm_layer.hpp"
@@ -118,15 +117,13 @@ __global__ void ChannelDotsGPU(const int m, const int channels,
 // Frozen statistics, as ComputeAffine(false).
 template <typename Dtype>
 __global__ void FrozenAffineGPU(const int channels, const Dtype eps,
-    const Dtype nan, const Dtype* running_mean, const Dtype* running_var,
-    const Dtype* factor, const Dtype* gamma, Dtype* mean, Dtype* inv_std,
-    Dtype* slope, Dtype* inv_gamma) {
+    const Dtype* running_mean, const Dtype* running_var, const Dtype* factor,
+    const Dtype* gamma, Dtype* mean, Dtype* inv_std, Dtype* slope) {
   const Dtype scale = factor[0] == 0 ? Dtype(0) : 1 / factor[0];
   CUDA_KERNEL_LOOP(c, channels) {
     mean[c] = scale * running_mean[c];
     inv_std[c] = 1 / sqrt(scale * running_var[c] + eps);
     slope[c] = gamma[c] * inv_std[c];
-    inv_gamma[c] = gamma[c] == 0 ? nan : 1 / gamma[c];
   }
 }
 
@@ -198,12 +195,12 @@ __global__ void ChannelAffineGPU(const int count, const int channels,
 template <typename Dtype>
 __global__ void BatchStatsBackwardGPU(const int count, const int channels,
     const int spatial_dim, const Dtype inv_m, const Dtype* top_diff,
-    const Dtype* src, const Dtype* xhat_offset, const Dtype* xhat_scale,
+    const Dtype* src, const Dtype* mean, const Dtype* inv_std,
     const Dtype* slope, const Dtype* sum1, const Dtype* sum2,
     Dtype* bottom_diff) {
   CUDA_KERNEL_LOOP(i, count) {
     const int c = (i / spatial_dim) % channels;
-    const Dtype xhat = (src[i] - xhat_offset[c]) * xhat_scale[c];
+    const Dtype xhat = (src[i] - mean[c]) * inv_std[c];
     bottom_diff[i] = slope[c] * (top_diff[i] - sum1[c] * inv_m
         - xhat * sum2[c] * inv_m);
   }
@@ -217,11 +214,10 @@ void LeanBatchNormLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   if (use_global_stats_) {
     // NOLINT_NEXT_LINE(whitespace/operators)
     FrozenAffineGPU<Dtype><<<CAFFE_GET_BLOCKS(channels_),
-        CAFFE_CUDA_NUM_THREADS>>>(channels_, eps_,
-        std::numeric_limits<Dtype>::quiet_NaN(), this->blobs_[0]->gpu_data(),
+        CAFFE_CUDA_NUM_THREADS>>>(channels_, eps_, this->blobs_[0]->gpu_data(),
         this->blobs_[1]->gpu_data(), this->blobs_[2]->gpu_data(), gamma,
         mean_.mutable_gpu_data(), inv_std_.mutable_gpu_data(),
-        slope_.mutable_gpu_data(), inv_gamma_.mutable_gpu_data());
+        slope_.mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
   } else {
     const int m = num_ * spatial_dim_;
@@ -260,23 +256,19 @@ template <typename Dtype>
 void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   const Dtype* top_diff = top[0]->gpu_diff();
-  const bool need_xhat = !use_global_stats_ || this->param_propagate_down(3);
-  const Dtype* src = NULL;
-  const Dtype* xhat_offset = NULL;
-  const Dtype* xhat_scale = NULL;
-  if (need_xhat || this->param_propagate_down(4)) {
-    const bool from_output = bottom[0] == top[0] && !keep_input_;
-    src = keep_input_ ? input_copy_.gpu_data() : from_output ?
-        top[0]->gpu_data() : bottom[0]->gpu_data();
-    xhat_offset = from_output ? this->blobs_[4]->gpu_data() : mean_.gpu_data();
-    xhat_scale = from_output ? inv_gamma_.gpu_data() : inv_std_.gpu_data();
+  // As Backward_cpu: the input or its copy; in place without one, only
+  // sum1 is used.
+  const Dtype* src = keep_input_ ? input_copy_.gpu_data() : bottom[0]->gpu_data();
+  const bool gamma_diff = GammaDiff(bottom[0] == top[0]);
+  if (!use_global_stats_ || gamma_diff || this->param_propagate_down(4)) {
     const int m = num_ * spatial_dim_;
     const int chunks = ReductionChunks(m);
     partials_.Reshape(vector<int>(1, 2 * channels_ * chunks));
     // NOLINT_NEXT_LINE(whitespace/operators)
     ChannelDotsGPU<Dtype><<<dim3(chunks, channels_),
         CAFFE_CUDA_NUM_THREADS>>>(m, channels_, spatial_dim_, src,
-        xhat_offset, xhat_scale, top_diff, partials_.mutable_gpu_data());
+        mean_.gpu_data(), inv_std_.gpu_data(), top_diff,
+        partials_.mutable_gpu_data());
     CUDA_POST_KERNEL_CHECK;
     // NOLINT_NEXT_LINE(whitespace/operators)
     ChannelDotTotalsGPU<Dtype><<<CAFFE_GET_BLOCKS(channels_),
@@ -284,8 +276,7 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
         sum1_.mutable_gpu_data(), sum2_.mutable_gpu_data(),
         this->param_propagate_down(4) ?
             this->blobs_[4]->mutable_gpu_diff() : NULL,
-        this->param_propagate_down(3) ?
-            this->blobs_[3]->mutable_gpu_diff() : NULL);
+        gamma_diff ? this->blobs_[3]->mutable_gpu_diff() : NULL);
     CUDA_POST_KERNEL_CHECK;
   }
   if (!propagate_down[0]) {
@@ -302,8 +293,8 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     // NOLINT_NEXT_LINE(whitespace/operators)
     BatchStatsBackwardGPU<Dtype><<<CAFFE_GET_BLOCKS(count),
         CAFFE_CUDA_NUM_THREADS>>>(count, channels_, spatial_dim_,
-        Dtype(1) / (num_ * spatial_dim_), top_diff, src, xhat_offset,
-        xhat_scale, slope_.gpu_data(), sum1_.gpu_data(), sum2_.gpu_data(),
+        Dtype(1) / (num_ * spatial_dim_), top_diff, src, mean_.gpu_data(),
+        inv_std_.gpu_data(), slope_.gpu_data(), sum1_.gpu_data(), sum2_.gpu_data(),
         bottom_diff);
   }
   CUDA_POST_KERNEL_CHECK;

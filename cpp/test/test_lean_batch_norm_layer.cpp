@@ -129,13 +129,11 @@ class LeanBatchNormLayerTest : public MultiDeviceTest<TypeParam> {
   // written on the device in use: they must still be only there. A host
   // read of GPU memory makes a head SYNCED, a host write HEAD_AT_CPU, and
   // then the solver (or NCCL, reading gpu_diff) would miss or re-copy them.
-  void CheckParamsStayOnDevice(bool use_global_stats, bool in_place,
-                               bool zero_gamma) {
+  void CheckParamsStayOnDevice(bool use_global_stats, bool in_place) {
     LeanBatchNormLayer<Dtype> layer(Param(use_global_stats));
     vector<Blob<Dtype>*> top_vec(1, in_place ? blob_bottom_ : blob_top_);
     layer.SetUp(blob_bottom_vec_, top_vec);
     FillParams(&layer);
-    if (zero_gamma) layer.blobs()[3]->mutable_cpu_data()[1] = 0;
     const bool gpu = Caffe::mode() == Caffe::GPU;
     for (int i = 0; i < 5; ++i) {
       Blob<Dtype>* blob = layer.blobs()[i].get();
@@ -245,11 +243,11 @@ TYPED_TEST(LeanBatchNormLayerTest, TestBatchStatsManyValuesEqualsBatchNormScale)
   this->CheckAgainstStock(false, true);
 }
 
-TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceZeroGamma) {
-  // In place, a zero gamma makes the input unrecoverable from the output.
-  // The layer keeps no copy either way (that would take a host read of gamma
-  // on the GPU): gamma's gradient is NaN there, exact elsewhere, and the
-  // gradients of the input and of beta stay exact.
+TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceLearntGammaAfterRewrite) {
+  // Frozen, in place, gamma learnt (one gamma 0): a later in-place layer
+  // rewrites the output before backward, as Dropout or a leaky ReLU do. The
+  // gradients are those of the input as it was: gamma's is sum dy * xhat,
+  // beta's sum dy, the input's dy * gamma / std.
   typedef typename TypeParam::Dtype Dtype;
   LeanBatchNormLayer<Dtype> layer(this->Param(true));
   layer.SetUp(this->blob_bottom_vec_, this->blob_bottom_vec_);
@@ -258,43 +256,69 @@ TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceZeroGamma) {
   Blob<Dtype> input;
   input.CopyFrom(*this->blob_bottom_, false, true);
   layer.Forward(this->blob_bottom_vec_, this->blob_bottom_vec_);
+  Dtype* output = this->blob_bottom_->mutable_cpu_data();
+  for (int i = 0; i < this->blob_bottom_->count(); ++i) {
+    output[i] = i % 3 ? 2 * output[i] : 0;
+  }
+  Blob<Dtype> top_diff(this->blob_bottom_->shape());
+  GaussianFiller<Dtype>(FillerParameter()).Fill(&top_diff);
+  caffe_copy(top_diff.count(), top_diff.cpu_data(),
+             this->blob_bottom_->mutable_cpu_diff());
+  layer.Backward(this->blob_bottom_vec_, vector<bool>(1, true),
+                 this->blob_bottom_vec_);
+  const vector<shared_ptr<Blob<Dtype> > >& p = layer.blobs();
+  for (int c = 0; c < 3; ++c) {
+    const double mean = p[0]->cpu_data()[c] / 2;
+    const double inv_std = 1 / std::sqrt(p[1]->cpu_data()[c] / 2 + 1e-5);
+    double gamma_diff = 0, beta_diff = 0;
+    for (int n = 0; n < 2; ++n) {
+      for (int h = 0; h < 4; ++h) {
+        for (int w = 0; w < 5; ++w) {
+          const double dy = top_diff.data_at(n, c, h, w);
+          gamma_diff += dy * (input.data_at(n, c, h, w) - mean) * inv_std;
+          beta_diff += dy;
+          EXPECT_NEAR(this->blob_bottom_->diff_at(n, c, h, w),
+                      dy * p[3]->cpu_data()[c] * inv_std, 1e-4);
+        }
+      }
+    }
+    EXPECT_NEAR(p[3]->cpu_diff()[c], gamma_diff, 1e-3);
+    EXPECT_NEAR(p[4]->cpu_diff()[c], beta_diff, 1e-4);
+  }
+}
+
+TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceFixedGammaGetsNoGradient) {
+  // gamma fixed (lr_mult 0) but asked for its gradient, as force_backward
+  // does: in place the layer keeps no copy of its input, so it leaves
+  // gamma's diff as it is; beta's and the input's are exact.
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter param = this->Param(true);
+  for (int i = 0; i < 5; ++i) param.add_param()->set_lr_mult(i == 4);
+  LeanBatchNormLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_bottom_vec_);
+  this->FillParams(&layer);
+  caffe_set(3, Dtype(7), layer.blobs()[3]->mutable_cpu_diff());
+  layer.Forward(this->blob_bottom_vec_, this->blob_bottom_vec_);
   caffe_set(this->blob_bottom_->count(), Dtype(1),
             this->blob_bottom_->mutable_cpu_diff());
   layer.Backward(this->blob_bottom_vec_, vector<bool>(1, true),
                  this->blob_bottom_vec_);
-  // With dy = 1: d loss / d gamma_c = sum over the channel of xhat,
-  // d loss / d beta_c = the channel's size, d loss / dx = gamma_c / std_c.
   const vector<shared_ptr<Blob<Dtype> > >& p = layer.blobs();
   for (int c = 0; c < 3; ++c) {
-    const double inv_std = 1 / std::sqrt(p[1]->cpu_data()[c] / 2 + 1e-5);
-    double expected = 0;
-    for (int n = 0; n < 2; ++n) {
-      for (int h = 0; h < 4; ++h) {
-        for (int w = 0; w < 5; ++w) {
-          expected += (input.data_at(n, c, h, w) - p[0]->cpu_data()[c] / 2) *
-              inv_std;
-          EXPECT_NEAR(this->blob_bottom_->diff_at(n, c, h, w),
-                      p[3]->cpu_data()[c] * inv_std, 1e-4);
-        }
-      }
-    }
-    if (c == 1) {
-      EXPECT_TRUE(std::isnan(p[3]->cpu_diff()[c]));
-    } else {
-      EXPECT_NEAR(p[3]->cpu_diff()[c], expected, 1e-3);
-    }
+    EXPECT_EQ(p[3]->cpu_diff()[c], 7);
     EXPECT_NEAR(p[4]->cpu_diff()[c], 2 * 4 * 5, 1e-4);
+    const double inv_std = 1 / std::sqrt(p[1]->cpu_data()[c] / 2 + 1e-5);
+    EXPECT_NEAR(this->blob_bottom_->diff_at(0, c, 1, 2),
+                p[3]->cpu_data()[c] * inv_std, 1e-4);
   }
 }
 
 TYPED_TEST(LeanBatchNormLayerTest, TestParamsStayOnDevice) {
   for (int global = 0; global < 2; ++global) {
     for (int in_place = 0; in_place < 2; ++in_place) {
-      for (int zero_gamma = 0; zero_gamma < 2; ++zero_gamma) {
-        SCOPED_TRACE(::testing::Message() << "use_global_stats " << global
-            << ", in place " << in_place << ", zero gamma " << zero_gamma);
-        this->CheckParamsStayOnDevice(global, in_place, zero_gamma);
-      }
+      SCOPED_TRACE(::testing::Message() << "use_global_stats " << global
+          << ", in place " << in_place);
+      this->CheckParamsStayOnDevice(global, in_place);
     }
   }
 }

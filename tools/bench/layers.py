@@ -25,7 +25,12 @@ TITLE = "# Layer benchmarks"
 LOSS_SHAPES = [("VOC-like", (n, 21, 65, 65)) for n in (1, 2, 5, 10)] + \
               [("Cityscapes-like", (1, 19, 128, 256))]
 BN_SHAPE = (1, 256, 161, 161)
-BN_VARIANTS = ["none", "lean-frozen", "stock-frozen", "lean-batch", "stock-batch"]
+# frozen: statistics, gamma and beta fixed (the paper's); affine: statistics
+# fixed, gamma and beta learnt; batch: batch statistics, gamma and beta learnt.
+BN_VARIANTS = ["none", "lean-frozen", "stock-frozen", "lean-affine", "stock-affine",
+               "lean-batch", "stock-batch"]
+BN_MODES = {"frozen": "frozen, gamma and beta fixed (the paper's)",
+            "affine": "frozen, gamma and beta learnt", "batch": "batch"}
 
 
 def build_net(netspec):
@@ -87,12 +92,15 @@ def bn_net(variant):
     n = caffe.NetSpec()
     n.x = L.Input(shape=dict(dim=list(BN_SHAPE)))
     kind, _, mode = variant.partition("-")
-    bn_param = dict(use_global_stats=(mode == "frozen"))
+    bn_param = dict(use_global_stats=(mode != "batch"))
+    # lr_mult of gamma and beta
+    affine = [dict(lr_mult=0)] * 2 if mode == "frozen" else [dict(lr_mult=1)] * 2
     if kind == "lean":
-        n.y = L.LeanBatchNorm(n.x, batch_norm_param=bn_param, in_place=True)
+        n.y = L.LeanBatchNorm(n.x, batch_norm_param=bn_param, in_place=True,
+                              param=[dict(lr_mult=0)] * 3 + affine)
     elif kind == "stock":
         n.bn = L.BatchNorm(n.x, batch_norm_param=bn_param, in_place=True)
-        n.y = L.Scale(n.bn, scale_param=dict(bias_term=True), in_place=True)
+        n.y = L.Scale(n.bn, scale_param=dict(bias_term=True), in_place=True, param=affine)
     n.loss = L.Reduction(n.x, loss_weight=1)  # sets every output gradient to 1
     net = build_net(n)
     # Channel by channel: an input-sized temporary would raise the peak RSS
@@ -154,8 +162,9 @@ def write_report(path, loss_rows, bn_rows, repeats):
         "", "## LeanBatchNorm vs BatchNorm + Scale, in place (CPU)", "",
         "Blob %s (%.1f MiB of data). Extra memory: peak resident set of a fresh "
         "process after one forward + backward, minus that of the same net "
-        "without the layer. Target: frozen LeanBatchNorm allocates no "
-        "input-sized buffer and is no slower." % ("x".join(map(str, BN_SHAPE)), input_mb), "",
+        "without the layer. Target: frozen LeanBatchNorm as the paper trains "
+        "(statistics, gamma and beta fixed) allocates no input-sized buffer and "
+        "is no slower." % ("x".join(map(str, BN_SHAPE)), input_mb), "",
         "| layer | statistics | extra MiB | input-sized buffers | forward+backward ms |",
         "|---|---|---:|---:|---:|",
     ]
@@ -163,8 +172,8 @@ def write_report(path, loss_rows, bn_rows, repeats):
         kind, _, mode = r["variant"].partition("-")
         lines.append("| %s | %s | %.1f | %.1f | %.1f |" % (
             "LeanBatchNorm" if kind == "lean" else "BatchNorm + Scale",
-            "frozen (global)" if mode == "frozen" else "batch", r["extra_mb"],
-            r["extra_mb"] / input_mb, r["ms"]))
+            BN_MODES[mode], r["extra_mb"],
+            round(r["extra_mb"] / input_mb, 1) or 0.0, r["ms"]))  # no "-0.0"
     fileio.atomic_write(path, "\n".join(lines) + "\n")
 
 

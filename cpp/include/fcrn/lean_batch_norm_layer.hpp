@@ -26,14 +26,13 @@ namespace caffe {
  * true in the TEST phase; moving_average_fraction; eps).
  *
  * Memory, beyond per-channel vectors:
- *   - use_global_stats (frozen, as the paper trains): a per-channel linear
- *     map, no input-sized buffer. When gamma is learnt and the layer runs in
- *     place, the normalised input is recovered from the output as
- *     (y - beta) / gamma, which stays exact under in-place layers that keep y
- *     wherever its gradient is non-zero (ReLU). Where gamma is exactly zero
- *     the input is lost, and gamma's gradient there is NaN rather than a
- *     wrong number (zero-initialise gamma with batch statistics, as
- *     `--bn-stats batch` nets do, or run the layer out of place).
+ *   - use_global_stats (frozen, as the paper trains: gamma and beta fixed
+ *     too): a per-channel linear map, no input-sized buffer. In place with a
+ *     learnt gamma (lr_mult not 0), one copy of the input: gamma's gradient
+ *     needs the normalised input, which the output does not give back once
+ *     a later in-place layer (Dropout, a leaky ReLU) has rewritten it. So a
+ *     fixed gamma in place gets no gradient even where force_backward asks
+ *     for one (its diff is left as it is).
  *   - batch statistics: no buffer out of place; one copy of the input in
  *     place (BatchNorm + Scale in place keep four input-sized buffers).
  */
@@ -67,25 +66,29 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  /// Whether forward keeps a copy of its input for backward: only in place
-  /// with batch statistics, whose backward needs xhat everywhere, where an
-  /// in-place ReLU zeroed the output too. Frozen, xhat is recovered from the
-  /// output, so the decision never depends on gamma's values (on the GPU
-  /// that would be a read back to the host every pass).
+  /// Whether forward keeps a copy of its input for backward: in place, when
+  /// backward needs xhat (batch statistics, or a learnt gamma). It depends
+  /// on the net definition only, never on values (on the GPU a value would
+  /// be read back to the host every pass).
   bool KeepsInput(bool in_place) const {
-    return in_place && !use_global_stats_;
+    return in_place && (!use_global_stats_ || learns_gamma_);
+  }
+  /// Whether backward adds gamma's gradient: where asked for and xhat is at
+  /// hand (the input, or its copy).
+  bool GammaDiff(bool in_place) {
+    return this->param_propagate_down(3) && (!in_place || keep_input_);
   }
 
   // Per-channel bookkeeping of the CPU path (the GPU path has kernels).
-  /// Sets mean_, inv_std_, slope_ (gamma / std) and, when frozen, inv_gamma_
-  /// from the stored statistics, or from the batch sums in sum1_ / sum2_,
+  /// Sets mean_, inv_std_ and slope_ (gamma / std) from the stored statistics, or from the batch sums in sum1_ / sum2_,
   /// updating the moving averages.
   void ComputeAffine(bool from_batch);
   /// Adds the per-channel sums in sum1_ (of dy) and sum2_ (of dy * xhat) to
-  /// the gradients of beta and gamma where these are learnt.
-  void AccumulateParamDiffs();
+  /// the gradients of beta (where asked for) and of gamma (if gamma_diff).
+  void AccumulateParamDiffs(bool gamma_diff);
 
   bool use_global_stats_;
+  bool learns_gamma_;  ///< gamma's lr_mult is not 0
   Dtype moving_average_fraction_;
   Dtype eps_;
   int channels_;
@@ -94,9 +97,8 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   bool keep_input_;  ///< forward saved the input into input_copy_
   Blob<Dtype> input_copy_;
   // Per-channel vectors (C). Backward reads xhat = (x - mean_) * inv_std_
-  // from the input, or (y - beta) * inv_gamma_ from the output (inv_gamma_ is
-  // NaN where gamma is 0: xhat cannot be recovered there).
-  Blob<Dtype> mean_, inv_std_, slope_, inv_gamma_;
+  // from the input or its copy.
+  Blob<Dtype> mean_, inv_std_, slope_;
   Blob<Dtype> sum1_, sum2_;
   // GPU only: per-block partial sums of the channel reductions.
   Blob<Dtype> partials_;
