@@ -222,7 +222,8 @@ void LeanBatchNormLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   // The input, or its copy where the layer ran in place and needs xhat
   // (KeepsInput); in place without one, src is the output and only sum1
   // (beta's gradient, the sum of dy) is used.
-  const Dtype* src = keep_input_ ? input_copy_.cpu_data() : bottom[0]->cpu_data();
+  const Dtype* src =
+      keep_input_ ? input_copy_.cpu_data() : bottom[0]->cpu_data();
   const bool gamma_diff = GammaDiff(bottom[0] == top[0]);
   if (!use_global_stats_ || gamma_diff || this->param_propagate_down(4)) {
     ChannelSums(num_, channels_, spatial_dim_, src, mean_.cpu_data(),

@@ -258,7 +258,8 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   const Dtype* top_diff = top[0]->gpu_diff();
   // As Backward_cpu: the input or its copy; in place without one, only
   // sum1 is used.
-  const Dtype* src = keep_input_ ? input_copy_.gpu_data() : bottom[0]->gpu_data();
+  const Dtype* src =
+      keep_input_ ? input_copy_.gpu_data() : bottom[0]->gpu_data();
   const bool gamma_diff = GammaDiff(bottom[0] == top[0]);
   if (!use_global_stats_ || gamma_diff || this->param_propagate_down(4)) {
     const int m = num_ * spatial_dim_;
@@ -294,8 +295,8 @@ void LeanBatchNormLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     BatchStatsBackwardGPU<Dtype><<<CAFFE_GET_BLOCKS(count),
         CAFFE_CUDA_NUM_THREADS>>>(count, channels_, spatial_dim_,
         Dtype(1) / (num_ * spatial_dim_), top_diff, src, mean_.gpu_data(),
-        inv_std_.gpu_data(), slope_.gpu_data(), sum1_.gpu_data(), sum2_.gpu_data(),
-        bottom_diff);
+        inv_std_.gpu_data(), slope_.gpu_data(), sum1_.gpu_data(),
+        sum2_.gpu_data(), bottom_diff);
   }
   CUDA_POST_KERNEL_CHECK;
 }

@@ -80,8 +80,9 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   }
 
   // Per-channel bookkeeping of the CPU path (the GPU path has kernels).
-  /// Sets mean_, inv_std_ and slope_ (gamma / std) from the stored statistics, or from the batch sums in sum1_ / sum2_,
-  /// updating the moving averages.
+  /// Sets mean_, inv_std_ and slope_ (gamma / std) from the stored
+  /// statistics, or from the batch sums in sum1_ / sum2_, updating the moving
+  /// averages.
   void ComputeAffine(bool from_batch);
   /// Adds the per-channel sums in sum1_ (of dy) and sum2_ (of dy * xhat) to
   /// the gradients of beta (where asked for) and of gamma (if gamma_diff).
