@@ -23,7 +23,7 @@ from fcrn.infer import geometry  # noqa: E402
 C = 3  # classes
 
 
-def picker_net(shift=False, stem_pool=False):
+def picker_net(shift=False, stem_pool=False, bias=False):
     """conv 7x7/2 pad 3 -> conv 3x3/2 pad 0 -> [shift] -> conv 1x1/2: picks
     input pixel 8j + 2, the ResNet stem's grid (conv1, pool1, res3a)."""
     n = caffe.NetSpec()
@@ -43,15 +43,17 @@ def picker_net(shift=False, stem_pool=False):
         n.shift = L.Python(x, n.pass_, python_param={"module": "fcrn_shift",
                                                      "layer": "ShiftLayer"})
         x = n.shift
-    n.score = L.Convolution(x, num_output=C, kernel_size=1, stride=2, bias_term=False)
+    n.score = L.Convolution(x, num_output=C, kernel_size=1, stride=2, bias_term=bias)
     text = str(n.to_proto()).replace('"pass_"', '"pass"')
     return text
 
 
-def make_picker(tmp_path, shift=False):
+def make_picker(tmp_path, shift=False, bias=None):
+    """bias: the score's bias per class (None: no bias), which is all that
+    cells seeing only padding score."""
     proto = str(tmp_path / ("picker%d.prototxt" % shift))
     with open(proto, "w") as f:
-        f.write(picker_net(shift))
+        f.write(picker_net(shift, bias=bias is not None))
     net = caffe.Net(proto, caffe.TEST)
     for name in ("conv1", "pool1", "score"):
         w = net.params[name][0].data
@@ -59,6 +61,8 @@ def make_picker(tmp_path, shift=False):
         k = w.shape[2] // 2
         for c in range(C):
             w[c, c, k, k] = 1
+    if bias is not None:
+        net.params["score"][1].data[...] = bias
     weights = str(tmp_path / ("picker%d.caffemodel" % shift))
     net.save(weights)
     return proto, weights
@@ -140,6 +144,20 @@ def test_tiles_and_batches_equal_whole_image(tmp_path):
     assert geometry.tiles((80, 96), tiled.tile, tiled.overlap, tiled.stride)[-1] == \
         (56, 64, 24, 32)
     assert tiled.forwards == 30
+
+
+@pytest.mark.parametrize("tile", [(64, 72), (16, 200), (200, 16)])
+def test_a_tile_larger_than_the_image_is_cut_to_it(tmp_path, tile):
+    """A view is not padded beyond the stride to fit a tile: cells centred in
+    such padding, here scoring class 2 (the bias), took part in the last
+    pixels' interpolation (48 x 64: the last 5 rows and columns)."""
+    proto, weights = make_picker(tmp_path, bias=[0, 0, 70])
+    for axis in (0, 1):
+        image = image_of(truth_map(48, 64, stride=8, axis=axis))
+        whole = segmenter(proto, weights).predict([image])[0]
+        tiled = segmenter(proto, weights, tile=tile).predict([image])[0]
+        np.testing.assert_array_equal(tiled, whole)
+    assert geometry.tiles((48, 64), (64, 72), 0.5, 8) == [(0, 0, 48, 64)]
 
 
 def test_flip_view_maps_back(tmp_path):

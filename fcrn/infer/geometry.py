@@ -160,12 +160,14 @@ def interleave(passes):
 
 def tiles(shape, tile, overlap, stride):
     """[(y, x, th, tw)] of the sliding-window tiles of an (h, w) view padded
-    to `tile` (or the whole view when `tile` is None): origins on multiples
-    of `stride`, the last tile flush with the far edge."""
+    to the stride (or the whole view when `tile` is None): origins on
+    multiples of `stride`, the last tile flush with the far edge; a tile
+    longer than the view is cut to it, as padding would only add cells that
+    see none of the image."""
     h, w = shape
     if not tile:
         return [(0, 0, h, w)]
-    th, tw = tile
+    th, tw = min(tile[0], h), min(tile[1], w)
     out = []
     for length, t in ((h, th), (w, tw)):
         step = max(stride, int((1 - overlap) * t) // stride * stride)

@@ -70,7 +70,7 @@ class Segmenter:
 
     def prepare(self, image, view):
         """(net input C x H x W: resized, flipped, mean-subtracted and padded
-        to the stride and tile, (h, w) of the view before padding)."""
+        to the stride, (h, w) of the view before padding)."""
         import cv2
         img = image
         if view.scale != 1.0:
@@ -82,8 +82,7 @@ class Segmenter:
         x = img.transpose(2, 0, 1).astype(np.float32) - self.mean
         h, w = x.shape[1:]
         s = self.stride
-        th, tw = self.tile if self.tile else (0, 0)
-        ph, pw = max(-(-h // s) * s, th), max(-(-w // s) * s, tw)
+        ph, pw = -(-h // s) * s, -(-w // s) * s
         if (ph, pw) != (h, w):
             x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)))  # zeros = mean colour
         return x, (h, w)
