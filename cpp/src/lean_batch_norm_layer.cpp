@@ -111,8 +111,10 @@ void LeanBatchNormLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
           << " give lr_mult 0 to params 0-2 and gamma, beta as params 3, 4";
     }
   }
-  learns_gamma_ = this->layer_param_.param_size() <= 3 ||
-      this->layer_param_.param(3).lr_mult() != 0;
+  // A TEST net runs Forward only: it keeps no copy for gamma's gradient.
+  learns_gamma_ = this->phase_ == TRAIN &&
+      (this->layer_param_.param_size() <= 3 ||
+       this->layer_param_.param(3).lr_mult() != 0);
   const vector<int> channel_shape(1, channels_);
   mean_.Reshape(channel_shape);
   inv_std_.Reshape(channel_shape);

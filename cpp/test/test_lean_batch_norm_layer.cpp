@@ -125,6 +125,25 @@ class LeanBatchNormLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // Frozen and in place: forward, backward with dy = 1; gamma's diff must
+  // stay as it was (7), beta's and the input's be exact.
+  void CheckNoGammaDiff(const LayerParameter& param) {
+    LeanBatchNormLayer<Dtype> layer(param);
+    layer.SetUp(blob_bottom_vec_, blob_bottom_vec_);
+    FillParams(&layer);
+    caffe_set(3, Dtype(7), layer.blobs()[3]->mutable_cpu_diff());
+    layer.Forward(blob_bottom_vec_, blob_bottom_vec_);
+    caffe_set(blob_bottom_->count(), Dtype(1), blob_bottom_->mutable_cpu_diff());
+    layer.Backward(blob_bottom_vec_, vector<bool>(1, true), blob_bottom_vec_);
+    const vector<shared_ptr<Blob<Dtype> > >& p = layer.blobs();
+    for (int c = 0; c < 3; ++c) {
+      EXPECT_EQ(p[3]->cpu_diff()[c], 7);
+      EXPECT_NEAR(p[4]->cpu_diff()[c], 2 * 4 * 5, 1e-4);
+      const double inv_std = 1 / std::sqrt(p[1]->cpu_data()[c] / 2 + 1e-5);
+      EXPECT_NEAR(blob_bottom_->diff_at(0, c, 1, 2),
+                  p[3]->cpu_data()[c] * inv_std, 1e-4);
+    }
+  }
   // Forward and backward with every parameter blob's data and diff last
   // written on the device in use: they must still be only there. A host
   // read of GPU memory makes a head SYNCED, a host write HEAD_AT_CPU, and
@@ -288,28 +307,21 @@ TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceLearntGammaAfterRewrite) {
 }
 
 TYPED_TEST(LeanBatchNormLayerTest, TestFrozenInPlaceFixedGammaGetsNoGradient) {
-  // gamma fixed (lr_mult 0) but asked for its gradient, as force_backward
-  // does: in place the layer keeps no copy of its input, so it leaves
-  // gamma's diff as it is; beta's and the input's are exact.
+  // gamma fixed (lr_mult 0), or in a TEST net, but asked for its gradient,
+  // as force_backward does: in place the layer keeps no copy of its input,
+  // so it leaves gamma's diff as it is; beta's and the input's are exact.
   typedef typename TypeParam::Dtype Dtype;
-  LayerParameter param = this->Param(true);
-  for (int i = 0; i < 5; ++i) param.add_param()->set_lr_mult(i == 4);
-  LeanBatchNormLayer<Dtype> layer(param);
-  layer.SetUp(this->blob_bottom_vec_, this->blob_bottom_vec_);
-  this->FillParams(&layer);
-  caffe_set(3, Dtype(7), layer.blobs()[3]->mutable_cpu_diff());
-  layer.Forward(this->blob_bottom_vec_, this->blob_bottom_vec_);
-  caffe_set(this->blob_bottom_->count(), Dtype(1),
-            this->blob_bottom_->mutable_cpu_diff());
-  layer.Backward(this->blob_bottom_vec_, vector<bool>(1, true),
-                 this->blob_bottom_vec_);
-  const vector<shared_ptr<Blob<Dtype> > >& p = layer.blobs();
-  for (int c = 0; c < 3; ++c) {
-    EXPECT_EQ(p[3]->cpu_diff()[c], 7);
-    EXPECT_NEAR(p[4]->cpu_diff()[c], 2 * 4 * 5, 1e-4);
-    const double inv_std = 1 / std::sqrt(p[1]->cpu_data()[c] / 2 + 1e-5);
-    EXPECT_NEAR(this->blob_bottom_->diff_at(0, c, 1, 2),
-                p[3]->cpu_data()[c] * inv_std, 1e-4);
+  for (int test_phase = 0; test_phase < 2; ++test_phase) {
+    SCOPED_TRACE(test_phase ? "TEST, gamma learnt" : "TRAIN, gamma fixed");
+    FillerParameter filler_param;
+    filler_param.set_mean(0.5);
+    GaussianFiller<Dtype>(filler_param).Fill(this->blob_bottom_);
+    LayerParameter param = this->Param(true);
+    param.set_phase(test_phase ? TEST : TRAIN);
+    for (int i = 0; i < 5; ++i) {
+      param.add_param()->set_lr_mult(i == 4 || (test_phase && i == 3));
+    }
+    this->CheckNoGammaDiff(param);
   }
 }
 

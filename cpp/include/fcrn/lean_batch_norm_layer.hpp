@@ -28,11 +28,12 @@ namespace caffe {
  * Memory, beyond per-channel vectors:
  *   - use_global_stats (frozen, as the paper trains: gamma and beta fixed
  *     too): a per-channel linear map, no input-sized buffer. In place with a
- *     learnt gamma (lr_mult not 0), one copy of the input: gamma's gradient
- *     needs the normalised input, which the output does not give back once
- *     a later in-place layer (Dropout, a leaky ReLU) has rewritten it. So a
- *     fixed gamma in place gets no gradient even where force_backward asks
- *     for one (its diff is left as it is).
+ *     learnt gamma (lr_mult not 0) in the TRAIN phase, one copy of the
+ *     input: gamma's gradient needs the normalised input, which the output
+ *     does not give back once a later in-place layer (Dropout, a leaky ReLU)
+ *     has rewritten it. So in place a gamma fixed, or in a TEST net, gets no
+ *     gradient even where force_backward asks for one (its diff is left as
+ *     it is).
  *   - batch statistics: no buffer out of place; one copy of the input in
  *     place (BatchNorm + Scale in place keep four input-sized buffers).
  */
@@ -89,7 +90,7 @@ class LeanBatchNormLayer : public Layer<Dtype> {
   void AccumulateParamDiffs(bool gamma_diff);
 
   bool use_global_stats_;
-  bool learns_gamma_;  ///< gamma's lr_mult is not 0
+  bool learns_gamma_;  ///< TRAIN phase, and gamma's lr_mult is not 0
   Dtype moving_average_fraction_;
   Dtype eps_;
   int channels_;
