@@ -202,6 +202,33 @@ def test_lmdb_source_serves_what_the_list_serves(tmp_path, coded):
             np.testing.assert_array_equal(x["label"], y["label"])
 
 
+def test_a_truncated_lmdb_is_refused_not_a_crash(tmp_path, coded):
+    """An LMDB cut short (an interrupted copy, a full disk) killed the
+    process with SIGBUS at its first read, in the data layer and in a rerun
+    of make_lmdb; both name it now, and --force writes it again."""
+    import subprocess
+    import sys
+    from fcrn.data.sources import read_lmdb_meta, write_lmdb
+    path, _ = coded
+    db = str(tmp_path / "d.lmdb")
+    write_lmdb(path, db, num_classes=NUM_CLASSES)
+    data = os.path.join(db, "data.mdb")
+    size = os.path.getsize(data)
+    os.truncate(data, size // 2)
+    # in a child: on a crash it dies, not pytest
+    for code in ("from fcrn.data.sources import read_lmdb_meta as f; f(%r)" % db,
+                 "from fcrn.data.sources import write_lmdb as f; f(%r, %r, num_classes=%d)"
+                 % (path, db, NUM_CLASSES)):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1].endswith(
+            "%s: LMDB truncated (data.mdb holds %d bytes of the %d its pages take): "
+            "copy or write it again" % (db, size // 2, size)), result.stderr[-2000:]
+    write_lmdb(path, db, num_classes=NUM_CLASSES, force=True)
+    assert read_lmdb_meta(db)["count"] == 10
+
+
 def test_params_from_yaml_and_unknown_keys_rejected(tmp_path, coded):
     path, _ = coded
     proto = tmp_path / "y.prototxt"

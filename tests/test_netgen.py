@@ -175,6 +175,8 @@ def test_bootstrap_dropout_and_simulation_appear_in_the_nets_and_solver():
     assert solver.iter_size == 12  # 3 images x 4 passes per update
     assert solver.test_iter == [4 * 1449]
     assert solver.train_net == 'nets/train.prototxt'
+    # --test-iter counts images too: every pass of each, a test starting at pass 0
+    assert netgen.solver(v, netgen.SolverSettings(test_iter=5), 'nets').test_iter == [20]
 
 
 def test_plain_variant_uses_softmax_and_two_data_tops():

@@ -101,6 +101,21 @@ def shared_env(path):
         return _ENVS[key]
 
 
+class TruncatedLmdb(InputError):
+    """An LMDB whose data.mdb is shorter than its pages."""
+
+
+def check_complete(env, path):
+    """Raises TruncatedLmdb where data.mdb ends before the last page its meta
+    pages name (an interrupted copy, a full disk): reading such a page maps
+    nothing and kills the process (SIGBUS). Reads the meta pages only."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    have = os.path.getsize(os.path.join(path, "data.mdb"))
+    if have < need:
+        raise TruncatedLmdb("%s: LMDB truncated (data.mdb holds %d bytes of the %d its "
+                            "pages take): copy or write it again" % (path, have, need))
+
+
 def read_lmdb_meta(path):
     import lmdb
     if not is_lmdb(path):
@@ -111,6 +126,7 @@ def read_lmdb_meta(path):
     try:
         if private:
             env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+        check_complete(env, path)
         with env.begin() as txn:
             raw = txn.get(META_KEY)
     except lmdb.Error as e:
@@ -161,6 +177,9 @@ def write_lmdb(list_path, out_path, root=None, num_classes=None, skip_bad=False,
         if read_lmdb_meta(out_path).get("fingerprint") == fp:
             log.info("%s is up to date", out_path)
             return read_lmdb_meta(out_path)
+    except TruncatedLmdb:
+        if not force:  # which output it was cannot be read: name why
+            raise
     except InputError:
         pass
 

@@ -366,7 +366,7 @@ class SolverSettings:
     snapshot: int = 2000
     snapshot_prefix: Optional[str] = None
     test_interval: int = 2000
-    test_iter: Optional[int] = None   # None: every validation image, every pass
+    test_iter: Optional[int] = None   # validation images (None: all), each every pass
     solver_mode: Optional[str] = None  # 'CPU' or 'GPU'; None: the loaded Caffe's build
     random_seed: Optional[int] = None  # Caffe's seed of fillers, dropout, DummyData
 
@@ -413,7 +413,7 @@ def solver(variant, settings, net_dir):
         s.type = settings.solver_type
     s.train_net = os.path.join(net_dir, 'train.prototxt')
     s.test_net.append(os.path.join(net_dir, 'test.prototxt'))
-    s.test_iter.append(settings.test_iter or _val_images(variant) * variant.passes)
+    s.test_iter.append((settings.test_iter or _val_images(variant)) * variant.passes)
     s.test_interval = settings.test_interval
     s.test_initialization = False
     s.base_lr = settings.base_lr

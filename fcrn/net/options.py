@@ -116,7 +116,8 @@ SOLVER_OPTIONS = [
     ('--snapshot-prefix', 'snapshot_prefix', dict(help='default: snapshots/DATASET_VARIANT')),
     ('--test-interval', 'test_interval', dict(type=cli.positive_int)),
     ('--test-iter', 'test_iter', dict(type=cli.positive_int,
-                                      help='default: every validation image, every pass')),
+                                      help='validation images per test (default: all); '
+                                           'times 4 forwards with --simulate-resolution')),
     ('--solver-mode', 'solver_mode', dict(choices=('GPU', 'CPU'), type=str.upper,
                                           help='default: GPU with a CUDA build of Caffe '
                                                'on a machine with a GPU, else CPU')),
