@@ -229,6 +229,18 @@ def test_a_truncated_lmdb_is_refused_not_a_crash(tmp_path, coded):
     assert read_lmdb_meta(db)["count"] == 10
 
 
+def test_make_lmdb_reruns_as_a_no_op_whatever_the_root_is_spelt(tmp_path, coded, monkeypatch):
+    from fcrn.data.sources import write_lmdb
+    path, _ = coded
+    db = str(tmp_path / "d.lmdb")
+    write_lmdb(path, db, root=str(tmp_path / "d"), num_classes=NUM_CLASSES)
+    written = os.stat(os.path.join(db, "data.mdb")).st_mtime_ns
+    monkeypatch.chdir(tmp_path)
+    for root in ("d", "./d/", str(tmp_path / "d" / ".." / "d")):
+        write_lmdb(path, db, root=root, num_classes=NUM_CLASSES)
+        assert os.stat(os.path.join(db, "data.mdb")).st_mtime_ns == written, root
+
+
 def test_params_from_yaml_and_unknown_keys_rejected(tmp_path, coded):
     path, _ = coded
     proto = tmp_path / "y.prototxt"

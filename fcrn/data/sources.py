@@ -171,8 +171,9 @@ def write_lmdb(list_path, out_path, root=None, num_classes=None, skip_bad=False,
                            "list); pass it explicitly" % list_path)
     files = [p for pair in pairs for p in pair]
     fileio.check_disjoint([out_path], [list_path] + files)
+    # The files' absolute paths stand for `root`, however it is spelt.
     fp = fingerprint([list_path] + files, {"format": FORMAT, "num_classes": num_classes,
-                                           "skip_bad": bool(skip_bad), "root": root})
+                                           "skip_bad": bool(skip_bad)})
     try:
         if read_lmdb_meta(out_path).get("fingerprint") == fp:
             log.info("%s is up to date", out_path)
