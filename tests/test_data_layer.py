@@ -224,7 +224,8 @@ def test_a_truncated_lmdb_is_refused_not_a_crash(tmp_path, coded):
         assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1].endswith(
             "%s: LMDB truncated (data.mdb holds %d bytes of the %d its pages take): "
-            "copy or write it again" % (db, size // 2, size)), result.stderr[-2000:]
+            "copy it again, or write it again with make_lmdb.py --force"
+            % (db, size // 2, size)), result.stderr[-2000:]
     write_lmdb(path, db, num_classes=NUM_CLASSES, force=True)
     assert read_lmdb_meta(db)["count"] == 10
 

@@ -113,7 +113,8 @@ def check_complete(env, path):
     have = os.path.getsize(os.path.join(path, "data.mdb"))
     if have < need:
         raise TruncatedLmdb("%s: LMDB truncated (data.mdb holds %d bytes of the %d its "
-                            "pages take): copy or write it again" % (path, have, need))
+                            "pages take): copy it again, or write it again with "
+                            "make_lmdb.py --force" % (path, have, need))
 
 
 def read_lmdb_meta(path):
