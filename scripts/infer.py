@@ -63,8 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--passes", type=int, choices=[1, 4],
                    help="shifted test passes (default: 4 when the net has a 'pass' input)")
     p.add_argument("--batch-size", "--batch", dest="batch_size", type=cli.positive_int,
-                   default=1, metavar="N", help="net inputs of one shape per forward "
-                   "(tiles, or views smaller than a tile, or whole views; default: 1)")
+                   default=1, metavar="N", help="net inputs per forward, all of one "
+                   "shape: a tile's, or a whole view's (default: 1)")
     p.add_argument("--gpu", type=cli.nonnegative_int, metavar="N",
                    help="run on GPU N (CUDA build)")
     p.add_argument("--mean", type=cli.finite, nargs=3, default=datasets.MEAN_BGR,
