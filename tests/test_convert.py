@@ -101,6 +101,46 @@ def test_refuses_a_deeper_net_listing_the_uninitialised_layers(imagenet, tmp_pat
     assert not os.path.exists(output)
 
 
+def with_layer(model, like, name, shape=None):
+    """The caffemodel `model` (NetParameter) with a copy of layer `like` named
+    `name`, its first blob reshaped to `shape` (zeros) if given."""
+    layer = model.layer.add()
+    layer.CopyFrom(next(layer for layer in model.layer if layer.name == like))
+    layer.name = name
+    if shape:
+        del layer.blobs[:]
+        for dims in (shape, shape[:1]):
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(dims)
+            blob.data.extend([0.0] * int(np.prod(dims)))
+    return model
+
+
+def test_refuses_a_deeper_source_naming_the_layers_it_would_leave_out(imagenet):
+    """ResNet-152's weights into an FCRN-101 copied every layer of the net and
+    left out the source's extra blocks (res3b4-b7, res4b23-b35) with an INFO
+    line: the result matched neither net."""
+    source = with_layer(caffeio.read_caffemodel(imagenet['model']), 'res4f_branch2a',
+                        'res4g_branch2a')
+    target = caffeio.read_net_param(fcrn_prototxt(imagenet['folder'], 'lean'))
+    _, report = convert.convert(source, target)
+    assert report.problems == ['res4g_branch2a (Convolution): in the source model, not in '
+                               'the net (is the source deeper?)']
+    assert report.skipped == ['fc1000']   # the ImageNet classifier is left out
+
+
+def test_a_classifier_of_other_classes_starts_from_its_filler(imagenet):
+    """A model trained for 19 classes initialises a 21-class net but for its
+    classifier (a declared new layer), which is not listed as skipped."""
+    source = with_layer(caffeio.read_caffemodel(imagenet['model']), 'conv1', 'score',
+                        shape=[19, 2048, 3, 3])
+    target = caffeio.read_net_param(fcrn_prototxt(imagenet['folder'], 'lean'))
+    weights, report = convert.convert(source, target)
+    assert report.problems == [] and report.new == ['score']
+    assert report.skipped == ['fc1000']
+    assert 'score' not in [layer.name for layer in weights.layer]
+
+
 def test_refuses_a_shape_mismatch_naming_the_layer(imagenet, tmp_path):
     source = caffeio.read_caffemodel(imagenet['model'])
     layer = next(layer for layer in source.layer if layer.name == 'res3a_branch2b')

@@ -6,8 +6,11 @@ FCRN's LeanBatchNorm `bn{x}` carries exactly those five blobs, so it gets
 `bn{x}`'s blobs 0-2 followed by `scale{x}`'s 0-1. Every other layer with
 parameters is copied by name. Expected parameter shapes are inferred from the
 target prototxt (channels flow from Input/data layers through the net), and
-any mismatch, or a layer with parameters that gets no weights and is not a
-declared new layer (the classifier), is a problem: nothing is written then.
+any mismatch, a layer with parameters that gets no weights, or a source layer
+with parameters that the net leaves out (a deeper source), is a problem:
+nothing is written then. Only the source's fully connected classifier is left
+out, and only a declared new layer (the classifier) starts from its filler,
+also where the source's has other classes.
 """
 import collections
 import logging
@@ -79,11 +82,12 @@ def convert(source, target, new_layers=NEW_LAYERS):
     blobs = {layer.name: (layer.type, list(layer.blobs)) for layer in source.layer if layer.blobs}
     shapes = expected_shapes(target)
     out = caffeio.caffe_pb2().NetParameter(name=target.name)
-    copied, new, problems, used = [], [], [], set()
+    copied, new, problems, wanted = [], [], [], set()
     for layer in target.layer:
         if layer.name not in shapes:
             continue
         names = _sources(layer.name, layer.type, blobs)
+        wanted.update(names)
         if not all(name in blobs for name in names):
             if layer.name in new_layers:
                 new.append(layer.name)
@@ -94,6 +98,12 @@ def convert(source, target, new_layers=NEW_LAYERS):
         found = [blob for name in names for blob in blobs[name][1]]
         expected = shapes[layer.name]
         if len(found) != len(expected) or not all(map(caffeio.shape_matches, expected, found)):
+            if layer.name in new_layers:  # another task's classifier
+                log.info('%s: the source\'s has %s, the net needs %s', layer.name,
+                         _format(caffeio.blob_shape(blob)[0] for blob in found),
+                         _format(expected))
+                new.append(layer.name)
+                continue
             problems.append('%s: shape mismatch, the net needs %s, %s has %s' % (
                 layer.name, _format(expected), '+'.join(names),
                 _format(caffeio.blob_shape(blob)[0] for blob in found)))
@@ -105,9 +115,11 @@ def convert(source, target, new_layers=NEW_LAYERS):
             stored = caffeio.blob_shape(blob)[0]
             stored = stored[len(stored) - len(shape):]  # legacy blobs pad with leading 1s
             target_blob.shape.dim.extend(s if s is not None else g for s, g in zip(shape, stored))
-        used.update(names)
         copied.append((layer.name, names))
-    skipped = [name for name in blobs if name not in used]
+    left = [name for name in blobs if name not in wanted]
+    skipped = [name for name in left if blobs[name][0] == 'InnerProduct']
+    problems += ['%s (%s): in the source model, not in the net (is the source deeper?)'
+                 % (name, blobs[name][0]) for name in left if name not in skipped]
     return out, Report(copied, skipped, new, problems)
 
 
