@@ -419,6 +419,21 @@ def forward(net, feeds):
     return {n: net.blobs[n].data.copy() for n in names}
 
 
-def relative_error(ref, other):
-    """max |ref - other| / max |ref|: one number for a whole score map."""
-    return float(np.abs(ref - other).max() / max(float(np.abs(ref).max()), 1e-30))
+def relative_error(ref, other, scale=None):
+    """max |ref - other| / max |scale| (default: ref): one number for a whole
+    score map."""
+    scale = ref if scale is None else scale
+    return float(np.abs(ref - other).max() / max(float(np.abs(scale).max()), 1e-30))
+
+
+def output_error(net, ref, other):
+    """The largest relative_error over the blobs of `other` ({blob: array})
+    against `ref` ({blob: array}, holding the inputs of the Softmax layers of
+    pycaffe `net` too, as forward() returns them). A Softmax's output is
+    measured against its input's size: it moves by at most half as much as
+    its input, and relative to itself (at most 1) a correct net's error would
+    grow with its scores."""
+    inputs = {net.top_names[name][0]: net.bottom_names[name][0]
+              for name, layer in net.layer_dict.items() if layer.type == "Softmax"}
+    return max(relative_error(ref[b], y, ref[inputs[b]] if b in inputs else None)
+               for b, y in other.items())

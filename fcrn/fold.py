@@ -124,14 +124,19 @@ def _affine(net, layers, fold):
     return a, c
 
 
-def fold_net(net_param, net, source=None):
-    """Folded NetParameter and {layer: [arrays]} of the new and changed layers.
-    A net whose folded form would keep a `foreign_layers` one is refused
+def check_foldable(net_param, source=None):
+    """Refuses a net whose folded form would keep a `foreign_layers` one
     (`source`: the prototxt, for the message)."""
     left = foreign_layers(net_param)
     if left:
         raise FoldError("%slayers not exportable to stock Caffe: %s" % (
             source + ": " if source else "", ", ".join(left)))
+
+
+def fold_net(net_param, net, source=None):
+    """Folded NetParameter and {layer: [arrays]} of the new and changed layers
+    (check_foldable first)."""
+    check_foldable(net_param, source)
     layers = net_param.layer
     folds = plan(net_param)
     out = caffeio.caffe_pb2().NetParameter()
@@ -194,6 +199,7 @@ def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None
     """
     fileio.check_targets([out_prototxt, out_caffemodel], [prototxt, caffemodel], force)
     net_param = caffeio.read_net_param(prototxt)
+    check_foldable(net_param, prototxt)  # before building it: a data layer would run
     # Unshared: `verify` reads the inputs of the Softmax layers too.
     net = caffeio.load_net(prototxt, caffemodel, share_memory=False)
     folded, new_params, folds = fold_net(net_param, net, prototxt)
@@ -217,7 +223,8 @@ def export(prototxt, caffemodel, out_prototxt, out_caffemodel, verify_shape=None
 
 
 def verify(ref, folded, shape=None, seed=0):
-    """Max relative difference of the outputs of two nets on the same random input."""
+    """Max relative difference (caffeio.output_error) of the outputs of two
+    nets on the same random input."""
     feeds = caffeio.random_inputs(ref, shape, seed)
-    a, b = caffeio.forward(ref, feeds), caffeio.forward(folded, feeds)
-    return max(caffeio.relative_error(a[n], b[n]) for n in a)
+    return caffeio.output_error(ref, caffeio.forward(ref, feeds),
+                                caffeio.forward(folded, feeds))

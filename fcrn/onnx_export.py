@@ -339,12 +339,13 @@ def export(prototxt, caffemodel, out, outputs=None, argmax=False, size=None,
 
 
 def compare(net, model, outputs, shape=None, seed=0):
-    """Max relative difference between pycaffe ``net`` and the ONNX ``model``
-    (path or bytes) over ``outputs``, on the same random input."""
+    """Max relative difference (caffeio.output_error) between pycaffe ``net``
+    and the ONNX ``model`` (path or bytes) over ``outputs``, on the same random
+    input."""
     feeds = caffeio.random_inputs(net, shape, seed)
-    caffeio.forward(net, feeds)
-    got = session(model).run(outputs, feeds)
-    return max(caffeio.relative_error(net.blobs[b].data, y) for b, y in zip(outputs, got))
+    ref = caffeio.forward(net, feeds)
+    ref.update((b, net.blobs[b].data) for b in outputs)
+    return caffeio.output_error(net, ref, dict(zip(outputs, session(model).run(outputs, feeds))))
 
 
 def time_onnxruntime(model_path, images, threads=None, repeat=2):

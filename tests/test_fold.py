@@ -94,6 +94,28 @@ def _outputs(prototxt, weights, x):
     return caffeio.forward(net, {"data": x})["score"]
 
 
+def test_the_check_measures_probabilities_against_their_scores(tmp_path):
+    """Scores near 60 off by 2e-5 relative: the probabilities move by 2e-4,
+    which relative to themselves (at most 1) failed a 1e-4 check that a
+    correct fold of a net with confident scores does not pass either. Against
+    the scores' size they pass; a real difference still fails."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape={"dim": [1, 2, 3, 3]})
+    n.score = L.Convolution(n.data, num_output=5, kernel_size=1)
+    n.prob = L.Softmax(n.score)
+    proto = n.to_proto()
+    proto.share_memory = False  # verify reads the scores
+    nets = [make_model(tmp_path, proto, tag) for tag in ("a", "b")]
+    nets = [caffe.Net(p, caffe.TEST, weights=w) for p, w in nets]
+    for net in nets:
+        net.params["score"][0].data[...] = 0
+        net.params["score"][1].data[...] = 60 + 0.1 * np.arange(5)
+    nets[1].params["score"][1].data[0] *= 1 + 2e-5
+    assert fold.verify(*nets) < 1e-4
+    nets[1].params["score"][1].data[0] *= 1 + 2e-3
+    assert fold.verify(*nets) > 1e-4
+
+
 def _export(tmp_path, lean=False):
     proto, weights = make_model(tmp_path, small_net(lean))
     out_p, out_w = str(tmp_path / "out" / "f.prototxt"), str(tmp_path / "out" / "f.caffemodel")
