@@ -413,10 +413,14 @@ def forward(net, feeds):
     net.forward()
     names = list(net.outputs)
     # A saturated softmax hides differences: compare what goes into it too.
-    for name, layer in net.layer_dict.items():
-        if layer.type == "Softmax":
-            names += [b for b in net.bottom_names[name] if b not in names]
+    names += [b for b in softmax_inputs(net).values() if b not in names]
     return {n: net.blobs[n].data.copy() for n in names}
+
+
+def softmax_inputs(net):
+    """{output blob: input blob} of the Softmax layers of pycaffe `net`."""
+    return {net.top_names[name][0]: net.bottom_names[name][0]
+            for name, layer in net.layer_dict.items() if layer.type == "Softmax"}
 
 
 def relative_error(ref, other, scale=None):
@@ -433,7 +437,6 @@ def output_error(net, ref, other):
     measured against its input's size: it moves by at most half as much as
     its input, and relative to itself (at most 1) a correct net's error would
     grow with its scores."""
-    inputs = {net.top_names[name][0]: net.bottom_names[name][0]
-              for name, layer in net.layer_dict.items() if layer.type == "Softmax"}
+    inputs = softmax_inputs(net)
     return max(relative_error(ref[b], y, ref[inputs[b]] if b in inputs else None)
                for b, y in other.items())

@@ -98,15 +98,14 @@ def convert(source, target, new_layers=NEW_LAYERS):
         found = [blob for name in names for blob in blobs[name][1]]
         expected = shapes[layer.name]
         if len(found) != len(expected) or not all(map(caffeio.shape_matches, expected, found)):
+            has = _format(caffeio.blob_shape(blob)[0] for blob in found)
             if layer.name in new_layers:  # another task's classifier
-                log.info('%s: the source\'s has %s, the net needs %s', layer.name,
-                         _format(caffeio.blob_shape(blob)[0] for blob in found),
+                log.info('%s: the source\'s has %s, the net needs %s', layer.name, has,
                          _format(expected))
                 new.append(layer.name)
                 continue
             problems.append('%s: shape mismatch, the net needs %s, %s has %s' % (
-                layer.name, _format(expected), '+'.join(names),
-                _format(caffeio.blob_shape(blob)[0] for blob in found)))
+                layer.name, _format(expected), '+'.join(names), has))
             continue
         copy = out.layer.add(name=layer.name, type=layer.type)
         for blob, shape in zip(found, expected):
