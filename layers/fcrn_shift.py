@@ -65,6 +65,8 @@ class ShiftLayer(pylayer.Layer):
         if propagate_down[0]:
             bottom[0].diff[...] = 0
             bottom[0].diff[:, :, self.dy:, self.dx:] = top[0].diff
+        if propagate_down[1]:  # force_backward: the pass index has no gradient
+            bottom[1].diff[...] = 0
 
 
 class LabelSampleLayer(pylayer.Layer):

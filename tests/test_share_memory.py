@@ -380,6 +380,81 @@ def test_a_layer_that_keeps_values_in_a_diff_between_passes_does_not_share(tmp_p
         result.stderr[-2000:]
 
 
+def fcn_skip_net(share, h5):
+    """An FCN-8s skip (a Crop of a finer score to the upsampled one) and an
+    HDF5Output beside the loss, under force_backward: Crop's Backward leaves
+    its reference's diff (bottom 1) unwritten, HDF5Output's leaves both."""
+    n = caffe.NetSpec()
+    n.data, n.label = L.Input(shape=[dict(dim=[1, 3, 8, 8]), dict(dim=[1, 1, 8, 8])], ntop=2)
+    n.pool4 = L.Convolution(n.data, num_output=4, kernel_size=3, pad=1)
+    n.score_fr = L.Convolution(n.pool4, num_output=3, kernel_size=2, stride=2)
+    n.upscore2 = L.Deconvolution(n.score_fr, convolution_param=dict(
+        num_output=3, kernel_size=4, stride=2, pad=1, bias_term=False))
+    n.score_pool4 = L.Convolution(n.pool4, num_output=3, kernel_size=1)
+    n.score_pool4c = L.Crop(n.score_pool4, n.upscore2, axis=2, offset=0)
+    n.fuse = L.Eltwise(n.upscore2, n.score_pool4c)
+    n.score = L.Crop(n.fuse, n.data, axis=2, offset=0)
+    n.loss = L.SoftmaxWithLoss(n.score, n.label, propagate_down=[True, False])
+    n.dumped = L.HDF5Output(n.pool4, n.score_fr, hdf5_output_param=dict(file_name=h5),
+                            ntop=0)
+    proto = n.to_proto()
+    proto.force_backward = True
+    if share is not None:
+        proto.share_memory = share
+    return proto
+
+
+def test_a_bottom_diff_its_layer_leaves_unwritten_stays_out_of_sharing(tmp_path):
+    """Shared, the diffs that Crop (its reference) and HDF5Output leave
+    unwritten held another blob's values, which the Split before them added
+    into the gradient (pool4's and score_fr's twice their value)."""
+    rng = np.random.RandomState(2)
+    data, label = rng.randn(1, 3, 8, 8), rng.randint(0, 3, (1, 1, 8, 8))
+    weights, grads = None, []
+    for name, share in (('plain', False), ('shared', True)):
+        net = load(tmp_path, fcn_skip_net(share, str(tmp_path / (name + '.h5'))),
+                   caffe.TRAIN, name + '.prototxt')
+        if weights is None:
+            randomise(net, rng)
+            weights = net
+        else:
+            copy_params(weights, net)
+        net.blobs['data'].data[...] = data
+        net.blobs['label'].data[...] = label
+        net.forward()
+        net.clear_param_diffs()
+        net.backward()
+        grads.append({k: [p.diff.copy() for p in v] for k, v in net.params.items()})
+    assert net._shared_blob_field  # the shared net does share
+    for name in grads[0]:
+        for a, b in zip(grads[0][name], grads[1][name]):
+            assert np.array_equal(a, b), name
+
+
+def test_fcrn_output_reads_a_middle_blob_from_an_unshared_net(tmp_path):
+    """fcrn_output -blob NAME saved another blob's numbers for a middle blob
+    of a net that shares data (its memory reused later in the pass)."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 2, 5, 5]))
+    top = n.data
+    for i, outputs in enumerate((3, 3, 3, 2, 3, 2)):
+        top = L.Convolution(top, num_output=outputs, kernel_size=1)
+        setattr(n, 'c%d' % (i + 1), top)
+    saved = []
+    for share in (False, True):
+        proto = n.to_proto()
+        proto.share_memory = share
+        path, out = tmp_path / ('%s.prototxt' % share), tmp_path / ('%s.f32' % share)
+        path.write_text(str(proto))
+        result = subprocess.run([os.path.join(ROOT, 'build', 'fcrn_output'), '-model', str(path),
+                                 '-blob', 'c2', '-save', str(out)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        saved.append(np.fromfile(str(out), np.float32))
+    assert saved[0].size == 3 * 5 * 5 and saved[0].any()
+    assert np.array_equal(saved[0], saved[1])
+
+
 def test_pycaffe_refuses_to_read_shared_memory_and_reads_the_rest(tmp_path):
     plain, shared, rng = phase_test_nets(tmp_path, 3)
     image = rng.randn(1, 3, SIZE, SIZE) * 50

@@ -30,7 +30,9 @@ def test_shift_crops_the_phase_and_routes_gradient_back(index, text_net):
     np.testing.assert_array_equal(y[:, :, ::2, ::2], x[:, :, dy::2, dx::2])
 
     net.blobs['y'].diff[...] = 1 + np.arange(y.size).reshape(y.shape)
+    net.blobs['pass'].diff[...] = 7  # as another blob leaves a shared diff
     net.backward()
+    assert not net.blobs['pass'].diff.any()  # asked for (force_backward): no gradient
     grad = net.blobs['x'].diff
     np.testing.assert_array_equal(grad[:, :, dy:, dx:], net.blobs['y'].diff)
     assert not grad[:, :, :dy].any() and not grad[:, :, :, :dx].any()

@@ -38,8 +38,8 @@
 
 DEFINE_string(model, "", "The net (prototxt), made in the TEST phase.");
 DEFINE_int32(gpu, -1, "GPU device to run on; -1 runs on the CPU.");
-DEFINE_string(blob, "", "The blob to save or compare; empty: the net's "
-    "outputs, one after another.");
+DEFINE_string(blob, "", "The blob to save or compare, from the net run "
+    "without blob memory sharing; empty: the net's outputs, one after another.");
 DEFINE_int32(seed, 1, "Seed of the weights and inputs.");
 DEFINE_string(precisions, "fp32", "Comma-separated: fp32 (exact) and/or tf32 "
     "(TF32 tensor cores for float GEMMs and cuDNN convolutions).");
@@ -157,6 +157,10 @@ int main(int argc, char** argv) {
   caffe::NetParameter param;
   caffe::ReadNetParamsFromTextFileOrDie(FLAGS_model, &param);
   param.mutable_state()->set_phase(caffe::TEST);
+  // A blob other than an output keeps its values after the pass only in a
+  // net that does not share blob memory (patch 0010): a shared one would
+  // hold another blob's numbers by then.
+  if (!FLAGS_blob.empty()) param.set_share_memory(false);
   Net<float> net(param);
   if (!FLAGS_blob.empty() && !net.has_blob(FLAGS_blob)) {
     return Fail("the net has no blob '" + FLAGS_blob + "'");
