@@ -13,6 +13,7 @@ use (see requirements-peers.txt; a few GB).
 
   scripts/bench_peers.py --out benchmarks/peers.md
   scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --size 97   # quick check
+  scripts/bench_peers.py --report benchmarks/peers.json   # rewrite peers.md from it
 """
 import logging
 import os
@@ -30,19 +31,25 @@ def main(argv=None):
                         default=list(range(len(peers.CASES))), metavar='N',
                         help='indices into: %s' % '; '.join(
                             '%d = %s' % (i, c.name) for i, c in enumerate(peers.CASES)))
-    parser.add_argument('--size', type=int, help='input size for every case (a quick check)')
+    parser.add_argument('--size', type=cli.ranged(int, 1, 2048),
+                        help='input size for every case (a quick check)')
     parser.add_argument('--variants', nargs='+', help='variant names (default: all)')
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--runs', type=int, default=7)
-    parser.add_argument('--threads', type=int, default=os.cpu_count(),
+    parser.add_argument('--warmup', type=cli.nonnegative_int, default=2)
+    parser.add_argument('--runs', type=cli.positive_int, default=7)
+    parser.add_argument('--threads', type=cli.positive_int, default=os.cpu_count(),
                         help='threads of the SGEMM comparison (default: all cores)')
     parser.add_argument('--no-gemm', action='store_true',
                         help='skip the SGEMM comparison of the installed BLAS builds')
     parser.add_argument('--torch-venv', default=peers.default_torch_venv(),
                         help='virtual environment for PyTorch (made if missing)')
     parser.add_argument('--out', help='Markdown report (and .json beside it)')
+    parser.add_argument('--report', metavar='JSON',
+                        help='measure nothing: rewrite the Markdown report beside this JSON '
+                             'of an earlier run (after a change to the report)')
     cli.add_force(parser, 'a report')
     args = parser.parse_args(argv)
+    if args.report:
+        return cli.run(lambda: peers.rewrite_report(args.report, args.force), log.name)
     return cli.run(lambda: peers.benchmark(
         args.out, args.cases, args.size, args.variants, args.warmup, args.runs, args.threads,
         not args.no_gemm, args.torch_venv, args.force), log.name)

@@ -42,6 +42,11 @@ def test_caffe_variants_alternate_and_the_generated_net_shares_memory(tmp_path):
     assert '| R101 1/8 (k5 d12), 97x97 | 2 | caffe-im2col |' in text
     assert 'Targets' in text
     assert "Where Caffe's time goes" in text
+    # --report writes the same report from the JSON alone
+    out.unlink()
+    result = run('--report', str(tmp_path / 'peers.json'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.read_text() == text
 
 
 def test_profile_accounts_for_every_layer(tmp_path):
@@ -87,3 +92,73 @@ def test_a_group_left_with_only_what_an_earlier_one_runs_is_dropped():
     chosen = peers.select_groups(groups, ['caffe', 'caffe-im2col'])
     assert [[v.name for v in g] for g in chosen] == [['caffe'], ['caffe', 'caffe-im2col']]
     assert [len(g) for g in peers.select_groups(groups)] == [len(g) for g in groups]
+
+
+def test_input_scale_makes_homogeneous_scores_spread_as_asked():
+    """A net whose scores are a large homogeneous function of its input (as
+    the benchmark's, whose softmax saturates at any fixed input scale): the
+    scale found gives scores of the spread asked for, computed here from the
+    scores themselves."""
+    import numpy as np
+    from tools.bench.peer_worker import SCORE_SPREAD, input_scale
+    scores = np.random.RandomState(1).randn(1, 21, 5, 6) * 1e5
+
+    def probabilities(alpha):
+        z = alpha * scores
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    assert probabilities(1.0).min() == 0  # saturated as it stands
+    scaled = input_scale(probabilities) * scores
+    spread = scaled.std(axis=1).mean()
+    assert abs(spread - SCORE_SPREAD) < 1e-4 * SCORE_SPREAD, spread
+
+
+def test_caffe_worker_backward_carries_gradients_of_what_pytorch_computes():
+    """The Caffe side's forward + backward: an unsaturated softmax, a non-zero
+    gradient of the input, and none computed for the frozen normalisation
+    (force_backward computed them, where PyTorch computes none)."""
+    import argparse
+    import numpy as np
+    from tools.bench.peer_worker import CaffePeer
+    peer = CaffePeer(argparse.Namespace(depth=50, kernel=3, dilation=12, size=65,
+                                        mode='backward', no_share_memory=False))
+    peer.run()
+    net = peer.net
+    assert np.median(net.blobs['prob'].data.max(axis=1)) < 0.99
+    assert np.abs(peer.input(net)).std() > 0
+    assert np.abs(net.params[peer.input_layer][0].diff).max() > 0
+    convs = [name for name in net.params if net.layer_dict[name].type == 'Convolution']
+    assert all(np.abs(net.params[name][0].diff).max() > 0 for name in convs)
+    norms = [name for name in net.params if net.layer_dict[name].type == 'LeanBatchNorm']
+    assert len(norms) == 53
+    assert all(not np.any(p.diff) for name in norms for p in net.params[name])
+
+
+def test_memory_is_held_to_pytorchs_leanest_and_time_to_its_fastest():
+    from tools.bench import peers
+
+    def result(framework, median, peak, baseline):
+        return dict(variant=framework, framework=framework.split('-')[0], median=median,
+                    peak_rss=peak, baseline_rss=baseline)
+    record = dict(records=[dict(name='R', mode='forward', group=0, results={
+        'caffe': result('caffe', 1.0, 0.5e9, 0.2e9),
+        'torch': result('torch', 2.0, 0.9e9, 0.7e9),          # slower, leaner
+        'torch-cl': result('torch-cl', 1.25, 1.25e9, 0.75e9)})])
+    row = peers.targets(record, peers.REFERENCE)[-2]
+    # time 1.0/1.25; peak 0.5/0.9 (not 0.5/1.25); net 0.3/0.2
+    assert row == '| R | forward | caffe | 0.80x met | 0.56x NOT met | 1.50x |', row
+
+
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """A child's ru_maxrss starts at its parent's peak (fork, then exec);
+    bench.peak_rss reads the child's own VmHWM."""
+    import resource
+    ballast = bytearray(400 * 2 ** 20)  # noqa: F841  (resident: bytearray writes zeros)
+    ballast[::4096] = b'\1' * len(ballast[::4096])
+    child = subprocess.run([sys.executable, '-c', 'import resource, sys; sys.path.insert(0, %r); '
+                            'from tools import bench; print(bench.peak_rss(), resource.getrusage('
+                            'resource.RUSAGE_SELF).ru_maxrss * 1024)' % ROOT],
+                           capture_output=True, text=True, check=True)
+    own, inherited = map(int, child.stdout.split())
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert inherited >= 400 * 2 ** 20 and own < 200 * 2 ** 20, (own, inherited, parent)

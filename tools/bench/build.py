@@ -168,8 +168,7 @@ def measure_clone(out, force=False, phases=CLONE_PHASES, repo=ROOT, keep=None):
     md, js = fileio.report_targets(out, CLONE_TITLE, force)
     if keep and os.path.lexists(keep):
         raise InputError('%s exists; --keep names a new folder' % keep)
-    commit = subprocess.run(['git', '-C', repo, 'rev-parse', '--short', 'HEAD'], check=True,
-                            capture_output=True, text=True).stdout.strip()
+    commit = bench.commit(repo, changes=False)  # a clone takes HEAD alone
     scratch = keep or tempfile.mkdtemp(prefix='fcrn-clone-')
     work, cache, logs = (os.path.join(scratch, name) for name in ('fcrn', 'cache', 'logs'))
     os.makedirs(logs)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from fcrn import fileio
+from tools import bench
 
 log = logging.getLogger("bench_infer")
 TITLE = "# Inference benchmarks"
@@ -40,15 +41,16 @@ def conv_flops(net, net_param):
     for layer in net_param.layer:
         if layer.type == "Convolution":
             w = net.params[layer.name][0].data.shape  # (out, in/group, kh, kw)
-            out = net.blobs[layer.top[0]].data.shape
+            out = net.blobs[layer.top[0]].shape  # a shared blob's data is not readable
             total += 2 * int(np.prod(out)) * int(np.prod(w[1:]))
     return total
 
 
 def peak_gflops():
     """(GFLOP/s, note): the CPU's FP32 peak as a large SGEMM reaches it through
-    the BLAS library this process loaded for Caffe, with the same threads and
-    without the environment's OpenBLAS kernel pin."""
+    the BLAS library this process loaded for Caffe, with the same threads:
+    the faster of OpenBLAS's own kernels and those the environment names
+    (fcrn.blas names them where OpenBLAS does not know the CPU)."""
     import ctypes
     import subprocess
     from tools.bench import peer_worker, peers
@@ -56,12 +58,26 @@ def peak_gflops():
         for path in peer_worker.loaded_blas():
             if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
                 shape = peers.GEMM_SHAPES[0]
-                rate = peers.sgemm_rates(path, [shape], env=peers.unpinned(os.environ))[0]
-                return rate, "SGEMM %s with %s, its own kernels, measured" % (
+                rate = max(peers.sgemm_rates(path, [shape], env=env)[0]
+                           for env in (peers.unpinned(os.environ), os.environ))
+                return rate, "SGEMM %s with %s, measured" % (
                     "x".join(map(str, shape)), os.path.join(*path.split(os.sep)[-2:]))
     except (OSError, AttributeError, subprocess.CalledProcessError) as e:
         log.warning("peak not measured: %s", e)
     return None, "unknown"
+
+
+def run_forward(net, feeds):
+    """One forward of `net` on `feeds` ({input: array}) as inference runs it:
+    no copy of any blob (caffeio.forward copies the outputs and, for checks,
+    the Softmax inputs, which a net that shares blob memory does not keep)."""
+    if any(net.blobs[name].data.shape != value.shape for name, value in feeds.items()):
+        for name, value in feeds.items():
+            net.blobs[name].reshape(*value.shape)
+        net.reshape()
+    for name, value in feeds.items():
+        net.blobs[name].data[...] = value
+    net.forward()
 
 
 def timed(fn, repeat):
@@ -109,7 +125,7 @@ def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, g
     def bare():
         for x in inputs:
             for p in range(seg.passes):
-                caffeio.forward(net, dict({"data": x[None]}, **(
+                run_forward(net, dict({"data": x[None]}, **(
                     {"pass": np.full((1,), p, np.float32)} if seg.has_pass else {})))
     bare()  # warm-up: allocations, BLAS threads
     t_bare = timed(bare, repeat)
@@ -129,20 +145,20 @@ def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, g
     shape = (1, 3, h, w)
     _, err = fold.export(prototxt, weights, fp, fw, verify_shape=shape)
     results["fold_relative_error"] = err
-    folded = caffeio.load_net(fp, fw)
+    folded = caffeio.load_net(fp, fw)  # as generated: blob memory shared, as `net`'s
     feeds = caffeio.random_inputs(net, shape)
-    caffeio.forward(folded, feeds)
-    t_unf = timed(lambda: caffeio.forward(net, feeds), repeat)
-    t_fold = timed(lambda: caffeio.forward(folded, feeds), repeat)
+    run_forward(folded, feeds)
+    t_unf = timed(lambda: run_forward(net, feeds), repeat)
+    t_fold = timed(lambda: run_forward(folded, feeds), repeat)
     results.update(forward_unfolded_s=t_unf, forward_folded_s=t_fold)
     if not seg.has_pass:
         cvnet = cv2.dnn.readNetFromCaffe(fp, fw)
         cvnet.setInput(feeds["data"])
         out_name = seg.output
         cv_out = cvnet.forward(out_name)
-        results["opencv_relative_error"] = caffeio.relative_error(
-            caffeio.forward(folded, feeds)[out_name] if out_name in folded.outputs
-            else folded.blobs[out_name].data, cv_out)
+        # against the folded net unshared, whose every blob keeps its values
+        reference = caffeio.forward(caffeio.load_net(fp, fw, share_memory=False), feeds)
+        results["opencv_relative_error"] = caffeio.relative_error(reference[out_name], cv_out)
 
         def cv_fwd():
             cvnet.setInput(feeds["data"])
@@ -161,7 +177,9 @@ def measure(work, prototxt, weights=None, size=(321, 321), images=8, repeat=2, g
                    gflops_achieved_folded=flops / 1e9 / t_fold,
                    peak_gflops=peak, peak_note=peak_note)
 
+    results.update(machine=bench.machine(), commit=bench.commit())
     md = [TITLE, "",
+          "Machine: %s, code at %s." % (results["machine"], results["commit"]), "",
           "`%s`, input %dx%d, %s, %d image(s), best of %d." % (
               prototxt, h, w, results["mode"], images, repeat), "",
           "| Measure | Value |", "|---|---:|",

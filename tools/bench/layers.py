@@ -6,7 +6,6 @@ writes the report."""
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -126,7 +125,7 @@ def bn_child(variant, repeats):
     net = bn_net(variant)
     net.forward()
     net.backward()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = bench.peak_rss() / 1024
     seconds = time_forward_backward([net], repeats)[0] if variant != "none" else 0.0
     print(json.dumps(dict(variant=variant, peak_mb=peak_kb / 1024.0, ms=seconds * 1e3)))
 
@@ -152,8 +151,8 @@ def write_report(path, loss_rows, bn_rows, repeats):
     input_mb = np.prod(BN_SHAPE) * 4 / 2.0 ** 20
     lines = [
         TITLE, "",
-        "Machine: %s. Produced by `scripts/bench_layers.py`; times are the fastest "
-        "of %d forward + backward passes." % (machine(), repeats), "",
+        "Machine: %s, code at %s. Produced by `scripts/bench_layers.py`; times are the "
+        "fastest of %d forward + backward passes." % (machine(), bench.commit(), repeats), "",
         "## BootstrappedSoftmaxWithLoss vs SoftmaxWithLoss (CPU)", "",
         "min_kept 512, threshold 0, 10% of labels ignored. Target: at most 1.2x.", "",
         "| input | shape | SoftmaxWithLoss ms | Bootstrapped ms | ratio | target met |",

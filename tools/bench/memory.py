@@ -6,7 +6,6 @@ sharing). `run` prints the report and writes it."""
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ def child(case, depth, size, iterations):
     from fcrn import caffeio
     caffe = caffeio.caffe()
     caffe.set_mode_cpu()
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = bench.peak_rss()
     proto, variant = training_net(variant_for(case, depth), size)
     if case == 'upstream':  # upstream Caffe gives every blob its own memory
         proto.share_memory = False
@@ -79,7 +78,7 @@ def child(case, depth, size, iterations):
             net.forward()
             net.backward()
         seconds.append(time.time() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = bench.peak_rss()
     return dict(case=case, depth=depth, size=size, peak_rss=peak, baseline_rss=baseline,
                 seconds=min(seconds), score=list(net.blobs['score'].data.shape),
                 loss=float(net.blobs['loss'].data))
@@ -125,16 +124,12 @@ def write_images(folder, size, count=2, seed=0):
 
 def peak_rss(proc, interval=0.05):
     """Peak resident set (bytes) of the running `proc`, waited for: its
-    VmHWM, read until it exits. (A child's ru_maxrss counts the parent's
-    resident set at the fork, so it cannot be compared between parents.)"""
-    peak, status = 0, '/proc/%d/status' % proc.pid
+    VmHWM (bench.peak_rss), read until it exits."""
+    peak = 0
     while proc.poll() is None:
         try:
-            with open(status) as f:
-                hwm = next((l for l in f if l.startswith('VmHWM:')), None)
-            if hwm:
-                peak = max(peak, int(hwm.split()[1]) * 1024)
-        except OSError:  # exited between poll and open
+            peak = max(peak, bench.peak_rss(proc.pid))
+        except (OSError, StopIteration):  # exited between poll and read
             pass
         time.sleep(interval)
     return peak
@@ -202,7 +197,8 @@ def report(results, depth, size, iterations):
     gb = lambda b: b / 1e9  # noqa: E731
     by_case = {r['case']: r for r in results}
     lines = [TITLE, '',
-             'Machine: %s (load average %.1f at the end).' % (bench.machine(), os.getloadavg()[0]),
+             'Machine: %s (load average %.1f at the end), code at %s.'
+             % (bench.machine(), os.getloadavg()[0], bench.commit()),
              '',
              'ResNet-%d FCRN (5x5 classifier, dilation 12), one %dx%d crop, CPU, '
              'measured by `scripts/bench_memory.py` (peak resident set of the whole '
@@ -251,7 +247,8 @@ def run(out=None, depth=101, size=321, cases=CASES, iterations=1, force=False,
     print(text)
     if out:
         fileio.atomic_write(md, text)
-        fileio.atomic_write(js, json.dumps(dict(iterations=results, training_steps=steps),
+        fileio.atomic_write(js, json.dumps(dict(machine=bench.machine(), commit=bench.commit(),
+                                                iterations=results, training_steps=steps),
                                            indent=1))
 
 

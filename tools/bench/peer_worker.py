@@ -4,31 +4,62 @@
         --size 505 --mode forward|backward [--no-share-memory] [--channels-last]
 
 Run by path with that framework's interpreter (the PyTorch one cannot import
-pycaffe, so this file imports nothing of the project at module level). It
-builds the FCRN deploy net with random weights and prints one JSON line when
-ready; then each line `run` on stdin runs one pass (forward, or forward and
-backward) and answers its seconds; `profile` (Caffe only) answers the
-seconds per layer kind; `finish` answers the peak resident set and the
-output shape, and the worker exits. The parent alternates the workers run
-by run, so that a change of load on the machine hits every framework alike.
+pycaffe, so this file imports nothing of the project at module level but
+`tools.bench`, which is plain Python). It builds the FCRN deploy net with
+random weights and prints one JSON line when ready; then each line `run` on
+stdin runs one pass (forward, or forward and backward) and answers its
+seconds; `profile` (Caffe only) answers the seconds per layer kind;
+`finish` answers the peak resident set and the output shape, and the worker
+exits. The parent alternates the workers run by run, so that a change of
+load on the machine hits every framework alike.
+
+Both sides compute the same: random weights initialised alike (He-normal
+convolutions, zero biases, normalisation that starts as the identity), the
+input scaled so that the scores spread SCORE_SPREAD (`input_scale`), and in
+forward + backward the gradients of the input and of every parameter but
+the frozen normalisation's.
 """
 import argparse
 import collections
 import json
 import os
-import resource
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tools.bench import peak_rss  # noqa: E402  (after the checkout is on the path)
 
 CLASSES = 21
 # Layers that touch every activation once or twice and do no matrix work.
 ELEMENTWISE = ('LeanBatchNorm', 'BatchNorm', 'Scale', 'ReLU', 'Eltwise', 'Pooling', 'Split')
 # Passes of `profile`, whose median per layer it reports.
 PROFILE_PASSES = 3
+# Spread of the scores (their standard deviation over the classes, averaged
+# over the pixels) that the input is scaled to: the softmax neither uniform
+# nor saturated, so that the backward pass carries gradients, not zeros.
+SCORE_SPREAD = 2.0
 
 
-def rss_peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def input_scale(probabilities):
+    """The factor for a unit-normal input that makes the scores spread
+    SCORE_SPREAD. `probabilities(alpha)` is the net's softmax output (numpy,
+    N x C x H x W) for the input times alpha. With these weights the scores
+    are positively homogeneous in the input (no biases, linear normalisation,
+    ReLU, max pooling) and grow about twofold per residual unit, so a fixed
+    scale saturates the softmax; log p is alpha times the scores less a
+    constant per pixel, so one unsaturated pass gives the scale."""
+    import numpy as np
+    alpha = 1.0
+    while True:
+        p = probabilities(alpha).astype(np.float64)
+        if p.min() > 1e-20:  # no probability flushed towards 0: log p is exact
+            break
+        if alpha < 1e-30:
+            raise RuntimeError('the softmax stays saturated at input scale %g' % alpha)
+        alpha *= 1e-3
+    logp = np.log(p)
+    spread = (logp - logp.mean(axis=1, keepdims=True)).std(axis=1).mean()
+    return alpha * SCORE_SPREAD / spread
 
 
 def loaded_blas():
@@ -61,13 +92,25 @@ class CaffePeer:
         import numpy as np
         caffe = caffeio.caffe()  # with the project's layers (LeanBatchNorm)
         from fcrn.net import netgen
-        self.baseline = rss_peak()
+        self.baseline = peak_rss()
         caffe.set_mode_cpu()
         variant = netgen.Variant(depth=args.depth, kernel=args.kernel, dilation=args.dilation)
         proto = netgen.net(variant, 'deploy')
-        proto.layer[0].input_param.shape[0].dim[2:] = [args.size, args.size]
+        data = proto.layer[0]
+        data.input_param.shape[0].dim[2:] = [args.size, args.size]
         self.backward = args.mode == 'backward'
-        proto.force_backward = self.backward
+        if self.backward:
+            # Backward without force_backward, which would also compute the
+            # gradients of the frozen normalisation's parameters (lr_mult 0),
+            # as PyTorch does not: the output weighs in a loss (Caffe's
+            # backward starts from what weighs; net.backward sets its diff) and
+            # the input is learnt (a Parameter layer), as PyTorch's needs grad.
+            assert proto.layer[-1].top == ['prob']
+            proto.layer[-1].loss_weight.append(1)
+            data.type = 'Parameter'
+            data.parameter_param.shape.CopyFrom(data.input_param.shape[0])
+            data.ClearField('input_param')
+        self.input_layer = data.name
         if args.no_share_memory:  # the generated net shares (share_memory: true)
             proto.share_memory = False
         # TRAIN keeps every blob's data for Backward (and shares diffs);
@@ -79,16 +122,27 @@ class CaffePeer:
         # Caffe's moving-average factor 1, gamma 1, beta 0).
         rng = np.random.RandomState(0)
         for name, params in self.net.params.items():
-            if self.net.layer_dict[name].type == 'LeanBatchNorm':
+            kind = self.net.layer_dict[name].type
+            if kind == 'LeanBatchNorm':
                 for p, value in zip(params, (0, 1, 1, 1, 0)):
                     p.data[...] = value
-                continue
-            for p in params:
-                fan_in = int(np.prod(p.data.shape[1:]))
-                p.data[...] = rng.randn(*p.data.shape) * np.sqrt(2.0 / fan_in) \
-                    if p.data.ndim > 1 else 0
-        self.net.blobs['data'].data[...] = rng.randn(*self.net.blobs['data'].data.shape) * 50
+            elif kind != 'Parameter':
+                for p in params:
+                    fan_in = int(np.prod(p.data.shape[1:]))
+                    p.data[...] = rng.randn(*p.data.shape) * np.sqrt(2.0 / fan_in) \
+                        if p.data.ndim > 1 else 0
+        unit = rng.randn(1, 3, args.size, args.size)
+
+        def probabilities(alpha):
+            self.input(self.net)[...] = unit * alpha
+            return self.net.forward()['prob'].copy()
+        self.input(self.net)[...] = unit * input_scale(probabilities)
         self.top_diff = rng.randn(*self.net.blobs['prob'].data.shape).astype(np.float32)
+
+    def input(self, net):
+        """The input's array of `net` (this net, or a copy sharing its weights)."""
+        return net.params[self.input_layer][0].data if self.backward \
+            else net.blobs[self.input_layer].data
 
     def run(self):
         self.net.forward()
@@ -131,8 +185,9 @@ class CaffePeer:
             proto = copy.deepcopy(self.proto)
             proto.share_memory = False
             net = caffeio.net_from_param(proto, self.phase)
-            net.share_with(self.net)
-            net.blobs['data'].data[...] = self.net.blobs['data'].data
+            net.share_with(self.net)  # the learnt input of a backward net too
+            if not self.backward:
+                self.input(net)[...] = self.input(self.net)
 
         def timed(step, i):
             start = time.perf_counter()
@@ -166,7 +221,7 @@ class TorchPeer:
         import torch
         import torchvision
         self.torch = torch
-        self.baseline = rss_peak()
+        self.baseline = peak_rss()
         torch.manual_seed(0)
         make = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}[args.depth]
         net = make(weights=None, replace_stride_with_dilation=[False, True, True])
@@ -180,6 +235,7 @@ class TorchPeer:
         pad = args.dilation * (args.kernel - 1) // 2
         classifier = torch.nn.Conv2d(2048, CLASSES, args.kernel, padding=pad,
                                      dilation=args.dilation)
+        torch.nn.init.zeros_(classifier.bias)  # as Caffe's: the scores stay homogeneous
         self.net = torch.nn.Sequential(
             net.conv1, net.bn1, net.relu, net.maxpool,
             net.layer1, net.layer2, net.layer3, net.layer4, classifier,
@@ -188,10 +244,14 @@ class TorchPeer:
         self.memory_format = torch.channels_last if args.channels_last \
             else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
-        self.input = (torch.randn(1, 3, args.size, args.size) * 50).to(
-            memory_format=self.memory_format)
-        # Caffe's force_backward computes the input's gradient too; its frozen
-        # nets learn no normalisation parameters (lr_mult 0), so neither does this.
+        unit = torch.randn(1, 3, args.size, args.size).to(memory_format=self.memory_format)
+
+        def probabilities(alpha):
+            with torch.inference_mode():
+                return self.net(unit * alpha).numpy()
+        self.input = unit * input_scale(probabilities)
+        # The input's gradient, as Caffe's learnt input; its frozen nets learn
+        # no normalisation parameters (lr_mult 0), so neither does this.
         self.input.requires_grad_(self.backward)
         for module in self.net.modules():
             for p in module.parameters(recurse=False):
@@ -249,11 +309,11 @@ def main(argv=None):
             peer.run()
             answer(seconds=time.perf_counter() - start)
         elif line.strip() == 'profile':
-            peak = rss_peak()
+            peak = peak_rss()
             seconds, layers = peer.profile()
             answer(profile=seconds, profile_layers=layers)
         elif line.strip() == 'finish':
-            answer(peak_rss=peak or rss_peak(), output_shape=peer.output_shape())
+            answer(peak_rss=peak or peak_rss(), output_shape=peer.output_shape())
             return 0
     return 1
 
