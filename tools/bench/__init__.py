@@ -49,11 +49,13 @@ def peak_rss(pid='self'):
 
 def commit(repo=ROOT, changes=True):
     """`repo`'s commit ('9c9710a'; with `changes`, '9c9710a+changes' where
-    tracked files differ from it), or None outside a git checkout."""
+    tracked files other than results under benchmarks/ differ from it), or
+    None outside a git checkout."""
     def git(*args):
         return subprocess.run(['git', '-C', repo] + list(args), capture_output=True, text=True)
     head = git('rev-parse', '--short', 'HEAD')
     if head.returncode != 0:
         return None
-    dirty = changes and git('diff', '--quiet', 'HEAD').returncode != 0
+    dirty = changes and git('diff', '--quiet', 'HEAD', '--', '.',
+                            ':(exclude)benchmarks').returncode != 0
     return head.stdout.strip() + ('+changes' if dirty else '')
