@@ -48,15 +48,16 @@ def conv_flops(net, net_param):
 
 def peak_gflops():
     """(GFLOP/s, note): the CPU's FP32 peak as a large SGEMM reaches it through
-    the BLAS library this process loaded for Caffe, with the same threads:
-    the faster of OpenBLAS's own kernels and those the environment names
-    (fcrn.blas names them where OpenBLAS does not know the CPU)."""
+    the BLAS library this process loaded for Caffe (not a copy bundled in a
+    wheel, as OpenCV's), with the same threads: the faster of OpenBLAS's own
+    kernels and those the environment names (fcrn.blas names them where
+    OpenBLAS does not know the CPU)."""
     import ctypes
     import subprocess
     from tools.bench import peer_worker, peers
     try:
         for path in peer_worker.loaded_blas():
-            if hasattr(ctypes.CDLL(path), "cblas_sgemm"):
+            if "site-packages" not in path and hasattr(ctypes.CDLL(path), "cblas_sgemm"):
                 shape = peers.GEMM_SHAPES[0]
                 rate = max(peers.sgemm_rates(path, [shape], env=env)[0]
                            for env in (peers.unpinned(os.environ), os.environ))
