@@ -295,7 +295,7 @@ def evaluate_pairs(pairs, num_classes, gt_map=None, pred_map=None, jobs=1,
 def _check_prediction(pred, num_classes, path):
     """A predicted value that is neither a class nor the ignore label comes
     from another label set (wrong --num-classes or --dataset): refused."""
-    bad = np.unique(pred[(pred >= num_classes) & (pred != IGNORE_LABEL)])
+    bad = np.unique(pred[((pred >= num_classes) | (pred < 0)) & (pred != IGNORE_LABEL)])
     if bad.size:
         raise InputError("%s: prediction has values %s outside 0..%d (and not %d, the ignore "
                          "label); wrong --dataset or --num-classes?"

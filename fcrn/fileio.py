@@ -132,6 +132,10 @@ def atomic_save_all(items):
     place: a reader never sees half a file, and a failure leaves none of
     them written (the outputs of one run stay together). Errors name the
     path, not the temporary one."""
+    for path, _ in items:  # a folder cannot be renamed over: say so before writing any
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file: give a file's path",
+                                    path)
     temps = []
     try:
         for path, save in items:

@@ -44,7 +44,7 @@ def read(path, min_fields=1, max_fields=2, what="list"):
                          if not os.path.exists(path) else "%s: not a file" % path)
     rows = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = list(f)
     except UnicodeDecodeError as e:
         raise InputError("%s: not a text file (%s)" % (path, e.reason))

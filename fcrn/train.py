@@ -249,17 +249,20 @@ def _solver_type(solver_param):
     return solver_param.type.lower()
 
 
-def training_identity(solver_param, where='.'):
-    """What makes the snapshots of one solver resumable by another: the net
-    it trains (as parsed: comments and layout do not count; data lists,
-    crops, dropout and classes do) and the solver type. Learning rates,
-    max_iter, snapshot and display settings may change between runs."""
+def train_net_param(solver_param, where='.'):
+    """The NetParameter of the net a solver trains: given inline, or read
+    from its file (relative to `where`, where Caffe runs)."""
     if solver_param.HasField('train_net_param') or solver_param.HasField('net_param'):
-        net = solver_param.train_net_param if solver_param.HasField('train_net_param') \
+        return solver_param.train_net_param if solver_param.HasField('train_net_param') \
             else solver_param.net_param
-    else:
-        net = caffeio.read_net_param(os.path.join(
-            where, solver_param.train_net or solver_param.net))
+    return caffeio.read_net_param(os.path.join(where, solver_param.train_net or solver_param.net))
+
+
+def training_identity(solver_param, net):
+    """What makes the snapshots of one solver resumable by another: the net
+    it trains (`net`, as parsed: comments and layout do not count; data
+    lists, crops, dropout and classes do) and the solver type. Learning
+    rates, max_iter, snapshot and display settings may change between runs."""
     return {'net': hashlib.sha256(net.SerializeToString(deterministic=True)).hexdigest(),
             'type': _solver_type(solver_param)}
 
@@ -408,15 +411,33 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
              for k, ext in (('log', '.log'), ('csv', '.csv'), ('json', '.json'),
                             ('plot', '.png'))}
     if weights and not os.path.isfile(os.path.join(where, weights)):
-        raise InputError('%s: no such file (initial weights)' % weights)
+        raise InputError('%s: %s (initial weights)' % (weights, 'a folder, not a caffemodel'
+                         if os.path.isdir(os.path.join(where, weights)) else 'no such file'))
     check_device(solver, gpu, cwd)
     param = caffeio.read_solver(os.path.join(where, solver))
-    identity = training_identity(param, where)  # the net read before the prefix is made
+    net = train_net_param(param, where)  # read before the prefix is made
+    identity = training_identity(param, net)
+    if weights:
+        check_initial_weights(os.path.join(where, weights), weights, net)
     full = os.path.join(where, prefix)
     with fileio.exclusive(full + '.lock', '%s: another training with this snapshot prefix'
                           % full) as lock:
         return _train(solver, param, identity, weights, gpu, cwd, resume, progress, full,
                       max_iter, files, lock)
+
+
+def check_initial_weights(path, given, net):
+    """InputError when `path` (--weights, spelt `given`) is no caffemodel
+    (caffe would take a text file for an empty net) or shares no layer with
+    weights with the train net `net` (caffe copies by name and would
+    silently start from the fillers)."""
+    stored = caffeio.stored_blobs(caffeio.read_caffemodel(path))
+    names = {l.name for l in list(net.layer) + list(net.layers)}
+    if not names & set(stored):
+        raise InputError('%s: none of its %d layer(s) with weights is in the net (%s); '
+                         'weights of another net? (convert_weights.py maps an ImageNet '
+                         'ResNet onto a generated net)'
+                         % (given, len(stored), ', '.join(sorted(stored)[:5])))
 
 
 def _die_with_parent():

@@ -20,6 +20,7 @@ import os
 import sys
 
 from fcrn import cli
+from fcrn.net.options import MAX_CROP
 from tools.bench import peers
 
 log = logging.getLogger('bench_peers')
@@ -31,7 +32,7 @@ def main(argv=None):
                         default=list(range(len(peers.CASES))), metavar='N',
                         help='indices into: %s' % '; '.join(
                             '%d = %s' % (i, c.name) for i, c in enumerate(peers.CASES)))
-    parser.add_argument('--size', type=cli.ranged(int, 1, 2048),
+    parser.add_argument('--size', type=cli.ranged(int, 1, MAX_CROP),
                         help='input size for every case (a quick check)')
     parser.add_argument('--variants', nargs='+', help='variant names (default: all)')
     parser.add_argument('--warmup', type=cli.nonnegative_int, default=2)

@@ -24,12 +24,14 @@ import logging
 import sys
 
 from fcrn import cli
+from fcrn.net.options import MAX_CROP
 
 log = logging.getLogger("export_onnx")
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
+    side = cli.ranged(int, 1, MAX_CROP)  # beyond, Caffe aborts on the blob sizes
     p.add_argument("--net", required=True, help="deploy prototxt (TEST phase)")
     p.add_argument("--weights", required=True, help="trained caffemodel")
     p.add_argument("--out", required=True, help="ONNX model to write")
@@ -37,9 +39,9 @@ def parse_args(argv=None):
                    help="blob to output (repeatable; default: score, else the net's outputs)")
     p.add_argument("--argmax", action="store_true",
                    help="add the output 'label': argmax over channels of the first output")
-    p.add_argument("--size", type=cli.positive_int, nargs=2, metavar=("H", "W"),
+    p.add_argument("--size", type=side, nargs=2, metavar=("H", "W"),
                    help="fixed input height and width (default: dynamic)")
-    p.add_argument("--verify-size", type=cli.positive_int, nargs=2, metavar=("H", "W"),
+    p.add_argument("--verify-size", type=side, nargs=2, metavar=("H", "W"),
                    help="input size of the check (default: --size, else the deploy size)")
     p.add_argument("--no-verify", action="store_true", help="skip the check against pycaffe")
     p.add_argument("--tol", type=cli.positive_float, default=1e-4,

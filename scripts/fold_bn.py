@@ -21,17 +21,19 @@ import logging
 import sys
 
 from fcrn import cli, fold
+from fcrn.net.options import MAX_CROP
 
 log = logging.getLogger("fold_bn")
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
+    side = cli.ranged(int, 1, MAX_CROP)  # beyond, Caffe aborts on the blob sizes
     p.add_argument("--net", required=True, help="deploy prototxt (TEST phase)")
     p.add_argument("--weights", required=True, help="trained caffemodel")
     p.add_argument("--out-net", required=True, help="folded deploy prototxt to write")
     p.add_argument("--out-weights", required=True, help="folded caffemodel to write")
-    p.add_argument("--verify-size", type=cli.positive_int, nargs=2, metavar=("H", "W"),
+    p.add_argument("--verify-size", type=side, nargs=2, metavar=("H", "W"),
                    help="input size of the check (default: the deploy input size)")
     p.add_argument("--no-verify", action="store_true", help="skip the equality check")
     p.add_argument("--tol", type=cli.positive_float, default=1e-4,

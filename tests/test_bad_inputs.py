@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -673,7 +674,7 @@ EXTRA = [
     # fold_bn, convert_weights
     row("fold-tol-0", "fold_bn", FOLD + ["--tol", "0"], 2, ["argument --tol: must be > 0"]),
     row("fold-verify-size-0", "fold_bn", FOLD + ["--verify-size", "0", "0"], 2,
-        ["argument --verify-size: must be >= 1, not 0"]),
+        ["argument --verify-size: must be in [1, 2048], not 0"]),
     row("fold-both-outputs-one-file", "fold_bn", FOLD[:4] + ["--out-net", "{tmp}/f",
                                                             "--out-weights", "{tmp}/f"],
         2, ["{tmp}/f and {tmp}/f are one file; each output needs a file of its own"]),
@@ -731,7 +732,7 @@ EXTRA = [
         2, ["--verify-size differs from the fixed --size"]),
     row("onnx-size-0", "export_onnx", ["--net", "{net}", "--weights", "{weights}", "--out",
                                        "{tmp}/m.onnx", "--size", "0", "8"],
-        2, ["argument --size: must be >= 1, not 0"]),
+        2, ["argument --size: must be in [1, 2048], not 0"]),
     # train, demo
     row("train-solver-missing", "train", ["--solver", "{tmp}/none.prototxt", "-q"], 1,
         ["{tmp}/none.prototxt: no such file (solver prototxt)"]),
@@ -1059,10 +1060,126 @@ def _start_training(w, request):
     raise AssertionError("the first training did not start")
 
 
+# --- a review of every tool's inputs (2026-12-07) --------------------------------------
+
+REVIEW = [
+    # --force replaces the output folder: never when an input lies in it by a link
+    row("prepare-voc-force-images-linked-into-out", "prepare_voc",
+        ["--voc", "{tmp}/lnk/VOCdevkit", "--out", "{tmp}/x", "--force"], 2,
+        ["refusing to write over an input (even with --force)",
+         "{tmp}/x would replace the input {tmp}/lnk/VOCdevkit/VOC2012/JPEGImages/"],
+        exists("{tmp}/x/imgs/a1.jpg")),
+    row("prepare-cityscapes-force-city-linked-into-out", "prepare_cityscapes",
+        ["--root", "{tmp}/lcs", "--out", "{tmp}/y", "--force"], 2,
+        ["refusing to write over an input (even with --force)",
+         "{tmp}/y would replace the input {tmp}/lcs/leftImg8bit/val/lindau/"],
+        exists("{tmp}/y/val/lindau")),
+    # a run folder's steps replace what they write: not in a folder of the user's
+    row("demo-out-a-folder-of-the-users", "demo", ["--out", "{tmp}/uf", "--quick"], 2,
+        ["{tmp}/uf: exists and is not a run folder (no .steps/)"],
+        exists("{tmp}/uf/data/mine.txt", "{tmp}/uf/synthetic/keep.txt")),
+    # weights that caffe would take without a word and never use
+    row("train-weights-a-text-file", "train", ["--solver", "{toy}/solver.prototxt", "--weights",
+                                               "{file}", "-q"], 1,
+        ["{file}: not a caffemodel"], absent("{toy}/snap/toy_iter_2.caffemodel")),
+    row("train-weights-a-folder", "train", ["--solver", "{toy}/solver.prototxt", "--weights",
+                                            "{toy}/snap", "-q"], 1,
+        ["{toy}/snap: a folder, not a caffemodel (initial weights)"]),
+    row("train-weights-of-another-net", "train", ["--solver", "{toy}/solver.prototxt",
+                                                  "--weights", "{weights}", "-q"], 1,
+        ["{weights}: none of its 3 layer(s) with weights is in the net (bn1, conv1, score)"],
+        absent("{toy}/snap/toy_iter_2.caffemodel")),
+    # negative values: a traceback in the label check, a wrong pixel in the scores
+    row("prepare-folder-negative-label", "prepare_folder",
+        ["--images", "{tmp}/neg", "--labels", "{tmp}/neg", "--label-suffix", "_mask.tif",
+         "--num-classes", "3", "--out", "{tmp}/o"], 1,
+        ["label values [-5] outside [0, 3) and not 255"], absent("{tmp}/o")),
+    row("evaluate-negative-prediction", "evaluate", ["--gt", "{gt}", "--pred", "{tmp}/negpred",
+                                                     "--dataset", "generic", "--num-classes",
+                                                     "3", "-q"], 1,
+        ["prediction has values [-5] outside 0..2"]),
+    # sizes whose blobs no memory holds: a usage error, not a MemoryError
+    row("fold-verify-size-huge", "fold_bn", FOLD + ["--verify-size", "100000", "100000"], 2,
+        ["argument --verify-size: must be in [1, 2048], not 100000"]),
+    row("onnx-size-huge", "export_onnx", ["--net", "{net}", "--weights", "{weights}", "--out",
+                                          "{tmp}/m.onnx", "--size", "100000", "8"], 2,
+        ["argument --size: must be in [1, 2048], not 100000"]),
+    row("bench-peers-size-negative", "bench_peers", ["--size", "-5", "--no-gemm"], 2,
+        ["argument --size: must be in [1, 2048], not -5"]),
+    # paired outputs: both or neither, a folder where a file goes included
+    row("evaluate-json-out-a-folder", "evaluate", EVAL + ["--out-md", "{tmp}/ok.md",
+                                                          "--out-json", "{tmp}/dird", "--force"],
+        1, ["{tmp}/dird: is a folder, not a file"], absent("{tmp}/ok.md")),
+    row("fold-net-out-a-folder", "fold_bn", ["--net", "{net}", "--weights", "{weights}",
+                                             "--out-net", "{tmp}/dird", "--out-weights",
+                                             "{tmp}/dd.caffemodel", "--force"],
+        1, ["{tmp}/dird: is a folder, not a file"], absent("{tmp}/dd.caffemodel")),
+    # a rerun replaces its folder as a whole: not with what another tool put there
+    row("prepare-rerun-over-what-the-user-put-in-out", "prepare_folder",
+        FOLDER + ["--out", "{tmp}/mp"], 2,
+        ["{tmp}/mp: exists and is not this tool's output; use --force to replace it"],
+        exists("{tmp}/mp/train.lmdb/data.mdb")),
+    # a list written by an editor that starts it with a byte-order mark
+    row("list-with-a-byte-order-mark", "evaluate", EVAL + ["--list", "{tmp}/bom.txt"], 0),
+]
+
+
+def prepare_review(w, name):
+    from PIL import Image
+    if name == "prepare-voc-force-images-linked-into-out":
+        fake.make_voc(w.path("lnk"), ["a1", "a2"], ["v1"])
+        images = w.path("lnk", "VOCdevkit", "VOC2012", "JPEGImages")
+        os.makedirs(w.path("x"))
+        shutil.move(images, w.path("x", "imgs"))
+        os.symlink(w.path("x", "imgs"), images)
+    if name == "prepare-cityscapes-force-city-linked-into-out":
+        fake.make_cityscapes(w.path("lcs"), {"train": {"aachen": 2}, "val": {"lindau": 1}})
+        val = w.path("lcs", "leftImg8bit", "val")
+        os.makedirs(w.path("y"))
+        shutil.move(val, w.path("y", "val"))
+        os.symlink(w.path("y", "val"), val)
+    if name == "demo-out-a-folder-of-the-users":
+        for folder, note in (("data", "mine.txt"), ("synthetic", "keep.txt")):
+            os.makedirs(w.path("uf", folder))
+            with open(w.path("uf", folder, note), "w") as f:
+                f.write("mine\n")
+    if name == "prepare-folder-negative-label":
+        os.makedirs(w.path("neg"))
+        for stem in ("m1", "m2"):
+            cv2.imwrite(w.path("neg", stem + ".jpg"), np.full((6, 7, 3), 90, np.uint8))
+            label = np.zeros((6, 7), np.int32)
+            label[0, 0] = -5
+            Image.fromarray(label).save(w.path("neg", stem + "_mask.tif"))
+    if name == "evaluate-negative-prediction":
+        w["gt"]
+        os.makedirs(w.path("negpred"))
+        for stem in ("a", "b"):
+            pred = np.zeros((4, 5), np.int32)
+            pred[0, 0] = -5
+            # signed values need TIFF (a PNG clips them), in the file evaluate looks for
+            Image.fromarray(pred).save(w.path("negpred", stem + ".png"), format="TIFF")
+    if name in ("evaluate-json-out-a-folder", "fold-net-out-a-folder"):
+        os.makedirs(w.path("dird"))
+        with open(w.path("dird", "keep"), "w") as f:
+            f.write("mine\n")
+    if name == "prepare-rerun-over-what-the-user-put-in-out":
+        from fcrn.data.folder import prepare_folder
+        images = w.path("mine", "images")  # as FOLDER names them
+        prepare_folder(images, images, w.path("mp"), classes_file=w["classes"],
+                       label_suffix="_mask.png")
+        os.makedirs(w.path("mp", "train.lmdb"))
+        open(w.path("mp", "train.lmdb", "data.mdb"), "w").close()
+        cv2.imwrite(w.path("mine", "images", "m1.jpg"), np.zeros((6, 7, 3), np.uint8))
+    if name == "list-with-a-byte-order-mark":
+        with open(w.path("bom.txt"), "w", encoding="utf-8-sig") as f:
+            f.write("a\nb\n")
+
+
 def prepare_row(w, request):
     """Inputs some rows need beyond the world's named pieces."""
     name = request.node.callspec.id
     prepare_issue25(w, name, request)
+    prepare_review(w, name)
     if "cut.caffemodel" in str(request.node.callspec.params["argv"]):
         data = open(w["weights"], "rb").read()
         with open(w.path("cut.caffemodel"), "wb") as f:
@@ -1264,7 +1381,7 @@ def _data_net(w, name, param_str):
 
 
 @pytest.mark.parametrize("tool, argv, status, expect, check, changes",
-                         DEFECTS + WEAK + EXTRA + ISSUE25)
+                         DEFECTS + WEAK + EXTRA + ISSUE25 + REVIEW)
 def test_bad_input(tool, argv, status, expect, check, changes, tmp_path, script, capsys,
                    caplog, request):
     w = World(str(tmp_path))
@@ -1394,6 +1511,35 @@ def test_make_net_on_a_full_disk_leaves_nothing_and_the_rerun_works(tmp_path, sc
     assert script("make_net").main(["--depth", "50", "--out", out]) == 0
     assert sorted(os.listdir(out)) == ["deploy.prototxt", "solver.prototxt", "test.prototxt",
                                        "train.prototxt"]
+
+
+def test_make_net_force_over_a_net_on_a_full_disk_keeps_the_old_net(tmp_path, script,
+                                                                    monkeypatch, caplog):
+    """--force over an existing net, the disk full while the third of its four
+    files is written: the old net stays whole (files were replaced one by one,
+    leaving a ResNet-101 deploy net beside a ResNet-50 train net)."""
+    import errno
+    from fcrn import fileio
+    out = str(tmp_path / "net")
+    assert script("make_net").main(["--depth", "50", "--out", out]) == 0
+
+    def files():
+        return {name: open(os.path.join(out, name)).read() for name in os.listdir(out)}
+    before, real, calls = files(), fileio.writes, []
+
+    def filling(data):
+        save = real(data)
+
+        def save_unless_full(tmp):
+            calls.append(tmp)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device", tmp)
+            save(tmp)
+        return save_unless_full
+    monkeypatch.setattr(fileio, "writes", filling)
+    assert script("make_net").main(["--depth", "101", "--out", out, "--force"]) == 1
+    assert "No space left on device" in caplog.text
+    assert files() == before  # no file replaced, no temporary left
 
 
 def test_every_list_a_tool_writes_the_next_tool_reads(tmp_path, script, caplog):

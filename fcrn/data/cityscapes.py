@@ -68,6 +68,7 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None, force=False)
     lut = CITYSCAPES.label_to_class_lut()
     items = [it for split in splits.values() for it in split]
     inputs = [p for it in items for p in it[3:] if p is not None]
+    fileio.check_disjoint([out_dir], trees + inputs)  # linked cities may lie in --out
     fp = fingerprint(inputs, {"format": FORMAT, "skip_bad": bool(skip_bad),
                               "lut": lut.tolist()})
     manifest = current_manifest(out_dir, fp)
@@ -75,7 +76,7 @@ def prepare_cityscapes(root, out_dir, skip_bad=False, workers=None, force=False)
         return manifest
 
     out_abs = os.path.abspath(out_dir)
-    with fileio.output_dir(out_dir, trees, force, is_prepared(FORMAT)) as tmp:
+    with fileio.output_dir(out_dir, trees + inputs, force, is_prepared(FORMAT)) as tmp:
         def work(item):
             split, city, stem, img_path, lbl_path = item
             img = imageio.read_image(img_path)  # decoded so that corrupt files are caught now

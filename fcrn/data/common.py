@@ -18,8 +18,10 @@ MANIFEST = "manifest.json"
 
 def bad_label_values(lbl, num_classes, ignore_label=datasets.IGNORE_LABEL):
     """Sorted label values that are neither a class in [0, num_classes) nor ignore."""
-    values = np.flatnonzero(np.bincount(lbl.ravel(), minlength=256))
-    return [int(v) for v in values if v >= num_classes and v != ignore_label]
+    flat = lbl.ravel()
+    negative = np.unique(flat[flat < 0]).tolist() if flat.dtype.kind == "i" else []
+    values = np.flatnonzero(np.bincount(flat[flat >= 0] if negative else flat, minlength=256))
+    return negative + [int(v) for v in values if v >= num_classes and v != ignore_label]
 
 
 def check_pair(img, lbl, num_classes, img_name, lbl_name,
@@ -62,8 +64,17 @@ def read_manifest(out_dir):
 
 
 def is_prepared(fmt):
-    """`is_own` test of a preparation's output folder: its manifest's format."""
-    return lambda out_dir: (read_manifest(out_dir) or {}).get("format") == fmt
+    """`is_own` test of a preparation's output folder: its manifest's format,
+    and nothing at its top that the preparation did not write (a rerun
+    replaces the folder as a whole: an LMDB or snapshots kept in it would go
+    without --force). Manifests written before they listed their entries
+    vouch for the format alone."""
+    def own(out_dir):
+        manifest = read_manifest(out_dir) or {}
+        written = manifest.get("entries")
+        return manifest.get("format") == fmt and (
+            written is None or set(os.listdir(out_dir)) <= set(written))
+    return own
 
 
 def current_manifest(out_dir, fp):
@@ -94,6 +105,10 @@ def write_split_lists(tmp, split_pairs, out_abs, expected):
 
 
 def write_manifest(out_dir, **fields):
+    """The manifest, written last into the preparation's folder `out_dir`:
+    `fields` and the entries written beside it (is_prepared)."""
+    entries = set(os.listdir(out_dir)) - {fileio.LOCK_NAME}
+    fields = dict(fields, entries=sorted(entries | {MANIFEST}))
     fileio.atomic_write(os.path.join(out_dir, MANIFEST),
                         json.dumps(fields, indent=1, sort_keys=True) + "\n")
 

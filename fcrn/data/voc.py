@@ -101,7 +101,6 @@ def prepare_voc(voc_root, sbd_root, out_dir, skip_bad=False, workers=None, force
         splits["train_aug"] = sorted((sbd_ids | set(voc_train)) - set(voc_val))
     else:
         log.warning("no SBD tree given: writing train and val only, no train_aug")
-    fileio.check_disjoint([out_dir], roots)
 
     with_voc_label = set(voc_train) | set(voc_val)
     ids = sorted(set().union(*splits.values()))
@@ -123,13 +122,16 @@ def prepare_voc(voc_root, sbd_root, out_dir, skip_bad=False, workers=None, force
     lists_read = [os.path.join(sets, "train.txt"), os.path.join(sets, "val.txt")]
     if sbd is not None:
         lists_read += [os.path.join(sbd, "train.txt"), os.path.join(sbd, "val.txt")]
+    # the files themselves too: a linked JPEGImages/ may lie inside --out
+    fileio.check_disjoint([out_dir], roots + lists_read + inputs)
     fp = fingerprint(lists_read + inputs, {"format": FORMAT, "skip_bad": bool(skip_bad)})
     manifest = current_manifest(out_dir, fp)
     if manifest is not None:
         return manifest
 
     out_abs = os.path.abspath(out_dir)
-    with fileio.output_dir(out_dir, roots, force, is_prepared(FORMAT)) as tmp:
+    with fileio.output_dir(out_dir, roots + lists_read + inputs, force,
+                           is_prepared(FORMAT)) as tmp:
         def work(i):
             img_path, looked = image(i)
             if img_path is None:

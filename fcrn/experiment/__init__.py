@@ -30,7 +30,8 @@ from typing import Callable, Optional
 
 from fcrn import evaluate, fileio, infer, lists, train
 from fcrn.data import voc
-from fcrn.experiment.steps import Steps
+from fcrn.errors import UsageError
+from fcrn.experiment.steps import RECORDS, Steps
 from fcrn.net import netgen, options
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,12 @@ class Experiment:
     held-out images and scored."""
 
     def __init__(self, out, recipe, source, trainings):
+        # A step removes its outputs (data/, synthetic/, nets/, train/...) before it
+        # runs: never in a folder that is not a run folder already.
+        if fileio.occupied(out) and not os.path.isdir(os.path.join(out, RECORDS)):
+            raise UsageError('%s: exists and is not a run folder (no %s/); give a new or '
+                             'empty folder' % (out, RECORDS))
+        os.makedirs(os.path.join(out, RECORDS), exist_ok=True)
         self.out = out
         self.recipe = recipe
         self.source = source

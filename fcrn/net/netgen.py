@@ -529,8 +529,9 @@ def write(out, variant, settings, force=False, net_dir=None, command=None, input
     fileio.check_holds({'--out': out}, list(inputs) + sources + _listed(sources))
     fileio.check_free([out], force)
     if os.path.isdir(out) and os.listdir(out):
-        for name, text in sorted(files.items()):
-            fileio.atomic_write(os.path.join(out, name), text)
+        # one net: the four files are renamed into place only once all are written
+        fileio.atomic_save_all([(os.path.join(out, name), fileio.writes(text))
+                                for name, text in sorted(files.items())])
         return warnings
     with fileio.output_dir(out, force=True) as tmp:
         for name, text in sorted(files.items()):
