@@ -324,6 +324,42 @@ def test_an_unset_field_shares_when_every_layer_vouches_and_else_runs_unshared(t
     assert check_layout(undeclared, 'data', alias_splits=True) == distinct
 
 
+def assert_same_gradients(tmp_path, protos, feeds, rng):
+    """Builds each TRAIN net of `protos` ({name: NetParameter}) with the first
+    one's random weights, runs forward and backward on `feeds` ({blob:
+    array}) and asserts every parameter gradient equal across them. Returns
+    the nets."""
+    nets, grads = [], []
+    for name, proto in protos.items():
+        net = load(tmp_path, proto, caffe.TRAIN, name + '.prototxt')
+        if nets:
+            copy_params(nets[0], net)
+        else:
+            randomise(net, rng)
+        for blob, value in feeds.items():
+            net.blobs[blob].data[...] = value
+        net.forward()
+        net.clear_param_diffs()
+        net.backward()
+        nets.append(net)
+        grads.append({k: [p.diff.copy() for p in v] for k, v in net.params.items()})
+    for other in grads[1:]:
+        for name in grads[0]:
+            for a, b in zip(grads[0][name], other[name]):
+                assert np.array_equal(a, b), name
+    return nets
+
+
+def forced_backward(n, share):
+    """NetSpec `n`'s NetParameter under force_backward, with `share_memory`
+    set to `share` (None: unset)."""
+    proto = n.to_proto()
+    proto.force_backward = True
+    if share is not None:
+        proto.share_memory = share
+    return proto
+
+
 def hinge_net(share):
     """HingeLoss keeps its margins in its bottom's diff from Forward to
     Backward; the branch beside it writes diffs in between."""
@@ -335,37 +371,17 @@ def hinge_net(share):
     n.ip2 = L.InnerProduct(n.x, num_output=5)
     n.ip3 = L.InnerProduct(n.ip2, num_output=5)
     n.l2 = L.EuclideanLoss(n.ip3, n.target)
-    proto = n.to_proto()
-    proto.force_backward = True
-    if share is not None:
-        proto.share_memory = share
-    return proto
+    return forced_backward(n, share)
 
 
 def test_a_layer_that_keeps_values_in_a_diff_between_passes_does_not_share(tmp_path):
     """An unset field runs HingeLoss's net unshared, with the gradients of
     share_memory false (they differed when Caffe vouched for HingeLoss)."""
     rng = np.random.RandomState(5)
-    x, target = rng.randn(4, 6), rng.randn(4, 5) * 100
-    weights, grads = None, []
-    for name, share in (('plain', False), ('unset', None)):
-        net = load(tmp_path, hinge_net(share), caffe.TRAIN, name + '.prototxt')
-        if weights is None:
-            randomise(net, rng)
-            weights = net
-        else:
-            copy_params(weights, net)
-        net.blobs['x'].data[...] = x
-        net.blobs['label'].data[...] = [0, 1, 2, 3]
-        net.blobs['target'].data[...] = target
-        net.forward()
-        net.clear_param_diffs()
-        net.backward()
-        grads.append({k: [p.diff.copy() for p in v] for k, v in net.params.items()})
-        assert not net._shared_blob_field
-    for name in grads[0]:
-        for a, b in zip(grads[0][name], grads[1][name]):
-            assert np.array_equal(a, b), name
+    feeds = dict(x=rng.randn(4, 6), label=[0, 1, 2, 3], target=rng.randn(4, 5) * 100)
+    nets = assert_same_gradients(tmp_path, dict(plain=hinge_net(False), unset=hinge_net(None)),
+                                 feeds, rng)
+    assert not any(net._shared_blob_field for net in nets)
     path = tmp_path / 'shared.prototxt'
     path.write_text(str(hinge_net(True)))
     result = run_python('''
@@ -397,11 +413,7 @@ def fcn_skip_net(share, h5):
     n.loss = L.SoftmaxWithLoss(n.score, n.label, propagate_down=[True, False])
     n.dumped = L.HDF5Output(n.pool4, n.score_fr, hdf5_output_param=dict(file_name=h5),
                             ntop=0)
-    proto = n.to_proto()
-    proto.force_backward = True
-    if share is not None:
-        proto.share_memory = share
-    return proto
+    return forced_backward(n, share)
 
 
 def test_a_bottom_diff_its_layer_leaves_unwritten_stays_out_of_sharing(tmp_path):
@@ -409,26 +421,11 @@ def test_a_bottom_diff_its_layer_leaves_unwritten_stays_out_of_sharing(tmp_path)
     unwritten held another blob's values, which the Split before them added
     into the gradient (pool4's and score_fr's twice their value)."""
     rng = np.random.RandomState(2)
-    data, label = rng.randn(1, 3, 8, 8), rng.randint(0, 3, (1, 1, 8, 8))
-    weights, grads = None, []
-    for name, share in (('plain', False), ('shared', True)):
-        net = load(tmp_path, fcn_skip_net(share, str(tmp_path / (name + '.h5'))),
-                   caffe.TRAIN, name + '.prototxt')
-        if weights is None:
-            randomise(net, rng)
-            weights = net
-        else:
-            copy_params(weights, net)
-        net.blobs['data'].data[...] = data
-        net.blobs['label'].data[...] = label
-        net.forward()
-        net.clear_param_diffs()
-        net.backward()
-        grads.append({k: [p.diff.copy() for p in v] for k, v in net.params.items()})
-    assert net._shared_blob_field  # the shared net does share
-    for name in grads[0]:
-        for a, b in zip(grads[0][name], grads[1][name]):
-            assert np.array_equal(a, b), name
+    feeds = dict(data=rng.randn(1, 3, 8, 8), label=rng.randint(0, 3, (1, 1, 8, 8)))
+    protos = {name: fcn_skip_net(share, str(tmp_path / (name + '.h5')))
+              for name, share in (('plain', False), ('shared', True))}
+    plain, shared = assert_same_gradients(tmp_path, protos, feeds, rng)
+    assert shared._shared_blob_field  # the shared net does share
 
 
 def test_fcrn_output_reads_a_middle_blob_from_an_unshared_net(tmp_path):
