@@ -72,6 +72,19 @@ def test_voc_rerun_is_noop_and_changes_redo(voc_trees, run):
     assert (cv2.imread(str(label), 0) == 7).all()
 
 
+def test_voc_rerun_writes_again_a_list_cut_short_since(voc_trees, run, caplog):
+    """The manifest said up to date over a train list emptied after the run."""
+    root, _, _ = voc_trees
+    args = ["--voc", str(root / "VOCdevkit"), "--out", str(root / "out")]
+    main = run("prepare_voc")
+    assert main(args) == 0
+    listed = (root / "out" / "train.txt").read_text()
+    (root / "out" / "train.txt").write_text("")
+    assert main(args) == 0
+    assert "train.txt no longer as written; preparing it again" in caplog.text
+    assert (root / "out" / "train.txt").read_text() == listed
+
+
 def test_voc_bad_files_are_all_named_and_nothing_is_written(voc_trees, caplog, run):
     root, voc, sbd = voc_trees
     voc_dir = root / "VOCdevkit" / "VOC2012"

@@ -79,12 +79,29 @@ def is_prepared(fmt):
 
 def current_manifest(out_dir, fp):
     """The manifest of `out_dir` if it is a complete output made from the
-    inputs fingerprinted `fp` (logged as up to date), else None."""
+    inputs fingerprinted `fp` (logged as up to date), else None: also when a
+    split list no longer holds the lines the manifest counts (cut short or
+    removed since), so that the preparation writes it again."""
     manifest = read_manifest(out_dir)
     if manifest is None or manifest.get("fingerprint") != fp:
         return None
+    changed = [split for split, count in sorted(manifest.get("counts", {}).items())
+               if _count_lines(os.path.join(out_dir, split + ".txt")) != count]
+    if changed:
+        log.warning("%s: %s no longer as written; preparing it again", out_dir,
+                    ", ".join(split + ".txt" for split in changed))
+        return None
     log.info("%s is up to date", out_dir)
     return manifest
+
+
+def _count_lines(path):
+    """Non-blank lines of the file at `path`; None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
 
 
 def write_split_lists(tmp, split_pairs, out_abs, expected):
