@@ -1106,6 +1106,13 @@ REVIEW = [
         ["argument --size: must be in [1, 2048], not 100000"]),
     row("bench-peers-size-negative", "bench_peers", ["--size", "-5", "--no-gemm"], 2,
         ["argument --size: must be in [1, 2048], not -5"]),
+    # nets Caffe cannot build: refused when generated, not when infer aborts in Caffe
+    row("make-net-kernel-huge", "make_net", ["--kernel", "100001", "--out", "{tmp}/n"], 2,
+        ["the classifier reaches 4800000 input pixels from its centre (dilation x (kernel - 1) "
+         "/ 2 x the stride 8); at most 2048"], absent("{tmp}/n")),
+    row("make-net-batch-huge", "make_net", ["--batch-size", "100000", "--out", "{tmp}/n"], 2,
+        ["batch size 100000 of 500 px crops makes blobs of 800000000000 elements at 1/8; "
+         "Caffe holds at most 2147483647"], absent("{tmp}/n")),
     # paired outputs: both or neither, a folder where a file goes included
     row("evaluate-json-out-a-folder", "evaluate", EVAL + ["--out-md", "{tmp}/ok.md",
                                                           "--out-json", "{tmp}/dird", "--force"],

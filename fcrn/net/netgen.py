@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 # with --out data/voc_aug, data/cityscapes_fcrn).
 RESOLUTIONS = (16, 8, 4)
 PHASES = ('train', 'test', 'deploy')
+# The largest training crop: Cityscapes' full width. Beyond it the widest
+# blobs of a 1/4-resolution net approach Caffe's limit of 2^31 elements.
+MAX_CROP = 2048
+# Caffe counts a blob's elements in an int.
+MAX_BLOB = 2 ** 31 - 1
 # The input pixel that score pixel (0, 0) is centred on: conv1 (7x7, stride 2,
 # pad 3) centres output i on input 2i, pool1 (3x3, stride 2, no pad) output j
 # on conv1 2j+1, hence input 4j+2; later 1x1 stride-2 convs keep the origin.
@@ -169,6 +174,12 @@ class Variant:
               'kernel must be a positive odd integer (the classifier is centred), not %r'
               % self.kernel)
         check(self.dilation > 0, 'dilation must be a positive integer, not %r' % self.dilation)
+        # A classifier that reaches further than the largest crop sees only
+        # padding there, and its weights or padded input outgrow Caffe's blobs.
+        reach = self.dilation * (self.kernel - 1) // 2 * self.resolution
+        check(reach <= MAX_CROP, 'the classifier reaches %d input pixels from its centre '
+              '(dilation x (kernel - 1) / 2 x the stride %d); at most %d'
+              % (reach, self.resolution, MAX_CROP))
         check(self.scale is None or (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1]),
               'scale must be (min, max) with 0 < min <= max, not %r' % (self.scale,))
         check(self.bootstrap is None or self.bootstrap > 0,
@@ -200,6 +211,12 @@ class Variant:
                   % (', '.join('1/%d' % s for s in RESOLUTIONS), self.resolution,
                      self.test_resolution))
         check(self.batch_size > 0, 'batch size must be positive, not %r' % self.batch_size)
+        # The widest blob: conv1's and res2's (16 x crop^2 elements an image),
+        # or res5's 2048 channels at the output stride.
+        widest = self.batch_size * max(16, 2048 // self.resolution ** 2) * self.train_crop ** 2
+        check(widest <= MAX_BLOB, 'batch size %d of %d px crops makes blobs of %d elements '
+              'at 1/%d; Caffe holds at most %d' % (self.batch_size, self.train_crop, widest,
+                                                   self.resolution, MAX_BLOB))
         # A crop must hold the label pixel of the first score cell (of the
         # last shifted pass, when simulating): otherwise every label is ignored.
         first_label = SCORE_ORIGIN + (self.resolution // 2 if self.simulate else 0)

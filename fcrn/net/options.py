@@ -11,9 +11,7 @@ from . import netgen, resnet
 from .. import cli, datasets
 from ..errors import InputError, UsageError
 
-# The largest training crop: Cityscapes' full width. Beyond it the widest
-# blobs of a 1/4-resolution net approach Caffe's limit of 2^31 elements.
-MAX_CROP = 2048
+MAX_CROP = netgen.MAX_CROP
 
 
 def _resolution(text):
