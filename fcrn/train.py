@@ -417,9 +417,9 @@ def train(solver, weights=None, gpu=None, log_prefix=None, cwd=None, progress=Fa
     param = caffeio.read_solver(os.path.join(where, solver))
     net = train_net_param(param, where)  # read before the prefix is made
     identity = training_identity(param, net)
-    if weights:
-        check_initial_weights(os.path.join(where, weights), weights, net)
     full = os.path.join(where, prefix)
+    if weights and not (resume and snapshots(full)):  # a resumed run ignores them
+        check_initial_weights(os.path.join(where, weights), weights, net)
     with fileio.exclusive(full + '.lock', '%s: another training with this snapshot prefix'
                           % full) as lock:
         return _train(solver, param, identity, weights, gpu, cwd, resume, progress, full,
@@ -430,8 +430,19 @@ def check_initial_weights(path, given, net):
     """InputError when `path` (--weights, spelt `given`) is no caffemodel
     (caffe would take a text file for an empty net) or shares no layer with
     weights with the train net `net` (caffe copies by name and would
-    silently start from the fillers)."""
-    stored = caffeio.stored_blobs(caffeio.read_caffemodel(path))
+    silently start from the fillers). Caffe reads a name ending in .h5 as
+    HDF5 weights (Net.save_hdf5): their layers are the groups under data/
+    that hold blobs."""
+    if path.endswith('.h5'):
+        import h5py
+        try:
+            with h5py.File(path, 'r') as f:
+                stored = [name for name, group in f['data'].items() if len(group)] \
+                    if 'data' in f else []
+        except OSError as e:
+            raise InputError('%s: not HDF5 weights (%s)' % (given, e))
+    else:
+        stored = caffeio.stored_blobs(caffeio.read_caffemodel(path))
     names = {l.name for l in list(net.layer) + list(net.layers)}
     if not names & set(stored):
         raise InputError('%s: none of its %d layer(s) with weights is in the net (%s); '

@@ -1126,6 +1126,20 @@ REVIEW = [
         FOLDER + ["--out", "{tmp}/mp"], 2,
         ["{tmp}/mp: exists and is not this tool's output; use --force to replace it"],
         exists("{tmp}/mp/train.lmdb/data.mdb")),
+    row("prepare-rerun-beside-a-hidden-system-file", "prepare_folder",
+        FOLDER + ["--out", "{tmp}/mp"], 0, (), absent("{tmp}/mp/.DS_Store"),
+        ("{tmp}/mp/manifest.json", "{tmp}/mp/.DS_Store")),
+    # resuming ignores --weights: not checked then
+    row("train-resume-ignores-weights-of-another-net", "train",
+        TRAINED + ["--weights", "{weights}"], 0, ["finished at iteration 4"]),
+    row("train-weights-hdf5-of-another-net", "train", ["--solver", "{toy}/solver.prototxt",
+                                                       "--weights", "{tmp}/w.caffemodel.h5",
+                                                       "-q"], 1,
+        ["{tmp}/w.caffemodel.h5: none of its 3 layer(s) with weights is in the net"]),
+    row("train-weights-hdf5-of-this-net", "train", ["--solver", "{toy}/solver.prototxt",
+                                                    "--weights", "{tmp}/toy.caffemodel.h5",
+                                                    "--restart", "-q"], 0,
+        ["finished at iteration 4"]),
     # a list written by an editor that starts it with a byte-order mark
     row("list-with-a-byte-order-mark", "evaluate", EVAL + ["--list", "{tmp}/bom.txt"], 0),
 ]
@@ -1169,14 +1183,27 @@ def prepare_review(w, name):
         os.makedirs(w.path("dird"))
         with open(w.path("dird", "keep"), "w") as f:
             f.write("mine\n")
-    if name == "prepare-rerun-over-what-the-user-put-in-out":
+    if name in ("prepare-rerun-over-what-the-user-put-in-out",
+                "prepare-rerun-beside-a-hidden-system-file"):
         from fcrn.data.folder import prepare_folder
         images = w.path("mine", "images")  # as FOLDER names them
         prepare_folder(images, images, w.path("mp"), classes_file=w["classes"],
                        label_suffix="_mask.png")
-        os.makedirs(w.path("mp", "train.lmdb"))
-        open(w.path("mp", "train.lmdb", "data.mdb"), "w").close()
-        cv2.imwrite(w.path("mine", "images", "m1.jpg"), np.zeros((6, 7, 3), np.uint8))
+        if name.startswith("prepare-rerun-over"):  # another tool's output
+            os.makedirs(w.path("mp", "train.lmdb"))
+            open(w.path("mp", "train.lmdb", "data.mdb"), "w").close()
+        else:  # the system's
+            open(w.path("mp", ".DS_Store"), "w").close()
+        image = w.path("mine", "images", "m1.jpg")
+        cv2.imwrite(image, 255 - cv2.imread(image))  # a changed input
+    if name == "train-resume-ignores-weights-of-another-net":
+        w["trained"]
+    if name.startswith("train-weights-hdf5-of"):
+        import caffe
+        another = name.endswith("another-net")
+        net = caffe.Net(w["net"] if another else os.path.join(w["toy"], "net.prototxt"),
+                        caffe.TEST)
+        net.save_hdf5(w.path(("w" if another else "toy") + ".caffemodel.h5"))
     if name == "list-with-a-byte-order-mark":
         with open(w.path("bom.txt"), "w", encoding="utf-8-sig") as f:
             f.write("a\nb\n")
@@ -1547,6 +1574,16 @@ def test_make_net_force_over_a_net_on_a_full_disk_keeps_the_old_net(tmp_path, sc
     assert script("make_net").main(["--depth", "101", "--out", out, "--force"]) == 1
     assert "No space left on device" in caplog.text
     assert files() == before  # no file replaced, no temporary left
+
+
+def test_a_run_folder_may_be_a_link_to_an_empty_folder(tmp_path):
+    """An experiment (the demo's) refuses a folder of the user's, not a link
+    to an empty one."""
+    from fcrn import experiment
+    (tmp_path / "real").mkdir()
+    os.symlink(str(tmp_path / "real"), str(tmp_path / "lnk"))
+    experiment.Experiment(str(tmp_path / "lnk"), None, None, [])
+    assert (tmp_path / "real" / ".steps").is_dir()
 
 
 def test_every_list_a_tool_writes_the_next_tool_reads(tmp_path, script, caplog):

@@ -72,8 +72,9 @@ def is_prepared(fmt):
     def own(out_dir):
         manifest = read_manifest(out_dir) or {}
         written = manifest.get("entries")
-        return manifest.get("format") == fmt and (
-            written is None or set(os.listdir(out_dir)) <= set(written))
+        # hidden files are the system's (.DS_Store, .nfs*), not a user's work
+        found = {name for name in os.listdir(out_dir) if not name.startswith(".")}
+        return manifest.get("format") == fmt and (written is None or found <= set(written))
     return own
 
 

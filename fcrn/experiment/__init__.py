@@ -105,8 +105,10 @@ class Experiment:
 
     def __init__(self, out, recipe, source, trainings):
         # A step removes its outputs (data/, synthetic/, nets/, train/...) before it
-        # runs: never in a folder that is not a run folder already.
-        if fileio.occupied(out) and not os.path.isdir(os.path.join(out, RECORDS)):
+        # runs: never in a folder that is not a run folder already (an empty
+        # one, or a link to one, is free).
+        taken = bool(os.listdir(out)) if os.path.isdir(out) else os.path.lexists(out)
+        if taken and not os.path.isdir(os.path.join(out, RECORDS)):
             raise UsageError('%s: exists and is not a run folder (no %s/); give a new or '
                              'empty folder' % (out, RECORDS))
         os.makedirs(os.path.join(out, RECORDS), exist_ok=True)

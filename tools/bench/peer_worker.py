@@ -13,11 +13,12 @@ seconds; `profile` (Caffe only) answers the seconds per layer kind;
 exits. The parent alternates the workers run by run, so that a change of
 load on the machine hits every framework alike.
 
-Both sides compute the same: random weights initialised alike (He-normal
-convolutions, zero biases, normalisation that starts as the identity), the
-input scaled so that the scores spread SCORE_SPREAD (`input_scale`), and in
-forward + backward the gradients of the input and of every parameter but
-the frozen normalisation's.
+Both sides compute the same: random weights of one kind (He-normal
+convolutions, Caffe's over their fan-in, torchvision's over their fan-out;
+zero biases; normalisation that starts as the identity), the input scaled
+so that the scores spread SCORE_SPREAD (`input_scale`, which evens out the
+weights' scales), and in forward + backward the gradients of the input and
+of every parameter but the frozen normalisation's.
 """
 import argparse
 import collections
@@ -117,9 +118,9 @@ class CaffePeer:
         # TEST runs Forward only (and shares data).
         self.proto, self.phase = proto, 'train' if self.backward else 'test'
         self.net = caffeio.net_from_param(proto, self.phase)
-        # As torchvision initialises: He-normal convolutions, zero biases, and
-        # normalisation that starts as the identity (mean 0, variance 1,
-        # Caffe's moving-average factor 1, gamma 1, beta 0).
+        # As torchvision initialises (He-normal convolutions, here over their
+        # fan-in), zero biases, and normalisation that starts as the identity
+        # (mean 0, variance 1, Caffe's moving-average factor 1, gamma 1, beta 0).
         rng = np.random.RandomState(0)
         for name, params in self.net.params.items():
             kind = self.net.layer_dict[name].type
