@@ -71,10 +71,12 @@ def is_prepared(fmt):
     vouch for the format alone."""
     def own(out_dir):
         manifest = read_manifest(out_dir) or {}
+        if manifest.get("format") != fmt:
+            return False
         written = manifest.get("entries")
         # hidden files are the system's (.DS_Store, .nfs*), not a user's work
-        found = {name for name in os.listdir(out_dir) if not name.startswith(".")}
-        return manifest.get("format") == fmt and (written is None or found <= set(written))
+        return written is None or {name for name in os.listdir(out_dir)
+                                   if not name.startswith(".")} <= set(written)
     return own
 
 
