@@ -52,7 +52,6 @@ def main(argv=None):
 
     def job():
         start = time.time()
-        os.makedirs(args.out, exist_ok=True)
         run = demo.run(os.path.abspath(args.out), config, BENCHMARK)
         log.info('finished in %.0f s (%d steps run, %d reused); see %s', time.time() - start,
                  len(run.steps.ran), len(run.steps.skipped), os.path.join(args.out, 'summary.md'))

@@ -1078,6 +1078,8 @@ REVIEW = [
     row("demo-out-a-folder-of-the-users", "demo", ["--out", "{tmp}/uf", "--quick"], 2,
         ["{tmp}/uf: exists and is not a run folder (no .steps/)"],
         exists("{tmp}/uf/data/mine.txt", "{tmp}/uf/synthetic/keep.txt")),
+    row("demo-out-a-file", "demo", ["--out", "{file}", "--quick"], 2,
+        ["{file}: exists and is not a run folder (no .steps/); give a new or empty folder"]),
     # weights that caffe would take without a word and never use
     row("train-weights-a-text-file", "train", ["--solver", "{toy}/solver.prototxt", "--weights",
                                                "{file}", "-q"], 1,
@@ -1124,7 +1126,8 @@ REVIEW = [
     # a rerun replaces its folder as a whole: not with what another tool put there
     row("prepare-rerun-over-what-the-user-put-in-out", "prepare_folder",
         FOLDER + ["--out", "{tmp}/mp"], 2,
-        ["{tmp}/mp: exists and is not this tool's output; use --force to replace it"],
+        ["{tmp}/mp: holds train.lmdb, which the preparation did not write; a rerun replaces "
+         "the folder as a whole: move it beside, or use --force to replace it"],
         exists("{tmp}/mp/train.lmdb/data.mdb")),
     row("prepare-rerun-beside-a-hidden-system-file", "prepare_folder",
         FOLDER + ["--out", "{tmp}/mp"], 0, (), absent("{tmp}/mp/.DS_Store"),

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from .. import datasets, fileio, lists
-from ..errors import InputError
+from ..errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +64,24 @@ def read_manifest(out_dir):
 
 
 def is_prepared(fmt):
-    """`is_own` test of a preparation's output folder: its manifest's format,
-    and nothing at its top that the preparation did not write (a rerun
-    replaces the folder as a whole: an LMDB or snapshots kept in it would go
-    without --force). Manifests written before they listed their entries
-    vouch for the format alone."""
+    """`is_own` test of a preparation's output folder: its manifest's format.
+    A rerun replaces the folder as a whole, so one that also holds what the
+    preparation did not write (an LMDB, snapshots) is refused here, naming
+    it, unless --force (which skips this test). Manifests written before
+    they listed their entries vouch for the format alone."""
     def own(out_dir):
         manifest = read_manifest(out_dir) or {}
         if manifest.get("format") != fmt:
             return False
         written = manifest.get("entries")
         # hidden files are the system's (.DS_Store, .nfs*), not a user's work
-        return written is None or {name for name in os.listdir(out_dir)
-                                   if not name.startswith(".")} <= set(written)
+        foreign = sorted(set() if written is None else {
+            name for name in os.listdir(out_dir) if not name.startswith(".")} - set(written))
+        if foreign:
+            raise UsageError("%s: holds %s, which the preparation did not write; a rerun "
+                             "replaces the folder as a whole: move it beside, or use --force "
+                             "to replace it" % (out_dir, ", ".join(foreign)))
+        return True
     return own
 
 
