@@ -3,8 +3,10 @@
 // weights and inputs, in the cases where oneDNN's layouts and padding rules
 // differ from Caffe's: strides that leave input rows unused, dilation,
 // groups, 1x1 kernels, several bottoms, a reshape between passes; dilated
-// convolutions on a padded copy and in phases.
+// convolutions on a padded copy and in phases; 1x1 forward passes in oneDNN
+// with backward passes on the BLAS.
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "caffe/filler.hpp"
 #include "caffe/layer_factory.hpp"
 #include "caffe/layers/conv_layer.hpp"
+#include "caffe/util/parallel.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
@@ -264,6 +267,46 @@ TEST_F(DnnlConvolutionTest, TestPhasesGradient) {
   checker.CheckGradientExhaustive(&layer, bottom_vec, top_vec);
   EXPECT_TRUE(layer.uses_phases());
   unsetenv("FCRN_DNNL_DILATED");
+}
+
+// A 1x1 convolution beside OpenBLAS's OpenMP build runs its backward pass
+// on the BLAS, its forward pass where FCRN_DNNL_1X1 says (by default in
+// oneDNN on AVX-512); beside the pthreads build, both in oneDNN. Each way
+// gives the CAFFE engine's results.
+TEST_F(DnnlConvolutionTest, TestOneByOnePasses) {
+  const ConvCase cases[] = {
+    {"Convolution", 1, 0, 1, 1, 1, false},
+    {"Convolution", 1, 0, 1, 1, 2, true},
+  };
+  const bool blas_backward = BlasSharesOpenMPThreads();
+  for (const char* setting : {"dnnl", "blas"}) {
+    setenv("FCRN_DNNL_1X1", setting, 1);
+    for (const ConvCase& c : cases) {
+      const std::string name = c.Name() + ", FCRN_DNNL_1X1=" + setting;
+      shared_ptr<Layer<float> > reference =
+          Make(c, ConvolutionParameter_Engine_CAFFE);
+      shared_ptr<Layer<float> > layer =
+          Make(c, ConvolutionParameter_Engine_DEFAULT);
+      ExpectSameAsReference(reference.get(), layer.get(), {2, 4, 7, 6}, 1e-5,
+                            name);
+      const DnnlConvolutionLayer<float>* dnnl =
+          static_cast<DnnlConvolutionLayer<float>*>(layer.get());
+      EXPECT_EQ(blas_backward, dnnl->uses_blas_backward()) << name;
+      EXPECT_EQ(!blas_backward || !strcmp(setting, "dnnl"), dnnl->uses_dnnl())
+          << name;
+    }
+  }
+  unsetenv("FCRN_DNNL_1X1");
+  // A strided 1x1 convolution is not one GEMM on the blobs: oneDNN runs it.
+  const ConvCase strided = {"Convolution", 1, 0, 2, 1, 1, true};
+  shared_ptr<Layer<float> > layer =
+      Make(strided, ConvolutionParameter_Engine_DEFAULT);
+  Blob<float> bottom(1, 4, 8, 8), top;
+  layer->SetUp(vector<Blob<float>*>(1, &bottom), vector<Blob<float>*>(1, &top));
+  EXPECT_TRUE(static_cast<DnnlConvolutionLayer<float>*>(layer.get())
+              ->uses_dnnl());
+  EXPECT_FALSE(static_cast<DnnlConvolutionLayer<float>*>(layer.get())
+               ->uses_blas_backward());
 }
 
 // The shared im2col buffer grows when a pass uses it, not when a layer that

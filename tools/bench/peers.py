@@ -89,7 +89,7 @@ def variant_groups():
     """Groups of variants, each group's workers alternated run by run.
 
     The first group compares Caffe with PyTorch; the second holds one lever
-    each against caffe (all share memory, so that seven Caffe processes fit
+    each against caffe (all share memory, so that eight Caffe processes fit
     in memory together at 505x505)."""
     return (
         (Variant(REFERENCE, 'caffe', note='the generated net: share_memory: true, data '
@@ -113,12 +113,15 @@ def variant_groups():
          Variant('caffe-unfused-relu', 'caffe', env=(('FCRN_UNFUSED_RELU', '1'),),
                  note='every ReLU a pass of its own, not applied by the layer before '
                  'it (patch 0019 off)'),
+         Variant('caffe-1x1-blas', 'caffe', env=(('FCRN_DNNL_1X1', 'blas'),),
+                 note="1x1 convolutions' forward passes on OpenBLAS, not in oneDNN "
+                 '(patch 0020 off; on a CPU without AVX-512 the same as caffe)'),
          # The same soname, libopenblas.so.0, found first in that folder.
          Variant('caffe-openblas-pthread', 'caffe',
                  env=(('LD_LIBRARY_PATH', blas_dir('openblas-pthread')),),
                  note="OpenBLAS's pthreads build (Debian's default) instead of the "
                  "OpenMP one the project's environment chooses: 1x1 convolutions in "
-                 "oneDNN (patch 0016 off)")),
+                 "oneDNN, backward passes too (patch 0016 off)")),
     )
 
 
