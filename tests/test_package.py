@@ -64,3 +64,15 @@ def test_a_missing_library_is_named_when_a_net_needs_it(tmp_path):
         print('warned:', any('FCRN_LAYERS_LIB' in str(w.message) for w in seen))
         """ % str(tmp_path / "lean.prototxt"), FCRN_LAYERS_LIB=str(tmp_path / "none.so")) == \
         ["refused:", "True", "True", "warned:", "True"]
+
+
+def test_caffe_processes_of_the_tests_write_no_log_files(tmp_path):
+    """glog gives every Caffe process a file per level in $TMPDIR (else /tmp)
+    unless it logs to stderr only: the suite starts hundreds of them, and
+    conftest.py sets GLOG_logtostderr so that none is left behind."""
+    missing = tmp_path / "missing_solver.prototxt"
+    result = subprocess.run(["caffe", "train", "-solver", str(missing)], capture_output=True,
+                            text=True, env=dict(os.environ, TMPDIR=str(tmp_path)), timeout=120)
+    assert result.returncode != 0
+    assert "missing_solver.prototxt" in result.stderr  # the message still reaches stderr
+    assert os.listdir(tmp_path) == []
