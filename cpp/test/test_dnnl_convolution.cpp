@@ -287,13 +287,16 @@ TEST_F(DnnlConvolutionTest, TestOneByOnePasses) {
           Make(c, ConvolutionParameter_Engine_CAFFE);
       shared_ptr<Layer<float> > layer =
           Make(c, ConvolutionParameter_Engine_DEFAULT);
+      ASSERT_TRUE(IsDnnl(layer));
       ExpectSameAsReference(reference.get(), layer.get(), {2, 4, 7, 6}, 1e-5,
                             name);
       const DnnlConvolutionLayer<float>* dnnl =
           static_cast<DnnlConvolutionLayer<float>*>(layer.get());
+      const bool in_dnnl = !blas_backward || !strcmp(setting, "dnnl");
       EXPECT_EQ(blas_backward, dnnl->uses_blas_backward()) << name;
-      EXPECT_EQ(!blas_backward || !strcmp(setting, "dnnl"), dnnl->uses_dnnl())
-          << name;
+      EXPECT_EQ(in_dnnl, dnnl->uses_dnnl()) << name;
+      // oneDNN's GEMM on the blobs, not Caffe's code behind its back.
+      if (c.group == 1) EXPECT_EQ(in_dnnl, dnnl->uses_dnnl_forward()) << name;
     }
   }
   unsetenv("FCRN_DNNL_1X1");
@@ -332,6 +335,34 @@ TEST_F(DnnlConvolutionTest, TestSharedColBufferGrowsOnUse) {
     bytes = BaseConvolutionLayer<float>::SharedColBufferBytes();
   }).join();
   EXPECT_EQ(4 * 3 * 3 * 8 * 8 * sizeof(float), bytes);
+}
+
+// A 1x1 convolution's gradient goes straight into the input's diff: its
+// backward pass through the BLAS leaves the shared im2col buffer as it is
+// (empty, on a thread of its own), with either engine.
+TEST_F(DnnlConvolutionTest, TestOneByOneBackwardTakesNoColBuffer) {
+  for (ConvolutionParameter_Engine engine :
+       {ConvolutionParameter_Engine_CAFFE, ConvolutionParameter_Engine_DEFAULT}) {
+    size_t bytes = 1;
+    std::thread([&bytes, engine] {
+      setenv("FCRN_DNNL_1X1", "blas", 1);
+      const ConvCase c = {"Convolution", 1, 0, 1, 1, 1, true};
+      shared_ptr<Layer<float> > layer = Make(c, engine);
+      Blob<float> bottom(2, 8, 9, 9), top;
+      FillerParameter filler_param;
+      GaussianFiller<float> filler(filler_param);
+      filler.Fill(&bottom);
+      const vector<Blob<float>*> bottom_vec(1, &bottom), top_vec(1, &top);
+      layer->SetUp(bottom_vec, top_vec);
+      layer->Forward(bottom_vec, top_vec);
+      filler.Fill(&top);
+      caffe_copy(top.count(), top.cpu_data(), top.mutable_cpu_diff());
+      layer->Backward(top_vec, vector<bool>(1, true), bottom_vec);
+      bytes = BaseConvolutionLayer<float>::SharedColBufferBytes();
+      unsetenv("FCRN_DNNL_1X1");
+    }).join();
+    EXPECT_EQ(0, bytes) << "engine " << engine;
+  }
 }
 
 #endif  // USE_DNNL
