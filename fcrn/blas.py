@@ -3,8 +3,9 @@
 Debian's OpenBLAS (0.3.21, built with DYNAMIC_ARCH) picks its kernels by CPU
 model when it is loaded. On a model it does not know it falls back to its
 oldest x86-64 kernels (Prescott: SSE3); on an Intel Xeon of family 6, model
-207 (AVX-512) that ran Caffe's 1x1 convolutions five times slower than the
-kernels of the CPU's instruction set (benchmarks/peers-xeon.md). Where
+207 (AVX-512) they run SGEMM, and with it Caffe's 1x1 convolutions on the
+BLAS, several times slower than the kernels of the CPU's instruction set
+(the SGEMM table of benchmarks/peers-xeon.md). Where
 OpenBLAS fell back below what the CPU runs, and OPENBLAS_CORETYPE is unset,
 the project names the kernels of the CPU's instruction set: SkylakeX for
 AVX-512, Haswell for AVX2 with FMA. OpenBLAS reads the variable once, when it

@@ -71,8 +71,12 @@ def test_caffe_processes_of_the_tests_write_no_log_files(tmp_path):
     unless it logs to stderr only: the suite starts hundreds of them, and
     conftest.py sets GLOG_logtostderr so that none is left behind."""
     missing = tmp_path / "missing_solver.prototxt"
-    result = subprocess.run(["caffe", "train", "-solver", str(missing)], capture_output=True,
-                            text=True, env=dict(os.environ, TMPDIR=str(tmp_path)), timeout=120)
+    # glog's folder: GOOGLE_LOG_DIR, else TEST_TMPDIR, else TMPDIR.
+    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_LOG_DIR", "TEST_TMPDIR")}
+    caffe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "build", "bin", "caffe")
+    result = subprocess.run([caffe, "train", "-solver", str(missing)], capture_output=True,
+                            text=True, env=dict(env, TMPDIR=str(tmp_path)), timeout=120)
     assert result.returncode != 0
     assert "missing_solver.prototxt" in result.stderr  # the message still reaches stderr
     assert os.listdir(tmp_path) == []

@@ -115,7 +115,8 @@ def variant_groups():
                  'it (patch 0019 off)'),
          Variant('caffe-1x1-blas', 'caffe', env=(('FCRN_DNNL_1X1', 'blas'),),
                  note="1x1 convolutions' forward passes on OpenBLAS, not in oneDNN "
-                 '(patch 0020 off; on a CPU without AVX-512 the same as caffe)'),
+                 "(patch 0020's choice off; on a CPU without AVX-512 the same as "
+                 'caffe)'),
          # The same soname, libopenblas.so.0, found first in that folder.
          Variant('caffe-openblas-pthread', 'caffe',
                  env=(('LD_LIBRARY_PATH', blas_dir('openblas-pthread')),),
