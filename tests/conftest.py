@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
 os.environ.setdefault("GLOG_minloglevel", "2")  # pycaffe's INFO lines would bury test output
-# glog would leave a file per Caffe process and level in /tmp (hundreds a run).
+# glog would leave a file per Caffe process and level in /tmp.
 os.environ.setdefault("GLOG_logtostderr", "1")
 
 # Tests create caffe.Net themselves, as pycaffe users do after load_layers();

@@ -68,7 +68,7 @@ def test_a_missing_library_is_named_when_a_net_needs_it(tmp_path):
 
 def test_caffe_processes_of_the_tests_write_no_log_files(tmp_path):
     """glog gives every Caffe process a file per level in $TMPDIR (else /tmp)
-    unless it logs to stderr only: the suite starts hundreds of them, and
+    unless it logs to stderr only: the suite starts many of them, and
     conftest.py sets GLOG_logtostderr so that none is left behind."""
     missing = tmp_path / "missing_solver.prototxt"
     # glog's folder: GOOGLE_LOG_DIR, else TEST_TMPDIR, else TMPDIR.
