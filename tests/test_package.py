@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import ROOT
+
 LEAN_NET = """
 layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }
 layer { name: "bn" type: "LeanBatchNorm" bottom: "x" top: "x" }
@@ -73,8 +75,7 @@ def test_caffe_processes_of_the_tests_write_no_log_files(tmp_path):
     missing = tmp_path / "missing_solver.prototxt"
     # glog's folder: GOOGLE_LOG_DIR, else TEST_TMPDIR, else TMPDIR.
     env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_LOG_DIR", "TEST_TMPDIR")}
-    caffe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "build", "bin", "caffe")
+    caffe = os.path.join(ROOT, "build", "bin", "caffe")
     result = subprocess.run([caffe, "train", "-solver", str(missing)], capture_output=True,
                             text=True, env=dict(env, TMPDIR=str(tmp_path)), timeout=120)
     assert result.returncode != 0
