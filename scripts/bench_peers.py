@@ -3,7 +3,8 @@
 
 R50 and R101 at 1/8 (deploy nets of fcrn.net.netgen; torchvision's ResNet
 made the same architecture), forward and forward + backward: time (median
-of alternated runs) and peak resident memory, for Caffe as generated (blob
+of alternated runs, the whole run repeated with fresh processes, each
+target judged repeat by repeat) and peak resident memory, for Caffe as generated (blob
 memory shared), without sharing, and with one time lever undone or changed
 (im2col and OpenBLAS instead of oneDNN, dilated convolutions without phases,
 the element-wise layers on one thread, OpenBLAS's pthreads build), against
@@ -12,7 +13,7 @@ PyTorch comes from PyPI into a virtual environment of its own, made on first
 use (see requirements-peers.txt; a few GB).
 
   scripts/bench_peers.py --out benchmarks/peers.md
-  scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --size 97   # quick check
+  scripts/bench_peers.py --cases 0 --runs 1 --warmup 0 --repeats 1 --size 97   # quick check
   scripts/bench_peers.py --report benchmarks/peers.json   # rewrite peers.md from it
 """
 import logging
@@ -36,7 +37,10 @@ def main(argv=None):
                         help='input size for every case (a quick check)')
     parser.add_argument('--variants', nargs='+', help='variant names (default: all)')
     parser.add_argument('--warmup', type=cli.nonnegative_int, default=2)
-    parser.add_argument('--runs', type=cli.positive_int, default=7)
+    parser.add_argument('--runs', type=cli.positive_int, default=5,
+                        help='timed passes per variant and repeat (default: 5)')
+    parser.add_argument('--repeats', type=cli.positive_int, default=3,
+                        help='times the whole run is made, with fresh processes (default: 3)')
     parser.add_argument('--threads', type=cli.positive_int, default=os.cpu_count(),
                         help='threads of the SGEMM comparison (default: all cores)')
     parser.add_argument('--no-gemm', action='store_true',
@@ -53,7 +57,7 @@ def main(argv=None):
         return cli.run(lambda: peers.rewrite_report(args.report, args.force), log.name)
     return cli.run(lambda: peers.benchmark(
         args.out, args.cases, args.size, args.variants, args.warmup, args.runs, args.threads,
-        not args.no_gemm, args.torch_venv, args.force), log.name)
+        not args.no_gemm, args.torch_venv, args.force, args.repeats), log.name)
 
 
 if __name__ == '__main__':

@@ -1108,6 +1108,8 @@ REVIEW = [
         ["argument --size: must be in [1, 2048], not 100000"]),
     row("bench-peers-size-negative", "bench_peers", ["--size", "-5", "--no-gemm"], 2,
         ["argument --size: must be in [1, 2048], not -5"]),
+    row("bench-peers-repeats-zero", "bench_peers", ["--repeats", "0", "--no-gemm"], 2,
+        ["argument --repeats: must be >= 1, not 0"]),
     # nets Caffe cannot build: refused when generated, not when infer aborts in Caffe
     row("make-net-kernel-huge", "make_net", ["--kernel", "100001", "--out", "{tmp}/n"], 2,
         ["the classifier reaches 4800000 input pixels from its centre (dilation x (kernel - 1) "

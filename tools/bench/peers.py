@@ -276,13 +276,14 @@ def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
                 if index >= warmup:
                     seconds[worker.variant.name].append(answer['seconds'])
         results = {}
-        for worker in workers:
+        for position, worker in enumerate(workers):
             profile = worker.ask('profile') if worker.variant.name in profiled else {}
             end = worker.ask('finish')
             name = worker.variant.name
             results[name] = dict(
                 variant=name, framework=worker.variant.framework, note=worker.variant.note,
-                seconds=seconds[name], median=statistics.median(seconds[name]),
+                position=position, seconds=seconds[name],
+                median=statistics.median(seconds[name]),
                 peak_rss=end['peak_rss'], baseline_rss=worker.ready['baseline_rss'],
                 output_shape=end['output_shape'], settings=worker.ready['settings'],
                 profile=profile.get('profile'), profile_layers=profile.get('profile_layers'))
@@ -298,26 +299,81 @@ def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
     return results
 
 
-def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=7, threads=None,
-        gemm=True):
+def rotated(sequence, steps):
+    """`sequence` started `steps` places on, so that no variant always runs
+    right after the same other one, or first."""
+    steps %= max(len(sequence), 1)
+    return list(sequence[steps:]) + list(sequence[:steps])
+
+
+def combine(measured, order):
+    """One result per variant (in `order`) from its repeats' results (each
+    a `measure` result): its median is the median of the repeats' medians,
+    its memory that of the repeat with the highest peak; 'repeats' keeps
+    each repeat's passes, memory and place in the order, 'seconds' all
+    passes."""
+    combined = {}
+    for name in order:
+        runs = [results[name] for results in measured]
+        worst = max(runs, key=lambda r: r['peak_rss'])
+        combined[name] = dict(
+            runs[0], seconds=[s for r in runs for s in r['seconds']],
+            median=statistics.median(r['median'] for r in runs),
+            peak_rss=worst['peak_rss'], baseline_rss=worst['baseline_rss'],
+            repeats=[{key: r[key] for key in ('position', 'seconds', 'median', 'peak_rss',
+                                              'baseline_rss')} for r in runs])
+    return combined
+
+
+def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=5, threads=None,
+        gemm=True, repeats=3):
     """Measure every case in both modes, group by group (and SGEMM of each
-    BLAS); returns the record written as JSON."""
+    BLAS), the whole run `repeats` times over with fresh workers, each
+    group's order rotated by one per repeat; returns the record written as
+    JSON. The reference is profiled in the first repeat."""
     pythons = dict(caffe=sys.executable, torch=torch_python_path)
     threads = threads or os.cpu_count()
     load_before = os.getloadavg()
     gemm_record = dict(shapes=GEMM_SHAPES, rates=gemm_rates(threads)) if gemm else None
-    records = []
-    for case in cases:
-        for mode in MODES:
-            for group, chosen in enumerate(groups):
-                results = measure(case, mode, chosen, pythons, warmup, runs,
-                                  profiled=(REFERENCE,) if group == 0 else ())
-                records.append(dict(case=dataclasses.asdict(case), name=case.name, mode=mode,
-                                    group=group, results=results))
+    keys = [(case, mode, group) for case in cases for mode in MODES
+            for group in range(len(groups))]
+    measured = {key: [] for key in keys}
+    for repeat in range(repeats):
+        log.info('repeat %d of %d', repeat + 1, repeats)
+        for case, mode, group in keys:
+            order = rotated(groups[group], repeat)
+            measured[case, mode, group].append(measure(
+                case, mode, order, pythons, warmup, runs,
+                profiled=(REFERENCE,) if group == 0 and repeat == 0 else ()))
+    records = [dict(case=dataclasses.asdict(case), name=case.name, mode=mode, group=group,
+                    results=combine(measured[case, mode, group],
+                                    [v.name for v in groups[group]]))
+               for case, mode, group in keys]
     return dict(machine=dict(cpu=bench.cpu(), cores=os.cpu_count(),
                              load_before=load_before, load_after=os.getloadavg()),
-                commit=bench.commit(), score_spread=SCORE_SPREAD,
-                warmup=warmup, runs=runs, threads=threads, gemm=gemm_record, records=records)
+                commit=bench.commit(), score_spread=SCORE_SPREAD, warmup=warmup, runs=runs,
+                repeats=repeats, threads=threads, gemm=gemm_record, records=records)
+
+
+def repeats_of(result):
+    """A result's repeats: its passes and memory, repeat by repeat (one in a
+    record made before the benchmark repeated its runs)."""
+    return result.get('repeats') or [dict(median=result['median'], peak_rss=result['peak_rss'],
+                                          baseline_rss=result['baseline_rss'])]
+
+
+def paired_ratios(results, mine):
+    """[(time, peak, net) ratio] of the result `mine` against PyTorch's best
+    of the same repeat (as torch_reference), one per repeat."""
+    torch = [repeats_of(r) for r in results.values() if r['framework'] == 'torch']
+    ratios = []
+    for index, own in enumerate(repeats_of(mine)):
+        theirs = [t[index] for t in torch]
+        ratios.append((own['median'] / min(t['median'] for t in theirs),
+                       own['peak_rss'] / min(t['peak_rss'] for t in theirs),
+                       (own['peak_rss'] - own['baseline_rss']) /
+                       min(t['peak_rss'] - t['baseline_rss'] for t in theirs)))
+    return ratios
 
 
 def torch_reference(results):
@@ -367,14 +423,15 @@ def report(record, caffe_variant=REFERENCE):
              'Machine: %s, %d cores (load average %.1f before, %.1f after)%s. Produced by '
              '`scripts/bench_peers.py`: each variant in a process of its own; the processes '
              'of a group are asked for one pass each in turn, %d warm-up passes, then the '
-             'median of %d. Group 1 compares Caffe with PyTorch; group 2 measures one time '
+             'median of %d%s. Group 1 compares Caffe with PyTorch; group 2 measures one time '
              'lever per row against caffe (the generated net). Memory: peak resident set of the whole '
              'process, and above the process\'s own after its imports ("net": the net '
              'alone). Against PyTorch: its fastest variant\'s time, its leanest variant\'s '
              'memory.' % (machine['cpu'], machine['cores'], machine['load_before'][0],
                           machine['load_after'][0],
                           ', code at %s' % record['commit'] if record.get('commit') else '',
-                          record['warmup'], record['runs']), '', method(record), '',
+                          record['warmup'], record['runs'], repeated(record)), '',
+             method(record), '',
              'Settings (threads, BLAS library and kernels):']
     seen = set()
     for entry in record['records']:
@@ -387,11 +444,13 @@ def report(record, caffe_variant=REFERENCE):
     lines.append('')
     titles = dict(forward='Forward (TEST net / inference mode)',
                   backward='Forward + backward (TRAIN net)')
+    spread = record.get('repeats', 1) > 1   # a column of the repeats' range
     for mode in MODES:
-        lines += ['## ' + titles[mode], '',
-                  '| Case | Group | Variant | median s | vs caffe | vs PyTorch fastest '
-                  '| peak GB | net GB | peak vs PyTorch leanest | net vs PyTorch leanest |',
-                  '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+        header = ['Case', 'Group', 'Variant', 'median s'] + ['range s'] * spread + [
+            'vs caffe', 'vs PyTorch fastest', 'peak GB', 'net GB', 'peak vs PyTorch leanest',
+            'net vs PyTorch leanest']
+        lines += ['## ' + titles[mode], '', '| %s |' % ' | '.join(header),
+                  '|---|---|---|' + '---:|' * (len(header) - 3)]
         for entry in record['records']:
             if entry['mode'] != mode:
                 continue
@@ -399,22 +458,51 @@ def report(record, caffe_variant=REFERENCE):
             anchor = entry['results'].get(REFERENCE)
             for name, r in entry['results'].items():
                 net = r['peak_rss'] - r['baseline_rss']
-                ratios = ['%.2f' % (r['median'] / anchor['median']) if anchor else '-']
+                medians = [repeat['median'] for repeat in repeats_of(r)]
+                cells = [entry['name'], str(entry['group'] + 1), name, '%.3f' % r['median']]
+                cells += ['%.3f-%.3f' % (min(medians), max(medians))] * spread
+                cells += ['%.2f' % (r['median'] / anchor['median']) if anchor else '-']
                 if reference:
-                    ratios += ['%.2f' % (r['median'] / reference['seconds']),
-                               '%.2f' % (r['peak_rss'] / reference['peak']),
-                               '%.2f' % (net / reference['net'])]
+                    cells += ['%.2f' % (r['median'] / reference['seconds']), _gb(r['peak_rss']),
+                              _gb(net), '%.2f' % (r['peak_rss'] / reference['peak']),
+                              '%.2f' % (net / reference['net'])]
                 else:
-                    ratios += ['-'] * 3
-                lines.append('| %s | %d | %s | %.3f | %s | %s | %s | %s | %s | %s |' % (
-                    entry['name'], entry['group'] + 1, name, r['median'], ratios[0],
-                    ratios[1], _gb(r['peak_rss']), _gb(net), ratios[2], ratios[3]))
+                    cells += ['-', _gb(r['peak_rss']), _gb(net), '-', '-']
+                lines.append('| %s |' % ' | '.join(cells))
         lines.append('')
     lines += targets(record, caffe_variant)
     lines += profile_table(record)
     if record.get('gemm'):
         lines += gemm_table(record['gemm'], record['threads'])
     return '\n'.join(lines) + '\n'
+
+
+def repeated(record):
+    """The clause of the report's method that says how runs were repeated."""
+    repeats = record.get('repeats', 1)
+    if repeats == 1:
+        return ''
+    return ('; the whole run %d times over, with fresh processes and each group\'s order '
+            'rotated by one per repeat ("median s": the median of the repeats\' medians, '
+            '"range s": the lowest and highest of them; each target is judged repeat by '
+            'repeat against PyTorch in the same repeat, and met only when it holds in every '
+            'one)' % repeats)
+
+
+def verdict(ratios, target=None):
+    """'0.91x met' for one ratio; for several (one per repeat) their median,
+    range and whether the target held in all, none or some of them."""
+    text = '%.2fx' % statistics.median(ratios)
+    if len(ratios) > 1:
+        text += ' (%.2f-%.2f)' % (min(ratios), max(ratios))
+    if target is None:
+        return text
+    held = sum(ratio <= target for ratio in ratios)
+    if held == len(ratios):
+        return text + ' met'
+    if held == 0:
+        return text + ' NOT met'
+    return text + ' met in %d of %d' % (held, len(ratios))
 
 
 # The memory targets of the whole process's peak against PyTorch's leanest, per
@@ -432,6 +520,7 @@ def targets(record, caffe_variant):
                                                    for k, v in PEAK_TARGETS.items()), '',
              '| Case | Mode | Caffe variant | time | peak memory (whole) | net memory |',
              '|---|---|---|---|---|---|']
+    held = []
     for entry in record['records']:
         reference = torch_reference(entry['results'])
         caffe = [r for r in entry['results'].values() if r['framework'] == 'caffe']
@@ -439,16 +528,14 @@ def targets(record, caffe_variant):
             continue
         named = {r['variant']: r for r in caffe}
         mine = named.get(caffe_variant) or named.get(REFERENCE) or caffe[0]
-
-        def verdict(ratio, target=None):
-            if target is None:
-                return '%.2fx' % ratio
-            return '%.2fx %s' % (ratio, 'met' if ratio <= target else 'NOT met')
+        times, peaks, nets = zip(*paired_ratios(entry['results'], mine))
         lines.append('| %s | %s | %s | %s | %s | %s |' % (
-            entry['name'], entry['mode'], mine['variant'],
-            verdict(mine['median'] / reference['seconds'], 1.0),
-            verdict(mine['peak_rss'] / reference['peak'], PEAK_TARGETS[entry['mode']]),
-            verdict((mine['peak_rss'] - mine['baseline_rss']) / reference['net'])))
+            entry['name'], entry['mode'], mine['variant'], verdict(times, 1.0),
+            verdict(peaks, PEAK_TARGETS[entry['mode']]), verdict(nets)))
+        held += [max(times) <= 1.0, max(peaks) <= PEAK_TARGETS[entry['mode']]]
+    if held:
+        lines += ['', 'Met%s: %d of %d targets.' % (
+            ' in every repeat' if record.get('repeats', 1) > 1 else '', sum(held), len(held))]
     return lines + ['']
 
 
@@ -508,24 +595,25 @@ def select_groups(groups, variants=None):
     return chosen
 
 
-def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=7, threads=None,
-              gemm=True, torch_venv=None, force=False):
+def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=5, threads=None,
+              gemm=True, torch_venv=None, force=False, repeats=3):
     """The whole benchmark: `cases` (indices into CASES, default all), each
     at `size` if given, with the `variants` named (default all), `warmup`
-    and `runs` passes each; with `gemm`, SGEMM of the installed BLAS builds
-    on `threads`. Prints the report and, with `out`, writes it there and its
-    JSON beside it."""
+    and `runs` passes each, the whole run `repeats` times; with `gemm`,
+    SGEMM of the installed BLAS builds on `threads`. Prints the report and,
+    with `out`, writes it there and its JSON beside it."""
     if out:
         fileio.report_targets(out, TITLE, force)
     groups = select_groups(variant_groups(), variants)
-    if runs < 1 or warmup < 0:
-        raise UsageError('--runs must be at least 1 and --warmup at least 0')
+    if runs < 1 or warmup < 0 or repeats < 1:
+        raise UsageError('--runs and --repeats must be at least 1 and --warmup at least 0')
     cases = [CASES[i] for i in (range(len(CASES)) if cases is None else cases)]
     if size:
         cases = [dataclasses.replace(c, size=size) for c in cases]
     python = torch_python(torch_venv or default_torch_venv()) \
         if any(v.framework == 'torch' for group in groups for v in group) else None
-    record = run(cases, groups, python, warmup, runs, threads=threads, gemm=gemm)
+    record = run(cases, groups, python, warmup, runs, threads=threads, gemm=gemm,
+                 repeats=repeats)
     text = report(record)
     print(text)
     if out:
