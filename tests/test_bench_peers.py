@@ -28,7 +28,7 @@ def test_caffe_variants_alternate_and_the_generated_net_shares_memory(tmp_path):
     assert [(e['mode'], e['group']) for e in record['records']] == [
         ('forward', 0), ('forward', 1), ('backward', 0), ('backward', 1)]
     for entry in record['records']:
-        # each repeat with fresh workers in an order rotated by one
+        # each repeat with fresh workers, the second in the reverse order
         positions = {name: [repeat['position'] for repeat in r['repeats']]
                      for name, r in entry['results'].items()}
         assert positions == ({'caffe': [0, 1], 'caffe-unshared': [1, 0]} if entry['group'] == 0
@@ -155,6 +155,20 @@ def test_memory_is_held_to_pytorchs_leanest_and_time_to_its_fastest():
     # time 1.0/1.25; peak 0.5/0.9 (not 0.5/1.25); net 0.3/0.2
     assert lines[-4] == '| R | forward | caffe | 0.80x met | 0.56x NOT met | 1.50x |', lines[-4]
     assert lines[-2] == 'Met: 1 of 2 targets.', lines[-2]
+
+
+def test_schedule_changes_each_variants_predecessor_and_first_place():
+    """Workers run round-robin, so a variant's predecessor is the one before
+    it in the order, cyclically: over repeats each has more than one, and
+    more than one variant runs first."""
+    from tools.bench import peers
+    group = ['a', 'b', 'c', 'd']
+    orders = [peers.schedule(group, repeat) for repeat in range(4)]
+    assert orders[0] == group and all(sorted(order) == group for order in orders)
+    for name in group:
+        before = {order[order.index(name) - 1] for order in orders}
+        assert len(before) == 2, (name, orders)
+    assert len({order[0] for order in orders}) == 4, orders
 
 
 def test_targets_are_judged_repeat_by_repeat_against_pytorch_in_the_same_repeat():

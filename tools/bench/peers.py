@@ -299,11 +299,15 @@ def measure(case, mode, chosen, pythons, warmup, runs, profiled=()):
     return results
 
 
-def rotated(sequence, steps):
-    """`sequence` started `steps` places on, so that no variant always runs
-    right after the same other one, or first."""
-    steps %= max(len(sequence), 1)
-    return list(sequence[steps:]) + list(sequence[:steps])
+def schedule(group, repeat):
+    """The order of `group`'s workers in repeat `repeat`: as given, then
+    reversed, then both again started one place on, and so on, so that a
+    variant neither always runs first nor always right after the same other
+    one (whose threads or freed memory might slow the pass after it);
+    rotation alone keeps every variant's predecessor."""
+    order = list(group) if repeat % 2 == 0 else list(reversed(group))
+    steps = repeat // 2 % max(len(order), 1)
+    return order[steps:] + order[:steps]
 
 
 def combine(measured, order):
@@ -329,7 +333,7 @@ def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=5, threads=
         gemm=True, repeats=3):
     """Measure every case in both modes, group by group (and SGEMM of each
     BLAS), the whole run `repeats` times over with fresh workers, each
-    group's order rotated by one per repeat; returns the record written as
+    group's order changed per repeat (`schedule`); returns the record written as
     JSON. The reference is profiled in the first repeat."""
     pythons = dict(caffe=sys.executable, torch=torch_python_path)
     threads = threads or os.cpu_count()
@@ -341,7 +345,7 @@ def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=5, threads=
     for repeat in range(repeats):
         log.info('repeat %d of %d', repeat + 1, repeats)
         for case, mode, group in keys:
-            order = rotated(groups[group], repeat)
+            order = schedule(groups[group], repeat)
             measured[case, mode, group].append(measure(
                 case, mode, order, pythons, warmup, runs,
                 profiled=(REFERENCE,) if group == 0 and repeat == 0 else ()))
@@ -483,7 +487,7 @@ def repeated(record):
     if repeats == 1:
         return ''
     return ('; the whole run %d times over, with fresh processes and each group\'s order '
-            'rotated by one per repeat ("median s": the median of the repeats\' medians, '
+            'reversed every other repeat ("median s": the median of the repeats\' medians, '
             '"range s": the lowest and highest of them; each target is judged repeat by '
             'repeat against PyTorch in the same repeat, and met only when it holds in every '
             'one)' % repeats)
