@@ -118,7 +118,7 @@ bench: all
 # Caffe against PyTorch on the CPU (benchmarks/peers.md); not part of CI. The
 # first run makes a PyTorch environment from PyPI (a few GB, see
 # requirements-peers.txt); the runs, the whole of them three times over, take
-# about one to two hours on 2 cores, by CPU.
+# about one to three hours on 2 cores, by CPU (benchmarks/README.md).
 bench-peers: all
 	@$(ENV) python scripts/bench_peers.py --out benchmarks/peers.md
 

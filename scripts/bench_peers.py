@@ -36,9 +36,9 @@ def main(argv=None):
     parser.add_argument('--size', type=cli.ranged(int, 1, MAX_CROP),
                         help='input size for every case (a quick check)')
     parser.add_argument('--variants', nargs='+', help='variant names (default: all)')
-    parser.add_argument('--warmup', type=cli.nonnegative_int, default=2)
-    parser.add_argument('--runs', type=cli.positive_int, default=5,
-                        help='timed passes per variant and repeat (default: 5)')
+    parser.add_argument('--warmup', type=cli.nonnegative_int, default=1)
+    parser.add_argument('--runs', type=cli.positive_int, default=3,
+                        help='timed passes per variant and repeat (default: 3)')
     parser.add_argument('--repeats', type=cli.positive_int, default=3,
                         help='times the whole run is made, with fresh processes (default: 3)')
     parser.add_argument('--threads', type=cli.positive_int, default=os.cpu_count(),

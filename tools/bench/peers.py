@@ -329,7 +329,7 @@ def combine(measured, order):
     return combined
 
 
-def run(cases: List[Case], groups, torch_python_path, warmup=2, runs=5, threads=None,
+def run(cases: List[Case], groups, torch_python_path, warmup=1, runs=3, threads=None,
         gemm=True, repeats=3):
     """Measure every case in both modes, group by group (and SGEMM of each
     BLAS), the whole run `repeats` times over with fresh workers, each
@@ -599,7 +599,7 @@ def select_groups(groups, variants=None):
     return chosen
 
 
-def benchmark(out=None, cases=None, size=None, variants=None, warmup=2, runs=5, threads=None,
+def benchmark(out=None, cases=None, size=None, variants=None, warmup=1, runs=3, threads=None,
               gemm=True, torch_venv=None, force=False, repeats=3):
     """The whole benchmark: `cases` (indices into CASES, default all), each
     at `size` if given, with the `variants` named (default all), `warmup`
