@@ -4,8 +4,8 @@
 R50 and R101 at 1/8 (deploy nets of fcrn.net.netgen; torchvision's ResNet
 made the same architecture), forward and forward + backward: time (median
 of alternated runs, the whole run repeated with fresh processes, each
-target judged repeat by repeat) and peak resident memory, for Caffe as generated (blob
-memory shared), without sharing, and with one time lever undone or changed
+target judged repeat by repeat) and peak resident memory, for Caffe as
+generated (blob memory shared), without sharing, and with one time lever undone or changed
 (im2col and OpenBLAS instead of oneDNN, dilated convolutions without phases,
 the element-wise layers on one thread, OpenBLAS's pthreads build), against
 PyTorch in NCHW and channels_last; and SGEMM of each BLAS build installed.

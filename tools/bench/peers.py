@@ -6,9 +6,11 @@ PyTorch ones under a virtual environment of their own that `torch_python`
 makes on demand from requirements-peers.txt (PyTorch never enters the pycaffe
 environment). The workers of one case and mode live side by side and the
 parent asks them for one pass each in turn, run after run, so that the
-machine's changing load hits every variant alike. Peak memory is each
-worker's peak resident set, whole (interpreter and libraries included) and
-above its baseline after the imports.
+machine's changing load hits every variant alike; the whole run is made
+again (`--repeats`) with fresh workers in another order, and each target
+is judged repeat by repeat. Peak memory is each worker's peak resident
+set, whole (interpreter and libraries included) and above its baseline
+after the imports.
 """
 import dataclasses
 import hashlib
@@ -333,8 +335,8 @@ def run(cases: List[Case], groups, torch_python_path, warmup=1, runs=3, threads=
         gemm=True, repeats=3):
     """Measure every case in both modes, group by group (and SGEMM of each
     BLAS), the whole run `repeats` times over with fresh workers, each
-    group's order changed per repeat (`schedule`); returns the record written as
-    JSON. The reference is profiled in the first repeat."""
+    group's order changed per repeat (`schedule`); returns the record
+    written as JSON. The reference is profiled in the first repeat."""
     pythons = dict(caffe=sys.executable, torch=torch_python_path)
     threads = threads or os.cpu_count()
     load_before = os.getloadavg()
@@ -360,8 +362,8 @@ def run(cases: List[Case], groups, torch_python_path, warmup=1, runs=3, threads=
 
 
 def repeats_of(result):
-    """A result's repeats: its passes and memory, repeat by repeat (one in a
-    record made before the benchmark repeated its runs)."""
+    """A result's repeats: its median and memory, repeat by repeat (one in
+    a record made before the benchmark repeated its runs)."""
     return result.get('repeats') or [dict(median=result['median'], peak_rss=result['peak_rss'],
                                           baseline_rss=result['baseline_rss'])]
 
