@@ -119,6 +119,9 @@ def variant_groups():
                  note="1x1 convolutions' forward passes on OpenBLAS, not in oneDNN "
                  "(patch 0020's choice off; on a CPU without AVX-512 the same as "
                  'caffe)'),
+         Variant('caffe-1x1-dnnl', 'caffe', env=(('FCRN_DNNL_1X1', 'dnnl'),),
+                 note="1x1 convolutions' forward passes in oneDNN on any CPU (patch 0020's "
+                 'choice on AVX-512, where it is the same as caffe)'),
          # The same soname, libopenblas.so.0, found first in that folder.
          Variant('caffe-openblas-pthread', 'caffe',
                  env=(('LD_LIBRARY_PATH', blas_dir('openblas-pthread')),),
