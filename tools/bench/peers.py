@@ -374,14 +374,13 @@ def repeats_of(result):
 def paired_ratios(results, mine):
     """[(time, peak, net) ratio] of the result `mine` against PyTorch's best
     of the same repeat (as torch_reference), one per repeat."""
-    torch = [repeats_of(r) for r in results.values() if r['framework'] == 'torch']
     ratios = []
     for index, own in enumerate(repeats_of(mine)):
-        theirs = [t[index] for t in torch]
-        ratios.append((own['median'] / min(t['median'] for t in theirs),
-                       own['peak_rss'] / min(t['peak_rss'] for t in theirs),
-                       (own['peak_rss'] - own['baseline_rss']) /
-                       min(t['peak_rss'] - t['baseline_rss'] for t in theirs)))
+        reference = torch_reference({name: dict(r, **repeats_of(r)[index])
+                                     for name, r in results.items()})
+        ratios.append((own['median'] / reference['seconds'],
+                       own['peak_rss'] / reference['peak'],
+                       (own['peak_rss'] - own['baseline_rss']) / reference['net']))
     return ratios
 
 
