@@ -47,6 +47,7 @@ def test_caffe_variants_alternate_and_the_generated_net_shares_memory(tmp_path):
             plain['peak_rss'] - plain['baseline_rss'], mode
     text = out.read_text()
     assert '| R101 1/8 (k5 d12), 97x97 | 2 | caffe-im2col |' in text
+    assert '0 warm-up passes, then the median of 2;' in text
     assert 'Targets' in text
     assert "Where Caffe's time goes" in text
     # --report writes the same report from the JSON alone
@@ -83,6 +84,7 @@ def test_profile_accounts_for_every_layer(tmp_path):
         assert results['caffe']['profile_layers'] == {
             'stem': 1, '1x1 convolutions': 2 * 16 + 4, '3x3 convolutions': 16, 'classifier': 1,
             'element-wise': 53 + (1 + 3 * 16) + 16 + 1 + 16, 'other': 2}
+    assert '1 warm-up pass, then the median of 3.' in (tmp_path / 'peers.md').read_text()
 
 
 def test_unknown_variant_is_a_usage_error():

@@ -416,6 +416,10 @@ def method(record):
             % record['score_spread'])
 
 
+def _count(n, one, many):
+    return '%d %s' % (n, one if n == 1 else many)
+
+
 def _gb(value):
     return '%.2f' % (value / 1e9)
 
@@ -430,15 +434,16 @@ def report(record, caffe_variant=REFERENCE):
     lines = [TITLE, '',
              'Machine: %s, %d cores (load average %.1f before, %.1f after)%s. Produced by '
              '`scripts/bench_peers.py`: each variant in a process of its own; the processes '
-             'of a group are asked for one pass each in turn, %d warm-up passes, then the '
-             'median of %d%s. Group 1 compares Caffe with PyTorch; group 2 measures one time '
-             'lever per row against caffe (the generated net). Memory: peak resident set of the whole '
+             'of a group are asked for one pass each in turn, %s, then the median of '
+             '%d%s. Group 1 compares Caffe with PyTorch; group 2 measures one time lever per '
+             'row against caffe (the generated net). Memory: peak resident set of the whole '
              'process, and above the process\'s own after its imports ("net": the net '
              'alone). Against PyTorch: its fastest variant\'s time, its leanest variant\'s '
              'memory.' % (machine['cpu'], machine['cores'], machine['load_before'][0],
                           machine['load_after'][0],
                           ', code at %s' % record['commit'] if record.get('commit') else '',
-                          record['warmup'], record['runs'], repeated(record)), '',
+                          _count(record['warmup'], 'warm-up pass', 'warm-up passes'),
+                          record['runs'], repeated(record)), '',
              method(record), '',
              'Settings (threads, BLAS library and kernels):']
     seen = set()
