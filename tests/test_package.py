@@ -81,3 +81,25 @@ def test_caffe_processes_of_the_tests_write_no_log_files(tmp_path):
     assert result.returncode != 0
     assert "missing_solver.prototxt" in result.stderr  # the message still reaches stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_pycaffe_loads_the_image_libraries_only_to_resize(tmp_path):
+    """caffe.io imports skimage and scipy (and through them matplotlib and
+    PIL: 77 MB resident) when it loads or resizes an image, not with
+    pycaffe (Caffe patch 0021): every process that runs a net pays less."""
+    (tmp_path / "lean.prototxt").write_text(LEAN_NET)
+    assert fresh("""
+        import sys
+        import numpy as np
+        from fcrn import caffeio
+        net = caffeio.load_net(%r)
+        net.forward()
+        print([m for m in ('skimage', 'scipy', 'matplotlib', 'PIL') if m in sys.modules])
+        resize = caffeio.caffe().io.resize_image
+        ramp = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+        # the same size is the identity on both paths: skimage's (1 or 3
+        # channels) and scipy's (any other number)
+        print(np.allclose(resize(ramp[..., :3], (2, 3)), ramp[..., :3], atol=1e-5),
+              np.allclose(resize(ramp, (2, 3)), ramp, atol=1e-5),
+              resize(ramp, (4, 6)).shape == (4, 6, 4))
+        """ % str(tmp_path / "lean.prototxt")) == ["[]", "True", "True", "True"]
