@@ -103,3 +103,23 @@ def test_pycaffe_loads_the_image_libraries_only_to_resize(tmp_path):
               np.allclose(resize(ramp, (2, 3)), ramp, atol=1e-5),
               resize(ramp, (4, 6)).shape == (4, 6, 4))
         """ % str(tmp_path / "lean.prototxt")) == ["[]", "True", "True", "True"]
+
+
+
+def test_pycaffe_loads_an_image_in_colour_and_in_grey(tmp_path):
+    """caffe.io.load_image with Debian's scikit-image (Caffe patch 0022):
+    floats in [0, 1], three channels or one."""
+    assert fresh("""
+        import numpy as np
+        from PIL import Image
+        from fcrn import caffeio
+        rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 15
+        grey = np.repeat(rgb[..., :1], 3, axis=2)  # equal channels: any weighting keeps them
+        Image.fromarray(rgb).save(%(dir)r + '/rgb.png')
+        Image.fromarray(grey).save(%(dir)r + '/grey.png')
+        load = caffeio.caffe().io.load_image
+        colour, mono = load(%(dir)r + '/rgb.png'), load(%(dir)r + '/grey.png', color=False)
+        print(colour.dtype, colour.shape, np.allclose(colour, rgb / 255.0, atol=1e-6),
+              mono.shape, np.allclose(mono[..., 0], grey[..., 0] / 255.0, atol=1e-6))
+        """ % {'dir': str(tmp_path)}) == ["float32", "(2,", "3,", "3)", "True",
+                                          "(2,", "3,", "1)", "True"]
