@@ -105,7 +105,6 @@ def test_pycaffe_loads_the_image_libraries_only_to_resize(tmp_path):
         """ % str(tmp_path / "lean.prototxt")) == ["[]", "True", "True", "True"]
 
 
-
 def test_pycaffe_loads_an_image_in_colour_and_in_grey(tmp_path):
     """caffe.io.load_image with Debian's scikit-image (Caffe patch 0022):
     floats in [0, 1], three channels or one."""
